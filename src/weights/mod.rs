@@ -1,0 +1,14 @@
+//! Model weights: the official safetensors layout (single file or sharded with an index),
+//! strict validation against the tensors a model expects, and synthetic random weights
+//! built in memory for running without a checkpoint.
+
+mod error;
+mod loader;
+mod spec;
+mod store;
+mod synthetic;
+
+pub use error::WeightsError;
+pub use loader::{Loader, Source};
+pub use spec::{Init, ModelSpec, TensorSpec};
+pub use store::WeightStore;

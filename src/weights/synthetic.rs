@@ -1,0 +1,120 @@
+//! Random weights for running without a checkpoint. Values come from a counter-based hash of
+//! (seed, tensor name, element index), so they are the same on every machine and thread
+//! count, and billions of them fill in about a second on a few cores.
+
+use candle_core::{DType, Device, Tensor};
+
+use super::{Init, TensorSpec};
+
+pub(super) fn tensor(
+    spec: &TensorSpec,
+    seed: u64,
+    dtype: DType,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let n: usize = spec.shape.iter().product();
+    let key = splitmix64(seed ^ fnv1a(spec.name.as_bytes()));
+    let (center, half_width) = uniform_params(spec.init);
+    let mut values = vec![0f32; n];
+    fill_parallel(&mut values, |i| {
+        let u = unit(splitmix64(key.wrapping_add(i as u64)));
+        center + half_width * (2.0 * u - 1.0)
+    });
+    // Half-precision targets are converted on the host: half the bytes cross to the device.
+    let host = Tensor::from_vec(values, spec.shape.as_slice(), &Device::Cpu)?;
+    let host = if dtype.size_in_bytes() < 4 {
+        host.to_dtype(dtype)?
+    } else {
+        host
+    };
+    host.to_device(device)?.to_dtype(dtype)
+}
+
+/// A uniform distribution (center, half width) with the mean and variance of the init.
+fn uniform_params(init: Init) -> (f32, f32) {
+    let sqrt3 = 3f32.sqrt();
+    match init {
+        Init::Fan(fan_in) => (0.0, sqrt3 / (fan_in.max(1) as f32).sqrt()),
+        Init::Normal(std) => (0.0, sqrt3 * std),
+        Init::Uniform(lo, hi) => ((lo + hi) / 2.0, (hi - lo) / 2.0),
+        Init::NearOne => (1.0, sqrt3 * 0.1),
+        Init::Const(v) => (v, 0.0),
+    }
+}
+
+fn fill_parallel(values: &mut [f32], f: impl Fn(usize) -> f32 + Sync) {
+    const MIN_CHUNK: usize = 1 << 20;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = values.len().div_ceil(threads).max(MIN_CHUNK);
+    std::thread::scope(|s| {
+        for (c, part) in values.chunks_mut(chunk).enumerate() {
+            let f = &f;
+            s.spawn(move || {
+                for (j, v) in part.iter_mut().enumerate() {
+                    *v = f(c * chunk + j);
+                }
+            });
+        }
+    });
+}
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3)
+    })
+}
+
+/// Top 24 bits as a float in [0, 1).
+fn unit(x: u64) -> f32 {
+    (x >> 40) as f32 / (1u64 << 24) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(init: Init, n: usize) -> TensorSpec {
+        TensorSpec {
+            name: "w".into(),
+            shape: vec![n],
+            init,
+        }
+    }
+
+    fn moments(t: &Tensor) -> (f64, f64) {
+        let v: Vec<f32> = t.to_vec1().unwrap();
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / v.len() as f64;
+        (mean, var)
+    }
+
+    #[test]
+    fn draws_have_the_variance_of_their_init() {
+        let n = 1 << 21;
+        let (m, v) = moments(&tensor(&spec(Init::Fan(256), n), 7, DType::F32, &Device::Cpu).unwrap());
+        assert!(m.abs() < 1e-3, "mean {m}");
+        assert!((v * 256.0 - 1.0).abs() < 0.01, "variance {v}");
+        let (m, v) = moments(&tensor(&spec(Init::NearOne, n), 7, DType::F32, &Device::Cpu).unwrap());
+        assert!((m - 1.0).abs() < 1e-3 && (v - 0.01).abs() < 1e-3, "{m} {v}");
+        let t = tensor(&spec(Init::Uniform(0.3, 0.8), n), 7, DType::F32, &Device::Cpu).unwrap();
+        let v: Vec<f32> = t.to_vec1().unwrap();
+        assert!(v.iter().all(|&x| (0.3..0.8).contains(&x)));
+    }
+
+    #[test]
+    fn same_seed_same_weights_other_seed_other_weights() {
+        let s = spec(Init::Normal(1.0), 1000);
+        let a: Vec<f32> = tensor(&s, 1, DType::F32, &Device::Cpu).unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = tensor(&s, 1, DType::F32, &Device::Cpu).unwrap().to_vec1().unwrap();
+        let c: Vec<f32> = tensor(&s, 2, DType::F32, &Device::Cpu).unwrap().to_vec1().unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+}

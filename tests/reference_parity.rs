@@ -1,0 +1,6 @@
+//! Parity with the official heartlib code, checked against a reference fixture folder: the
+//! one named by `HEARTSTREAM_FIXTURE`, or the project's copy of `reference-tiny`. Every
+//! dimension comes from the fixture's own files, so fixtures of the same format with other
+//! dimensions and seeds pass unchanged. A missing fixture fails; nothing here skips.
+
+mod fixture;
