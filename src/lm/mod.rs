@@ -1,0 +1,19 @@
+//! The HeartMuLa language model: text prompt → audio codes, one 80 ms frame per step.
+
+pub mod config;
+pub mod generator;
+pub mod kv_cache;
+pub mod model;
+pub mod prompt;
+pub mod rope;
+pub mod sampling;
+pub mod spec;
+pub mod tokenizer;
+mod transformer;
+
+pub use config::{Flavor, GenConfig, LmConfig};
+pub use generator::{FrameGenerator, FrameTrace};
+pub use model::HeartMuLa;
+pub use prompt::Prompt;
+pub use sampling::SamplingParams;
+pub use tokenizer::TextTokenizer;

@@ -1,0 +1,172 @@
+//! HeartMuLa: a backbone that reads the token grid and predicts codebook 0 of each 80 ms
+//! frame, and a small decoder that predicts codebooks 1.. of the same frame.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::Linear;
+
+use super::config::LmConfig;
+use super::kv_cache::KvCache;
+use super::prompt::Prompt;
+use super::spec::lm_spec;
+use super::transformer::{last_position, linear, Transformer};
+use crate::weights::{Loader, Source, WeightStore};
+
+pub struct HeartMuLa {
+    pub config: LmConfig,
+    backbone: Transformer,
+    decoder: Transformer,
+    text_embeddings: Tensor,
+    audio_embeddings: Tensor,
+    unconditional_text_embedding: Tensor,
+    muq_linear: Linear,
+    projection: Linear,
+    /// The heads run in f32 whatever the model dtype: in bf16 the logits of codebooks 1..
+    /// lose enough precision to change which tokens get sampled.
+    codebook0_head: Linear,
+    /// (codebooks − 1, decoder_dim, vocab), f32.
+    audio_head: Tensor,
+    dtype: DType,
+}
+
+impl HeartMuLa {
+    /// Loads `HeartMuLa-oss-3B/` (config.json + safetensors), converting weights to `dtype`.
+    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let config = LmConfig::from_file(&dir.join("config.json"))?;
+        let store = WeightStore::open(dir)?;
+        Self::from_source(config, Source::Checkpoint(store), device, dtype)
+    }
+
+    /// Random weights of the given configuration, built in memory.
+    pub fn synthetic(config: LmConfig, seed: u64, device: &Device, dtype: DType) -> Result<Self> {
+        Self::from_source(config, Source::Synthetic { seed }, device, dtype)
+    }
+
+    fn from_source(
+        config: LmConfig,
+        source: Source,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let w = Loader::new(source, lm_spec(&config), device)?;
+        let muq_linear = Linear::new(
+            w.get("muq_linear.weight", dtype)?,
+            Some(w.get("muq_linear.bias", dtype)?),
+        );
+        Ok(Self {
+            backbone: Transformer::load(&w, "backbone", &config.backbone, dtype)
+                .context("loading the backbone")?,
+            decoder: Transformer::load(&w, "decoder", &config.decoder, dtype)
+                .context("loading the decoder")?,
+            text_embeddings: w.get("text_embeddings.weight", dtype)?,
+            audio_embeddings: w.get("audio_embeddings.weight", dtype)?,
+            unconditional_text_embedding: w.get("unconditional_text_embedding.weight", dtype)?,
+            muq_linear,
+            projection: linear(&w, "projection.weight", dtype)?,
+            codebook0_head: linear(&w, "codebook0_head.weight", DType::F32)?,
+            audio_head: w.get("audio_head", DType::F32)?,
+            config,
+            dtype,
+        })
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn device(&self) -> &Device {
+        self.text_embeddings.device()
+    }
+
+    /// Caches for one song: the backbone's for `capacity` positions, the decoder's for the
+    /// codebooks of one frame.
+    pub fn new_caches(
+        &self,
+        batch: usize,
+        capacity: usize,
+    ) -> Result<(Vec<KvCache>, Vec<KvCache>)> {
+        Ok((
+            self.backbone.new_caches(batch, capacity, self.dtype)?,
+            self.decoder
+                .new_caches(batch, self.config.audio_num_codebooks, self.dtype)?,
+        ))
+    }
+
+    /// Backbone input of the prompt, (batch, len, dim). Row 0 is conditional; with CFG row 1
+    /// is unconditional: its text embedding is `unconditional_text_embedding` everywhere.
+    /// The muq slot holds `muq_linear(0)` (no reference audio) in the conditional row.
+    pub fn prompt_embeddings(&self, prompt: &Prompt, batch: usize) -> Result<Tensor> {
+        let dev = self.device();
+        let ids = Tensor::new(prompt.text.as_slice(), dev)?;
+        let text = self.text_embeddings.index_select(&ids, 0)?;
+        let muq_in = Tensor::zeros((1, self.config.muq_dim), self.dtype, dev)?;
+        let muq = self.muq_linear.forward(&muq_in)?;
+        let (len, row) = (prompt.len(), prompt.muq_row);
+        let cond = Tensor::cat(
+            &[
+                text.narrow(0, 0, row)?,
+                muq,
+                text.narrow(0, row + 1, len - row - 1)?,
+            ],
+            0,
+        )?;
+        let mut rows = vec![cond];
+        if batch == 2 {
+            rows.push(
+                self.unconditional_text_embedding
+                    .broadcast_as(rows[0].shape())?
+                    .contiguous()?,
+            );
+        }
+        Ok(Tensor::stack(&rows, 0)?)
+    }
+
+    /// Backbone input of a frame step, (batch, 1, dim): the sum of the previous frame's
+    /// audio embeddings (`tokens` is (batch, codebooks) u32; the text column is masked out).
+    pub fn frame_embeddings(&self, tokens: &Tensor) -> Result<Tensor> {
+        let (batch, codebooks) = tokens.dims2()?;
+        let offsets = Tensor::arange(0u32, codebooks as u32, tokens.device())?
+            .affine(self.config.audio_vocab_size as f64, 0.0)?;
+        let ids = tokens.broadcast_add(&offsets)?.flatten_all()?;
+        let emb = self.audio_embeddings.index_select(&ids, 0)?;
+        Ok(emb.reshape((batch, codebooks, ()))?.sum_keepdim(1)?)
+    }
+
+    /// Runs the backbone over `h` and returns the hidden state of the last position.
+    pub fn backbone_step(&self, h: &Tensor, caches: &mut [KvCache]) -> Result<Tensor> {
+        Ok(last_position(&self.backbone.forward(h, caches)?)?)
+    }
+
+    /// All positions of the backbone output (for inspection of the prompt step).
+    pub fn backbone_forward(&self, h: &Tensor, caches: &mut [KvCache]) -> Result<Tensor> {
+        Ok(self.backbone.forward(h, caches)?)
+    }
+
+    /// Codebook-0 logits (batch, vocab) in f32 from the backbone's last hidden state.
+    pub fn codebook0_logits(&self, last_hidden: &Tensor) -> Result<Tensor> {
+        Ok(self
+            .codebook0_head
+            .forward(&last_hidden.to_dtype(DType::F32)?)?)
+    }
+
+    /// Embedding of `tokens` (batch,) of `codebook`, shaped (batch, 1, dim).
+    pub fn audio_embedding(&self, codebook: usize, tokens: &Tensor) -> Result<Tensor> {
+        let ids = tokens.affine(1.0, (codebook * self.config.audio_vocab_size) as f64)?;
+        Ok(self.audio_embeddings.index_select(&ids, 0)?.unsqueeze(1)?)
+    }
+
+    /// One decoder call: projects `h` (batch, seq, backbone_dim) and returns the decoder's
+    /// last hidden state (batch, decoder_dim).
+    pub fn decoder_step(&self, h: &Tensor, caches: &mut [KvCache]) -> Result<Tensor> {
+        let x = self.projection.forward(h)?;
+        Ok(last_position(&self.decoder.forward(&x, caches)?)?)
+    }
+
+    /// Logits (batch, vocab) in f32 of `codebook` ≥ 1 from the decoder's hidden state.
+    pub fn codebook_logits(&self, codebook: usize, decoder_hidden: &Tensor) -> Result<Tensor> {
+        let head = self.audio_head.get(codebook - 1)?;
+        Ok(decoder_hidden.to_dtype(DType::F32)?.matmul(&head)?)
+    }
+}
