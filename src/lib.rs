@@ -3,5 +3,10 @@
 //! Model code (`lm`, `codec`) is kept apart from the runtime (`pipeline`, `audio`, `tui`,
 //! `cli`); `weights` loads the official checkpoint layout for both models.
 
+pub mod checkpoint;
+pub mod cli;
+pub mod codes_file;
+pub mod device;
 pub mod lm;
+pub mod models;
 pub mod weights;

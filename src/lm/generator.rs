@@ -51,7 +51,7 @@ impl FrameGenerator {
         stop_at_eos: bool,
     ) -> Result<Self> {
         let config = &model.config;
-        sampling.validate(config.audio_vocab_size)?;
+        sampling.validate_for(config.audio_vocab_size)?;
         if max_frames == 0 {
             bail!("the requested length is 0 frames: ask for at least 0.08 s (one frame)");
         }

@@ -29,9 +29,10 @@ impl Default for SamplingParams {
 }
 
 impl SamplingParams {
-    pub fn validate(&self, vocab: usize) -> Result<()> {
-        if self.topk == 0 || self.topk > vocab {
-            bail!("--topk {} is invalid: expected 1..={vocab}", self.topk);
+    /// Checks the values on their own; [`validate_for`](Self::validate_for) adds the model's vocabulary.
+    pub fn validate(&self) -> Result<()> {
+        if self.topk == 0 {
+            bail!("--topk 0 is invalid: expected at least 1");
         }
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {
             bail!(
@@ -43,6 +44,17 @@ impl SamplingParams {
             bail!(
                 "--cfg-scale {} is invalid: expected a finite value ≥ 1 (1 disables guidance)",
                 self.cfg_scale
+            );
+        }
+        Ok(())
+    }
+
+    pub fn validate_for(&self, vocab: usize) -> Result<()> {
+        self.validate()?;
+        if self.topk > vocab {
+            bail!(
+                "--topk {} is invalid: the model has {vocab} tokens per codebook",
+                self.topk
             );
         }
         Ok(())
@@ -152,7 +164,7 @@ mod tests {
             ..Default::default()
         };
         for frame in 0..500 {
-            let t = p.sample(&[logits.clone()], frame, 1) as usize;
+            let t = p.sample(std::slice::from_ref(&logits), frame, 1) as usize;
             assert!(allowed.contains(&t), "{t}");
         }
     }
@@ -192,7 +204,7 @@ mod tests {
     #[test]
     fn invalid_values_are_named() {
         let bad = |p: SamplingParams, flag: &str| {
-            let e = p.validate(10).unwrap_err().to_string();
+            let e = p.validate_for(10).unwrap_err().to_string();
             assert!(e.contains(flag), "{e}");
         };
         bad(
@@ -216,11 +228,18 @@ mod tests {
             },
             "--cfg-scale",
         );
+        bad(
+            SamplingParams {
+                topk: 11,
+                ..Default::default()
+            },
+            "--topk",
+        );
         assert!(SamplingParams {
             topk: 10,
             ..Default::default()
         }
-        .validate(10)
+        .validate_for(10)
         .is_ok());
     }
 

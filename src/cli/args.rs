@@ -1,0 +1,166 @@
+//! Options shared by the commands.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use clap::Args;
+
+use crate::device::parse_device;
+use crate::lm::SamplingParams;
+use crate::models::{ModelChoice, SyntheticSize};
+
+const DEFAULT_TAGS: &str = include_str!("../../assets/tags.txt");
+const DEFAULT_LYRICS: &str = include_str!("../../assets/lyrics.txt");
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// heartlib checkpoint folder: ckpt/ holding HeartMuLa-oss-3B/, HeartCodec-oss/,
+    /// tokenizer.json and gen_config.json
+    #[arg(long, value_name = "DIR", conflicts_with = "synthetic")]
+    pub model: Option<PathBuf>,
+
+    /// Random weights built in memory, no checkpoint needed (noise, not music). The default
+    /// without --model: tiny on a CPU, 3b on a GPU
+    #[arg(long, value_enum, value_name = "SIZE")]
+    pub synthetic: Option<SyntheticSize>,
+
+    /// Where the LM runs: auto, cpu, cuda or cuda:N (auto picks the first GPU when the binary
+    /// was built with --features cuda and one is present)
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    pub device: String,
+}
+
+impl ModelArgs {
+    pub fn device(&self) -> Result<Device> {
+        resolve_device(&self.device)
+    }
+
+    /// The weights to load; synthetic weights take their seed from the sampling seed so a
+    /// run is reproducible from its command line.
+    pub fn choice(&self, device: &Device, seed: u64) -> ModelChoice {
+        match (&self.model, self.synthetic) {
+            (Some(dir), _) => ModelChoice::Checkpoint(dir.clone()),
+            (None, Some(size)) => ModelChoice::Synthetic { size, seed },
+            (None, None) => {
+                let size = if device.is_cuda() {
+                    SyntheticSize::Full3b
+                } else {
+                    SyntheticSize::Tiny
+                };
+                ModelChoice::Synthetic { size, seed }
+            }
+        }
+    }
+}
+
+pub fn resolve_device(spec: &str) -> Result<Device> {
+    if spec != "auto" {
+        return parse_device(spec);
+    }
+    if cfg!(feature = "cuda") {
+        if let Ok(d) = Device::new_cuda(0) {
+            return Ok(d);
+        }
+    }
+    Ok(Device::Cpu)
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PromptArgs {
+    /// Style tags, comma-separated, or @FILE to read them from a file (default: assets/tags.txt)
+    #[arg(long, value_name = "TEXT|@FILE")]
+    pub tags: Option<String>,
+
+    /// Lyrics with [Verse]/[Chorus] markers, or @FILE (default: assets/lyrics.txt)
+    #[arg(long, value_name = "TEXT|@FILE")]
+    pub lyrics: Option<String>,
+}
+
+impl PromptArgs {
+    pub fn tags(&self) -> Result<String> {
+        text_or_file(self.tags.as_deref(), "--tags", DEFAULT_TAGS)
+    }
+
+    pub fn lyrics(&self) -> Result<String> {
+        text_or_file(self.lyrics.as_deref(), "--lyrics", DEFAULT_LYRICS)
+    }
+}
+
+fn text_or_file(value: Option<&str>, flag: &str, default: &str) -> Result<String> {
+    match value {
+        None => Ok(default.trim().to_string()),
+        Some(v) => match v.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("{flag} @{path}: cannot read the file")),
+            None => Ok(v.to_string()),
+        },
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Longest song to generate, in seconds (one LM frame is 80 ms)
+    #[arg(
+        long,
+        default_value_t = 60.0,
+        value_name = "S",
+        allow_negative_numbers = true
+    )]
+    pub max_seconds: f64,
+
+    /// Keep generating past the end-of-song token: exactly --max-seconds of audio
+    #[arg(long)]
+    pub ignore_eos: bool,
+
+    /// Random seed (default: drawn from the clock and printed, so a run can be repeated)
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// Sampling temperature (> 0)
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub temperature: f32,
+
+    /// Sample among the k most likely tokens (≥ 1)
+    #[arg(long, default_value_t = 50)]
+    pub topk: usize,
+
+    /// Classifier-free guidance scale for the LM (≥ 1; 1 disables guidance)
+    #[arg(long, default_value_t = 1.5, allow_negative_numbers = true)]
+    pub cfg_scale: f32,
+}
+
+/// LM frames per second of audio.
+pub const FRAMES_PER_SECOND: f64 = 12.5;
+
+impl SamplingArgs {
+    pub fn seed(&self) -> u64 {
+        self.seed.unwrap_or_else(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            (nanos % 1_000_000_007) as u64
+        })
+    }
+
+    /// The sampling values, checked before any model is loaded.
+    pub fn params(&self, seed: u64) -> Result<SamplingParams> {
+        let params = SamplingParams {
+            temperature: self.temperature,
+            topk: self.topk,
+            cfg_scale: self.cfg_scale,
+            seed,
+        };
+        params.validate()?;
+        Ok(params)
+    }
+
+    /// Frames for --max-seconds; refuses a length that is not a positive number.
+    pub fn max_frames(&self) -> Result<usize> {
+        let s = self.max_seconds;
+        if !(s.is_finite() && s > 0.0) {
+            anyhow::bail!("--max-seconds {s} is invalid: expected a positive number of seconds");
+        }
+        Ok(((s * FRAMES_PER_SECOND).round() as usize).max(1))
+    }
+}

@@ -1,0 +1,70 @@
+//! `heartstream codes`: the LM alone, writing the generated frames to a JSON file.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::args::{ModelArgs, PromptArgs, SamplingArgs, FRAMES_PER_SECOND};
+use crate::lm::{FrameGenerator, Prompt};
+use crate::models::load_lm;
+
+#[derive(Args, Debug)]
+pub struct CodesArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub prompt: PromptArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Where to write the frames (JSON: frames × codebooks tokens)
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+pub fn run(args: CodesArgs) -> Result<()> {
+    let device = args.model.device()?;
+    let seed = args.sampling.seed();
+    let max_frames = args.sampling.max_frames()?;
+    let params = args.sampling.params(seed)?;
+    let choice = args.model.choice(&device, seed);
+    let lm = load_lm(&choice, &device)?;
+    eprintln!(
+        "loaded {} on {} in {:.1} s (seed {seed})",
+        choice.describe(),
+        crate::device::describe(&device),
+        lm.load_seconds
+    );
+
+    let prompt = Prompt::from_text(
+        &args.prompt.tags()?,
+        &args.prompt.lyrics()?,
+        &lm.tokenizer,
+        &lm.gen,
+    )?;
+    let mut generator = FrameGenerator::new(
+        lm.model.clone(),
+        lm.gen,
+        prompt,
+        params,
+        max_frames,
+        !args.sampling.ignore_eos,
+    )?;
+    let start = Instant::now();
+    let mut frames = Vec::new();
+    while let Some(frame) = generator.next_frame()? {
+        frames.push(frame);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    crate::codes_file::write(&args.out, &frames)?;
+    let audio = frames.len() as f64 / FRAMES_PER_SECOND;
+    eprintln!(
+        "{} frames ({audio:.2} s of audio) in {seconds:.2} s: {:.2} frames/s, real-time factor {:.3} → {}",
+        frames.len(),
+        frames.len() as f64 / seconds,
+        seconds / audio,
+        args.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! `--device cpu|cuda[:N]` and the dtype each model runs in there.
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+
+pub fn parse_device(spec: &str) -> Result<Device> {
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let ordinal = match s.strip_prefix("cuda:") {
+                None => 0,
+                Some(n) => n
+                    .parse::<usize>()
+                    .with_context(|| format!("--device {s}: expected cuda:N with N a GPU index"))?,
+            };
+            if !cfg!(feature = "cuda") {
+                bail!("--device {s}: this binary was built without CUDA; rebuild with `cargo build --release --features cuda`");
+            }
+            Device::new_cuda(ordinal)
+                .with_context(|| format!("--device {s}: cannot open CUDA device {ordinal}"))
+        }
+        other => bail!("--device {other}: expected cpu, cuda or cuda:N"),
+    }
+}
+
+/// The LM runs in bf16 on a GPU (its heads stay f32) and in f32 on the CPU.
+pub fn lm_dtype(device: &Device) -> DType {
+    if device.is_cuda() {
+        DType::BF16
+    } else {
+        DType::F32
+    }
+}
+
+pub fn describe(device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu".to_string(),
+        Device::Cuda(_) => "cuda".to_string(),
+        Device::Metal(_) => "metal".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_parses_and_nonsense_is_named() {
+        assert!(parse_device("cpu").unwrap().is_cpu());
+        let e = parse_device("tpu").unwrap_err().to_string();
+        assert!(e.contains("tpu") && e.contains("cuda:N"), "{e}");
+        assert!(parse_device("cuda:x").is_err());
+    }
+}

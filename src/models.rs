@@ -1,0 +1,118 @@
+//! Which weights a run uses — a checkpoint folder or synthetic random weights — and loading
+//! each model from that choice.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+
+use crate::checkpoint::CheckpointLayout;
+use crate::device::lm_dtype;
+use crate::lm::{Flavor, GenConfig, HeartMuLa, LmConfig, TextTokenizer};
+
+/// Random weights for running without a checkpoint. They make noise, not music.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyntheticSize {
+    /// Small models with the real architecture and timing: fast on a CPU.
+    Tiny,
+    /// The real HeartMuLa-oss-3B and HeartCodec-oss dimensions (needs a GPU to be fast).
+    #[value(name = "3b")]
+    Full3b,
+}
+
+#[derive(Debug, Clone)]
+pub enum ModelChoice {
+    Checkpoint(PathBuf),
+    Synthetic { size: SyntheticSize, seed: u64 },
+}
+
+impl ModelChoice {
+    pub fn describe(&self) -> String {
+        match self {
+            ModelChoice::Checkpoint(dir) => dir.display().to_string(),
+            ModelChoice::Synthetic {
+                size: SyntheticSize::Tiny,
+                ..
+            } => "synthetic tiny (random weights)".into(),
+            ModelChoice::Synthetic {
+                size: SyntheticSize::Full3b,
+                ..
+            } => "synthetic 3b (random weights)".into(),
+        }
+    }
+}
+
+/// Everything the LM stage needs.
+pub struct LmBundle {
+    pub model: Arc<HeartMuLa>,
+    pub tokenizer: TextTokenizer,
+    pub gen: GenConfig,
+    pub load_seconds: f64,
+}
+
+pub fn load_lm(choice: &ModelChoice, device: &Device) -> Result<LmBundle> {
+    let start = Instant::now();
+    let dtype = lm_dtype(device);
+    let (model, tokenizer, gen) = match choice {
+        ModelChoice::Checkpoint(root) => {
+            let layout = CheckpointLayout::open(root)?;
+            let gen = GenConfig::from_file(&layout.gen_config()?)?;
+            let tokenizer = TextTokenizer::from_file(&layout.tokenizer()?)?;
+            let dir = layout.lm_dir()?;
+            let model = HeartMuLa::load(&dir, device, dtype)
+                .with_context(|| format!("loading HeartMuLa from {}", dir.display()))?;
+            (model, tokenizer, gen)
+        }
+        ModelChoice::Synthetic { size, seed } => {
+            let (config, gen) = synthetic_lm(*size);
+            let model = HeartMuLa::synthetic(config, *seed, device, dtype)?;
+            (model, TextTokenizer::Bytes { offset: 0 }, gen)
+        }
+    };
+    Ok(LmBundle {
+        model: Arc::new(model),
+        tokenizer,
+        gen,
+        load_seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// The LM configuration and special ids of a synthetic model. The tiny one has the
+/// reference fixture's dimensions; both keep byte-level text ids (0..256) clear of BOS/EOS.
+pub fn synthetic_lm(size: SyntheticSize) -> (LmConfig, GenConfig) {
+    match size {
+        SyntheticSize::Full3b => (LmConfig::oss_3b(), GenConfig::default()),
+        SyntheticSize::Tiny => {
+            let flavor = |num_layers, num_heads, num_kv_heads, embed_dim, max_seq_len| Flavor {
+                num_layers,
+                num_heads,
+                num_kv_heads,
+                embed_dim,
+                intermediate_dim: 2 * embed_dim,
+                max_seq_len,
+                norm_eps: 1e-5,
+                rope_base: 500_000.0,
+                scale_factor: 32.0,
+            };
+            let config = LmConfig {
+                backbone_flavor: "tiny-backbone".into(),
+                decoder_flavor: "tiny-decoder".into(),
+                backbone: flavor(2, 4, 2, 64, 8192),
+                decoder: flavor(2, 2, 1, 32, 256),
+                text_vocab_size: 1024,
+                audio_vocab_size: 517,
+                audio_num_codebooks: 8,
+                muq_dim: 512,
+            };
+            let gen = GenConfig {
+                text_bos_id: 1000,
+                text_eos_id: 1001,
+                audio_eos_id: 513,
+                empty_id: 0,
+            };
+            (config, gen)
+        }
+    }
+}
