@@ -1,5 +1,9 @@
 //! torchtune's `llama3_2` transformer (token embeddings and output layer replaced by identity,
 //! as HeartMuLa does): pre-norm layers of grouped-query attention and a SwiGLU MLP.
+//!
+//! The q/k/v projections and the w1/w3 (gate/up) projections are concatenated at load time,
+//! so each runs as one matrix product: the per-frame step is bound by reading weights and by
+//! the number of kernels, and this halves both for those projections.
 
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::Linear;
@@ -10,8 +14,8 @@ use super::rope::Rope;
 use crate::weights::Loader;
 
 pub struct RmsNorm {
-    scale: Tensor,
-    eps: f32,
+    pub(super) scale: Tensor,
+    pub(super) eps: f32,
 }
 
 impl RmsNorm {
@@ -31,22 +35,29 @@ pub(super) fn linear(w: &Loader, name: &str, dtype: DType) -> anyhow::Result<Lin
     Ok(Linear::new(w.get(name, dtype)?, None))
 }
 
-struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    output_proj: Linear,
-    num_heads: usize,
-    num_kv_heads: usize,
-    head_dim: usize,
+/// Several projections of the same input stacked into one weight.
+fn fused_linear(w: &Loader, names: &[String], dtype: DType) -> anyhow::Result<Linear> {
+    let parts = names
+        .iter()
+        .map(|n| w.get(n, dtype))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(Linear::new(Tensor::cat(&parts, 0)?, None))
+}
+
+pub(super) struct Attention {
+    /// [q; k; v] projections: (heads + 2·kv_heads)·head_dim outputs.
+    pub(super) qkv: Linear,
+    pub(super) output_proj: Linear,
+    pub(super) num_heads: usize,
+    pub(super) num_kv_heads: usize,
+    pub(super) head_dim: usize,
 }
 
 impl Attention {
     fn load(w: &Loader, p: &str, f: &Flavor, dtype: DType) -> anyhow::Result<Self> {
+        let names = ["q_proj", "k_proj", "v_proj"].map(|n| format!("{p}.{n}.weight"));
         Ok(Self {
-            q_proj: linear(w, &format!("{p}.q_proj.weight"), dtype)?,
-            k_proj: linear(w, &format!("{p}.k_proj.weight"), dtype)?,
-            v_proj: linear(w, &format!("{p}.v_proj.weight"), dtype)?,
+            qkv: fused_linear(w, &names, dtype)?,
             output_proj: linear(w, &format!("{p}.output_proj.weight"), dtype)?,
             num_heads: f.num_heads,
             num_kv_heads: f.num_kv_heads,
@@ -58,22 +69,24 @@ impl Attention {
     fn forward(&self, x: &Tensor, rope: &Rope, cache: &mut KvCache) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let start = cache.len();
-        let heads = |proj: &Linear, n: usize| -> Result<Tensor> {
-            proj.forward(x)?
-                .reshape((b, t, n, self.head_dim))?
+        let qkv = self.qkv.forward(x)?;
+        let (hd, nq, nkv) = (self.head_dim, self.num_heads, self.num_kv_heads);
+        let heads = |offset: usize, n: usize| -> Result<Tensor> {
+            qkv.narrow(2, offset * hd, n * hd)?
+                .reshape((b, t, n, hd))?
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = rope.apply(&heads(&self.q_proj, self.num_heads)?, start)?;
-        let k = rope.apply(&heads(&self.k_proj, self.num_kv_heads)?, start)?;
-        let v = heads(&self.v_proj, self.num_kv_heads)?;
+        let q = rope.apply(&heads(0, nq)?, start)?;
+        let k = rope.apply(&heads(nq, nkv)?, start)?;
+        let v = heads(nq + nkv, nkv)?;
         let (k, v) = cache.append(&k, &v)?;
 
         // Grouped-query attention without copying keys: query head h reads kv head
         // h / group (torchtune's expand order), so the group's queries stack as rows.
-        let group = self.num_heads / self.num_kv_heads;
-        let q = q.reshape((b, self.num_kv_heads, group * t, self.head_dim))?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let group = nq / nkv;
+        let q = q.reshape((b, nkv, group * t, hd))?;
+        let scale = 1.0 / (hd as f64).sqrt();
         let mut scores = (q.matmul(&k.t()?)? * scale)?;
         if t > 1 {
             let mask = causal_mask(group, t, start, k.dim(2)?, scores.device())?;
@@ -82,9 +95,9 @@ impl Attention {
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let out = probs
             .matmul(&v)?
-            .reshape((b, self.num_heads, t, self.head_dim))?
+            .reshape((b, nq, t, hd))?
             .transpose(1, 2)?
-            .reshape((b, t, self.num_heads * self.head_dim))?;
+            .reshape((b, t, nq * hd))?;
         self.output_proj.forward(&out)
     }
 }
@@ -107,36 +120,41 @@ fn causal_mask(
     Tensor::from_vec(mask, (group * seq, keys), device)
 }
 
-struct Mlp {
-    w1: Linear,
-    w2: Linear,
-    w3: Linear,
+pub(super) struct Mlp {
+    /// [w1; w3]: gate and up projections.
+    pub(super) w13: Linear,
+    pub(super) w2: Linear,
+    pub(super) hidden: usize,
 }
 
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.w1.forward(x)?)?;
-        self.w2.forward(&(gate * self.w3.forward(x)?)?)
+        let gu = self.w13.forward(x)?;
+        let last = gu.rank() - 1;
+        let gate = candle_nn::ops::silu(&gu.narrow(last, 0, self.hidden)?)?;
+        self.w2
+            .forward(&(gate * gu.narrow(last, self.hidden, self.hidden)?)?)
     }
 }
 
-struct Layer {
-    sa_norm: RmsNorm,
-    attn: Attention,
-    mlp_norm: RmsNorm,
-    mlp: Mlp,
+pub(super) struct Layer {
+    pub(super) sa_norm: RmsNorm,
+    pub(super) attn: Attention,
+    pub(super) mlp_norm: RmsNorm,
+    pub(super) mlp: Mlp,
 }
 
 impl Layer {
     fn load(w: &Loader, p: &str, f: &Flavor, dtype: DType) -> anyhow::Result<Self> {
+        let w13 = ["w1", "w3"].map(|n| format!("{p}.mlp.{n}.weight"));
         Ok(Self {
             sa_norm: RmsNorm::load(w, &format!("{p}.sa_norm.scale"), f.norm_eps, dtype)?,
             attn: Attention::load(w, &format!("{p}.attn"), f, dtype)?,
             mlp_norm: RmsNorm::load(w, &format!("{p}.mlp_norm.scale"), f.norm_eps, dtype)?,
             mlp: Mlp {
-                w1: linear(w, &format!("{p}.mlp.w1.weight"), dtype)?,
+                w13: fused_linear(w, &w13, dtype)?,
                 w2: linear(w, &format!("{p}.mlp.w2.weight"), dtype)?,
-                w3: linear(w, &format!("{p}.mlp.w3.weight"), dtype)?,
+                hidden: f.intermediate_dim,
             },
         })
     }
@@ -150,9 +168,9 @@ impl Layer {
 /// A stack of layers with its final norm. The caches live with the caller (the generator
 /// owns all per-song state), one per layer.
 pub struct Transformer {
-    layers: Vec<Layer>,
-    norm: RmsNorm,
-    rope: Rope,
+    pub(super) layers: Vec<Layer>,
+    pub(super) norm: RmsNorm,
+    pub(super) rope: Rope,
     flavor: Flavor,
 }
 
@@ -170,7 +188,12 @@ impl Transformer {
     }
 
     /// Empty caches for `batch` rows and `capacity` positions.
-    pub fn new_caches(&self, batch: usize, capacity: usize, dtype: DType) -> Result<Vec<KvCache>> {
+    pub fn new_caches(
+        &self,
+        batch: usize,
+        capacity: usize,
+        dtype: DType,
+    ) -> Result<Vec<KvCache>> {
         let f = &self.flavor;
         (0..f.num_layers)
             .map(|_| {
