@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use heartstream::lm::spec::lm_spec;
-use heartstream::lm::{FrameGenerator, GenConfig, HeartMuLa, LmConfig, Prompt, SamplingParams};
+use heartstream::lm::{
+    FrameGenerator, GenConfig, GenerationOptions, HeartMuLa, LmConfig, Prompt, SamplingParams,
+};
 
 fn fixture_lm() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference-tiny/heartmula")
@@ -48,7 +50,12 @@ fn greedy_frames(model: HeartMuLa, n: usize) -> Vec<Vec<u32>> {
         topk: 1,
         ..Default::default()
     };
-    let mut g = FrameGenerator::new(Arc::new(model), gen, prompt, sampling, n, false).unwrap();
+    let options = GenerationOptions {
+        sampling,
+        max_frames: n,
+        stop_at_eos: false,
+    };
+    let mut g = FrameGenerator::new(Arc::new(model), gen, prompt, options).unwrap();
     std::iter::from_fn(|| g.next_frame().unwrap()).collect()
 }
 
@@ -262,25 +269,15 @@ fn prompt_plus_length_beyond_max_seq_len_is_refused() {
     let prompt = Prompt::from_ids(vec![1; 10], vec![2; 10], &gen);
     let limit = model.config.backbone.max_seq_len;
     let fits = limit + 1 - prompt.len();
-    assert!(FrameGenerator::new(
-        model.clone(),
-        gen,
-        prompt.clone(),
-        SamplingParams::default(),
-        fits,
-        true
-    )
-    .is_ok());
-    let e = FrameGenerator::new(
-        model,
-        gen,
-        prompt,
-        SamplingParams::default(),
-        fits + 1,
-        true,
-    )
-    .err()
-    .expect("one frame too many is refused")
-    .to_string();
+    let options = |max_frames| GenerationOptions {
+        sampling: SamplingParams::default(),
+        max_frames,
+        stop_at_eos: true,
+    };
+    assert!(FrameGenerator::new(model.clone(), gen, prompt.clone(), options(fits)).is_ok());
+    let e = FrameGenerator::new(model, gen, prompt, options(fits + 1))
+        .err()
+        .expect("one frame too many is refused")
+        .to_string();
     assert!(e.contains("max_seq_len"), "{e}");
 }

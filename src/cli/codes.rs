@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::args::{ModelArgs, PromptArgs, SamplingArgs, FRAMES_PER_SECOND};
-use crate::lm::{FrameGenerator, Prompt};
+use crate::lm::{FrameGenerator, GenerationOptions, Prompt};
 use crate::models::load_lm;
 
 #[derive(Args, Debug)]
@@ -43,14 +43,12 @@ pub fn run(args: CodesArgs) -> Result<()> {
         &lm.tokenizer,
         &lm.gen,
     )?;
-    let mut generator = FrameGenerator::new(
-        lm.model.clone(),
-        lm.gen,
-        prompt,
-        params,
+    let options = GenerationOptions {
+        sampling: params,
         max_frames,
-        !args.sampling.ignore_eos,
-    )?;
+        stop_at_eos: !args.sampling.ignore_eos,
+    };
+    let mut generator = FrameGenerator::new(lm.model.clone(), lm.gen, prompt, options)?;
     let start = Instant::now();
     let mut frames = Vec::new();
     while let Some(frame) = generator.next_frame()? {

@@ -1,5 +1,9 @@
 //! The per-song LM stage: owns the caches and emits one frame (one token per codebook,
 //! 80 ms of audio) per step.
+//!
+//! Two ways to run a frame: on the host's schedule (candle ops, logits copied to the host and
+//! sampled there; used on the CPU and whenever intermediate tensors are traced), or, on a GPU,
+//! as a device-resident step captured once as a CUDA graph (`cuda::GpuFrameStep`).
 
 use std::sync::Arc;
 
@@ -24,34 +28,78 @@ pub struct FrameTrace {
     pub decoder_logits: Vec<Tensor>,
 }
 
+/// What a generator produces and when it stops.
+#[derive(Debug, Clone, Copy)]
+pub struct GenerationOptions {
+    pub sampling: SamplingParams,
+    /// At most this many frames (frame 0 comes from the prompt).
+    pub max_frames: usize,
+    /// Stop at the end-of-song token (heartlib's rule); otherwise run to `max_frames`.
+    pub stop_at_eos: bool,
+}
+
+enum Steps {
+    Host,
+    #[cfg(feature = "cuda")]
+    Gpu(Box<super::cuda::GpuFrameStep>),
+}
+
 pub struct FrameGenerator {
     model: Arc<HeartMuLa>,
     gen: GenConfig,
-    sampling: SamplingParams,
+    options: GenerationOptions,
     batch: usize,
     backbone_caches: Vec<KvCache>,
     decoder_caches: Vec<KvCache>,
     prompt: Prompt,
+    steps: Steps,
     previous: Option<Vec<u32>>,
     frames_done: usize,
-    max_frames: usize,
-    stop_at_eos: bool,
     finished: bool,
 }
 
 impl FrameGenerator {
-    /// A generator of at most `max_frames` frames (frame 0 comes from the prompt). The
-    /// backbone cache is sized for exactly this run: prompt plus frames.
+    /// The fastest generator for the model's device. The backbone cache is sized for
+    /// exactly this run: prompt plus frames.
     pub fn new(
         model: Arc<HeartMuLa>,
         gen: GenConfig,
         prompt: Prompt,
-        sampling: SamplingParams,
-        max_frames: usize,
-        stop_at_eos: bool,
+        options: GenerationOptions,
+    ) -> Result<Self> {
+        let generator = Self::new_traced(model, gen, prompt, options)?;
+        #[cfg(feature = "cuda")]
+        let generator = generator.with_gpu_steps()?;
+        Ok(generator)
+    }
+
+    /// On a GPU, frames after the first run as a captured device-resident step.
+    #[cfg(feature = "cuda")]
+    fn with_gpu_steps(mut self) -> Result<Self> {
+        if self.model.device().is_cuda() {
+            let sampling = self.options.sampling;
+            let step = super::cuda::GpuFrameStep::new(
+                &self.model,
+                sampling,
+                self.batch,
+                self.prompt.len(),
+            )?;
+            self.steps = Steps::Gpu(Box::new(step));
+        }
+        Ok(self)
+    }
+
+    /// A generator that runs every frame on the host's schedule, so that
+    /// [`next_frame_traced`](Self::next_frame_traced) can record intermediate tensors.
+    pub fn new_traced(
+        model: Arc<HeartMuLa>,
+        gen: GenConfig,
+        prompt: Prompt,
+        options: GenerationOptions,
     ) -> Result<Self> {
         let config = &model.config;
-        sampling.validate_for(config.audio_vocab_size)?;
+        options.sampling.validate_for(config.audio_vocab_size)?;
+        let max_frames = options.max_frames;
         if max_frames == 0 {
             bail!("the requested length is 0 frames: ask for at least 0.08 s (one frame)");
         }
@@ -66,20 +114,19 @@ impl FrameGenerator {
                 limit.saturating_sub(prompt.len()) as f64 * 0.08 + 0.08
             );
         }
-        let batch = sampling.batch();
+        let batch = options.sampling.batch();
         let (backbone_caches, decoder_caches) = model.new_caches(batch, capacity)?;
         Ok(Self {
             model,
             gen,
-            sampling,
+            options,
             batch,
             backbone_caches,
             decoder_caches,
             prompt,
+            steps: Steps::Host,
             previous: None,
             frames_done: 0,
-            max_frames,
-            stop_at_eos,
             finished: false,
         })
     }
@@ -94,16 +141,46 @@ impl FrameGenerator {
     }
 
     /// Like [`next_frame`](Self::next_frame), also returning the frame's intermediate tensors.
+    /// Needs host steps (a CPU model, or a generator from [`new_traced`](Self::new_traced)).
     pub fn next_frame_traced(&mut self) -> Result<Option<(Vec<u32>, FrameTrace)>> {
+        if !matches!(self.steps, Steps::Host) {
+            bail!("tracing needs host steps: build the generator with FrameGenerator::new_traced");
+        }
         Ok(self
             .step(true)?
-            .map(|(f, t)| (f, t.expect("traced step records a trace"))))
+            .map(|(f, t)| (f, t.expect("a traced host step records a trace"))))
     }
 
     fn step(&mut self, trace: bool) -> Result<Option<(Vec<u32>, Option<FrameTrace>)>> {
-        if self.finished || self.frames_done >= self.max_frames {
+        if self.finished || self.frames_done >= self.options.max_frames {
             self.finished = true;
             return Ok(None);
+        }
+        let (frame, frame_trace) = self.run_frame(trace)?;
+        // heartlib keeps frame 0 unconditionally and stops before any later frame holding a
+        // token ≥ audio_eos_id.
+        let is_eos = frame.iter().any(|&t| t >= self.gen.audio_eos_id);
+        if self.options.stop_at_eos && self.frames_done > 0 && is_eos {
+            self.finished = true;
+            return Ok(None);
+        }
+        self.frames_done += 1;
+        self.previous = Some(frame.clone());
+        Ok(Some((frame, frame_trace)))
+    }
+
+    fn run_frame(&mut self, trace: bool) -> Result<(Vec<u32>, Option<FrameTrace>)> {
+        #[cfg(feature = "cuda")]
+        if let Steps::Gpu(step) = &mut self.steps {
+            let model = &self.model;
+            let frame = if self.previous.is_none() {
+                let input = model.prompt_embeddings(&self.prompt, self.batch)?;
+                let last_hidden = model.backbone_step(&input, &mut self.backbone_caches)?;
+                step.first_frame(model, &last_hidden, &self.decoder_caches)?
+            } else {
+                step.next_frame(model, &self.backbone_caches, &self.decoder_caches)?
+            };
+            return Ok((frame, None));
         }
         let input = match &self.previous {
             None => self.model.prompt_embeddings(&self.prompt, self.batch)?,
@@ -115,20 +192,14 @@ impl FrameGenerator {
                 self.model.frame_embeddings(&t)?
             }
         };
-        let (frame, frame_trace) = self.run_frame(&input, trace)?;
-        // heartlib keeps frame 0 unconditionally and stops before any later frame holding a
-        // token ≥ audio_eos_id.
-        let is_eos = frame.iter().any(|&t| t >= self.gen.audio_eos_id);
-        if self.stop_at_eos && self.frames_done > 0 && is_eos {
-            self.finished = true;
-            return Ok(None);
-        }
-        self.frames_done += 1;
-        self.previous = Some(frame.clone());
-        Ok(Some((frame, frame_trace)))
+        self.host_frame(&input, trace)
     }
 
-    fn run_frame(&mut self, input: &Tensor, trace: bool) -> Result<(Vec<u32>, Option<FrameTrace>)> {
+    fn host_frame(
+        &mut self,
+        input: &Tensor,
+        trace: bool,
+    ) -> Result<(Vec<u32>, Option<FrameTrace>)> {
         let model = &self.model;
         let codebooks = model.config.audio_num_codebooks;
         let index = self.frames_done as u64;
@@ -180,6 +251,6 @@ impl FrameGenerator {
 
     fn sample(&self, logits: &Tensor, frame: u64, codebook: usize) -> Result<u32> {
         let rows: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.to_vec2()?;
-        Ok(self.sampling.sample(&rows, frame, codebook))
+        Ok(self.options.sampling.sample(&rows, frame, codebook))
     }
 }

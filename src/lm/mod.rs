@@ -1,6 +1,8 @@
 //! The HeartMuLa language model: text prompt → audio codes, one 80 ms frame per step.
 
 pub mod config;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod generator;
 pub mod kv_cache;
 pub mod model;
@@ -12,7 +14,7 @@ pub mod tokenizer;
 mod transformer;
 
 pub use config::{Flavor, GenConfig, LmConfig};
-pub use generator::{FrameGenerator, FrameTrace};
+pub use generator::{FrameGenerator, FrameTrace, GenerationOptions};
 pub use model::HeartMuLa;
 pub use prompt::Prompt;
 pub use sampling::SamplingParams;

@@ -16,18 +16,18 @@ use crate::weights::{Loader, Source, WeightStore};
 
 pub struct HeartMuLa {
     pub config: LmConfig,
-    backbone: Transformer,
-    decoder: Transformer,
-    text_embeddings: Tensor,
-    audio_embeddings: Tensor,
-    unconditional_text_embedding: Tensor,
-    muq_linear: Linear,
-    projection: Linear,
+    pub(super) backbone: Transformer,
+    pub(super) decoder: Transformer,
+    pub(super) text_embeddings: Tensor,
+    pub(super) audio_embeddings: Tensor,
+    pub(super) unconditional_text_embedding: Tensor,
+    pub(super) muq_linear: Linear,
+    pub(super) projection: Linear,
     /// The heads run in f32 whatever the model dtype: in bf16 the logits of codebooks 1..
     /// lose enough precision to change which tokens get sampled.
-    codebook0_head: Linear,
+    pub(super) codebook0_head: Linear,
     /// (codebooks − 1, decoder_dim, vocab), f32.
-    audio_head: Tensor,
+    pub(super) audio_head: Tensor,
     dtype: DType,
 }
 

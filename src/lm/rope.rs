@@ -48,6 +48,13 @@ impl Rope {
         let x = x.to_dtype(DType::F32)?.contiguous()?;
         candle_nn::rotary_emb::rope_i(&x, &cos, &sin)?.to_dtype(dtype)
     }
+
+    /// The (positions, head_dim / 2) f32 cos and sin tables, for kernels that index them
+    /// with a position held on the device.
+    #[cfg(feature = "cuda")]
+    pub fn tables(&self) -> (&Tensor, &Tensor) {
+        (&self.cos, &self.sin)
+    }
 }
 
 /// `Llama3ScaledRoPE.apply_scaling` over the base frequencies `base^(-2i/dim)`.

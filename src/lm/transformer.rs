@@ -188,12 +188,7 @@ impl Transformer {
     }
 
     /// Empty caches for `batch` rows and `capacity` positions.
-    pub fn new_caches(
-        &self,
-        batch: usize,
-        capacity: usize,
-        dtype: DType,
-    ) -> Result<Vec<KvCache>> {
+    pub fn new_caches(&self, batch: usize, capacity: usize, dtype: DType) -> Result<Vec<KvCache>> {
         let f = &self.flavor;
         (0..f.num_layers)
             .map(|_| {

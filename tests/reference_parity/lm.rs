@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Tensor};
-use heartstream::lm::{FrameGenerator, FrameTrace, GenConfig, HeartMuLa, Prompt, SamplingParams};
+use candle_core::Tensor;
+use heartstream::lm::{
+    FrameGenerator, FrameTrace, GenConfig, GenerationOptions, HeartMuLa, Prompt, SamplingParams,
+};
 
-use crate::fixture::{assert_close, Golden};
+use crate::fixture::{assert_close, assert_tokens, test_device, test_dtype, Golden};
 
 const HIDDEN_ATOL: f32 = 1e-4;
 
@@ -21,7 +23,7 @@ struct Run<'g> {
 
 impl<'g> Run<'g> {
     fn new(golden: &'g Golden, key: &'static str) -> Self {
-        let model = HeartMuLa::load(&golden.dir.join("heartmula"), &Device::Cpu, DType::F32)
+        let model = HeartMuLa::load(&golden.dir.join("heartmula"), &test_device(), test_dtype())
             .expect("the fixture's heartmula folder loads");
         let gen = GenConfig::from_file(&golden.dir.join("gen_config.json")).unwrap();
         let ids = |k: &str| -> Vec<u32> {
@@ -62,22 +64,31 @@ impl<'g> Run<'g> {
             .unwrap() as usize
     }
 
-    fn generator(&self, stop_at_eos: bool) -> FrameGenerator {
-        FrameGenerator::new(
-            self.model.clone(),
-            self.gen,
-            self.prompt.clone(),
-            self.sampling,
-            self.frames(),
+    fn options(&self, stop_at_eos: bool) -> GenerationOptions {
+        GenerationOptions {
+            sampling: self.sampling,
+            max_frames: self.frames(),
             stop_at_eos,
-        )
-        .unwrap()
+        }
+    }
+
+    /// The fastest generator for the device (a captured CUDA graph on a GPU).
+    fn generator(&self, stop_at_eos: bool) -> FrameGenerator {
+        let options = self.options(stop_at_eos);
+        FrameGenerator::new(self.model.clone(), self.gen, self.prompt.clone(), options).unwrap()
     }
 
     /// Every frame with its trace, generating past EOS as the goldens do.
     fn traced_frames(&self) -> Vec<(Vec<u32>, FrameTrace)> {
-        let mut g = self.generator(false);
+        let options = self.options(false);
+        let mut g =
+            FrameGenerator::new_traced(self.model.clone(), self.gen, self.prompt.clone(), options)
+                .unwrap();
         std::iter::from_fn(|| g.next_frame_traced().unwrap()).collect()
+    }
+
+    fn flat(frames: &[Vec<u32>]) -> Vec<i64> {
+        frames.iter().flatten().map(|&t| t as i64).collect()
     }
 
     fn check_prompt_grid(&self) {
@@ -180,11 +191,17 @@ impl<'g> Run<'g> {
         );
 
         let want = self.golden.i64(&self.name("frames"));
-        let got: Vec<i64> = traced
-            .iter()
-            .flat_map(|(f, _)| f.iter().map(|&t| t as i64))
-            .collect();
-        assert_eq!(got, want, "greedy frames of {}", self.key);
+        let traced_frames: Vec<Vec<u32>> = traced.into_iter().map(|(f, _)| f).collect();
+        assert_tokens(
+            &self.name("frames (traced)"),
+            &Self::flat(&traced_frames),
+            &want,
+        );
+
+        // The fast path (graph-captured on a GPU) must produce the same frames.
+        let mut g = self.generator(false);
+        let fast: Vec<Vec<u32>> = std::iter::from_fn(|| g.next_frame().unwrap()).collect();
+        assert_tokens(&self.name("frames"), &Self::flat(&fast), &want);
     }
 
     fn check_eos_truncation(&self) {

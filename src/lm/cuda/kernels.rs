@@ -1,0 +1,340 @@
+//! Launchers for `kernels.cu`: compiled once per process with NVRTC for the device's
+//! architecture and loaded into candle's CUDA device, so they run on the same stream as
+//! candle's own kernels (and are captured into the same graph).
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaFunction, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+};
+use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
+use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
+use candle_core::op::BackpropOp;
+use candle_core::{bail, CudaDevice, CudaStorage, DType, Device, Result, Shape, Storage, Tensor};
+
+const SOURCE: &str = include_str!("kernels.cu");
+const MODULE: &str = "heartstream_lm";
+
+/// One compiled module for the whole process (all devices share an architecture here).
+static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+
+const FUNCTIONS: [&str; 9] = [
+    "rope_kv_f32",
+    "rope_kv_bf16",
+    "attention_f32",
+    "attention_bf16",
+    "silu_mul_f32",
+    "silu_mul_bf16",
+    "sample_topk",
+    "frame_ids",
+    "advance",
+];
+
+pub struct Kernels {
+    dev: CudaDevice,
+    stream: Arc<CudaStream>,
+    funcs: HashMap<&'static str, CudaFunction>,
+}
+
+impl Kernels {
+    /// Compiles (once per process) and loads every kernel: loading a module inside a graph
+    /// capture is not allowed, so nothing is loaded lazily.
+    pub fn load(device: &Device) -> Result<Self> {
+        let Device::Cuda(dev) = device else {
+            bail!("the fused LM kernels need a CUDA device");
+        };
+        let arch = compute_arch(dev)?;
+        let ptx = PTX
+            .get_or_init(|| {
+                let opts = CompileOptions {
+                    arch: Some(arch),
+                    ..Default::default()
+                };
+                compile_ptx_with_opts(SOURCE, opts)
+                    .map(|p| p.to_src())
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| candle_core::Error::Msg(format!("compiling the LM kernels: {e}")))?;
+        let funcs = FUNCTIONS
+            .iter()
+            .map(|&name| {
+                let f = dev.get_or_load_custom_func(name, MODULE, ptx)?;
+                Ok((name, f.into_cuda_function()))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            dev: dev.clone(),
+            stream: dev.cuda_stream(),
+            funcs,
+        })
+    }
+
+    fn launch(&self, name: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
+        let func = &self.funcs[name];
+        let mut b = self.stream.launch_builder(func);
+        for a in args {
+            match a {
+                Arg::Ptr(p) => b.arg(p),
+                Arg::I32(v) => b.arg(v),
+                Arg::F32(v) => b.arg(v),
+                Arg::U64(v) => b.arg(v),
+            };
+        }
+        // SAFETY: every pointer comes from a live tensor of the size the kernel indexes.
+        unsafe { b.launch(cfg) }.w()?;
+        Ok(())
+    }
+
+    fn alloc(&self, dtype: DType, shape: impl Into<Shape>) -> Result<Tensor> {
+        let shape = shape.into();
+        let n = shape.elem_count();
+        // SAFETY: the kernel that receives this buffer writes every element.
+        let slice = unsafe {
+            match dtype {
+                DType::F32 => CudaStorageSlice::F32(self.dev.alloc::<f32>(n)?),
+                DType::BF16 => CudaStorageSlice::BF16(self.dev.alloc::<half::bf16>(n)?),
+                DType::U32 => CudaStorageSlice::U32(self.dev.alloc::<u32>(n)?),
+                other => bail!("no fused LM kernel for {other:?}"),
+            }
+        };
+        let storage = CudaStorage {
+            slice,
+            device: self.dev.clone(),
+        };
+        Ok(Tensor::from_storage(
+            Storage::Cuda(storage),
+            shape,
+            BackpropOp::none(),
+            false,
+        ))
+    }
+
+    /// Rotates the q/k parts of `qkv` (batch, seq, (heads + 2·kv)·head_dim) for positions
+    /// `pos[0]..`, writes k and v into the cache buffers at those positions and returns q
+    /// as (batch, heads, seq, head_dim).
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_kv(
+        &self,
+        qkv: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        pos: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        heads: usize,
+        kv_heads: usize,
+    ) -> Result<Tensor> {
+        let (b, t, width) = qkv.dims3()?;
+        let (_, _, capacity, hd) = k_cache.dims4()?;
+        debug_assert_eq!(width, (heads + 2 * kv_heads) * hd);
+        let q = self.alloc(qkv.dtype(), (b, heads, t, hd))?;
+        let cfg = LaunchConfig {
+            grid_dim: ((b * t) as u32, (heads + kv_heads) as u32, 1),
+            block_dim: ((hd / 2) as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let args = [
+            ptr(qkv)?,
+            ptr(cos)?,
+            ptr(sin)?,
+            ptr(pos)?,
+            ptr(&q)?,
+            ptr(k_cache)?,
+            ptr(v_cache)?,
+            Arg::I32(b as i32),
+            Arg::I32(t as i32),
+            Arg::I32(heads as i32),
+            Arg::I32(kv_heads as i32),
+            Arg::I32(hd as i32),
+            Arg::I32(capacity as i32),
+        ];
+        self.launch(typed("rope_kv", qkv.dtype())?, cfg, &args)?;
+        Ok(q)
+    }
+
+    /// Attention of q (batch, heads, seq, head_dim) at positions `pos[0]..` over the cached
+    /// keys up to each query; returns (batch, seq, heads·head_dim).
+    pub fn attention(
+        &self,
+        q: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        pos: &Tensor,
+    ) -> Result<Tensor> {
+        let (b, heads, t, hd) = q.dims4()?;
+        let (_, kv_heads, capacity, _) = k_cache.dims4()?;
+        let out = self.alloc(q.dtype(), (b, t, heads * hd))?;
+        let cfg = LaunchConfig {
+            grid_dim: ((b * heads) as u32, t as u32, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: ((hd + capacity + 32) * 4) as u32,
+        };
+        let args = [
+            ptr(q)?,
+            ptr(k_cache)?,
+            ptr(v_cache)?,
+            ptr(pos)?,
+            ptr(&out)?,
+            Arg::I32(b as i32),
+            Arg::I32(t as i32),
+            Arg::I32(heads as i32),
+            Arg::I32(kv_heads as i32),
+            Arg::I32(hd as i32),
+            Arg::I32(capacity as i32),
+        ];
+        self.launch(typed("attention", q.dtype())?, cfg, &args)?;
+        Ok(out)
+    }
+
+    /// silu(gate)·up from the fused (…, 2·hidden) gate/up projection.
+    pub fn silu_mul(&self, gu: &Tensor, hidden: usize) -> Result<Tensor> {
+        let mut dims = gu.dims().to_vec();
+        let rows = gu.elem_count() / (2 * hidden);
+        *dims.last_mut().expect("rank ≥ 1") = hidden;
+        let out = self.alloc(gu.dtype(), dims)?;
+        let n = (rows * hidden) as u32;
+        let args = [
+            ptr(gu)?,
+            ptr(&out)?,
+            Arg::I32(rows as i32),
+            Arg::I32(hidden as i32),
+        ];
+        self.launch(
+            typed("silu_mul", gu.dtype())?,
+            LaunchConfig::for_num_elems(n),
+            &args,
+        )?;
+        Ok(out)
+    }
+
+    /// Samples the token of `codebook` from f32 logits (rows, vocab) into `frame[codebook]`
+    /// and returns the embedding ids `token + codebook·vocab`, one per row.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sample(
+        &self,
+        logits: &Tensor,
+        cfg_scale: f32,
+        temperature: f32,
+        topk: usize,
+        seed: u64,
+        state: &Tensor,
+        codebook: usize,
+        frame: &Tensor,
+    ) -> Result<Tensor> {
+        let (rows, vocab) = logits.dims2()?;
+        let ids = self.alloc(DType::U32, rows)?;
+        let cfg = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (1024, 1, 1),
+            shared_mem_bytes: (vocab * 4) as u32,
+        };
+        let args = [
+            ptr(logits)?,
+            Arg::I32(rows as i32),
+            Arg::I32(vocab as i32),
+            Arg::F32(cfg_scale),
+            Arg::F32(1.0 / temperature),
+            Arg::I32(topk as i32),
+            Arg::U64(seed),
+            ptr(state)?,
+            Arg::I32(codebook as i32),
+            ptr(frame)?,
+            ptr(&ids)?,
+        ];
+        self.launch("sample_topk", cfg, &args)?;
+        Ok(ids)
+    }
+
+    /// Embedding ids of the last frame's tokens for every row: (rows·codebooks,) u32.
+    pub fn frame_ids(&self, frame: &Tensor, rows: usize, vocab: usize) -> Result<Tensor> {
+        let codebooks = frame.dim(0)?;
+        let ids = self.alloc(DType::U32, rows * codebooks)?;
+        let cfg = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: ((rows * codebooks).next_multiple_of(32) as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let args = [
+            ptr(frame)?,
+            ptr(&ids)?,
+            Arg::I32(rows as i32),
+            Arg::I32(codebooks as i32),
+            Arg::I32(vocab as i32),
+        ];
+        self.launch("frame_ids", cfg, &args)?;
+        Ok(ids)
+    }
+
+    /// Moves the step state to the next frame (position + 1, frame index + 1).
+    pub fn advance(&self, state: &Tensor) -> Result<()> {
+        let cfg = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (1, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        self.launch("advance", cfg, &[ptr(state)?])
+    }
+}
+
+enum Arg {
+    Ptr(u64),
+    I32(i32),
+    F32(f32),
+    U64(u64),
+}
+
+/// The device address of a contiguous CUDA tensor's first element.
+fn ptr(t: &Tensor) -> Result<Arg> {
+    if !t.is_contiguous() {
+        bail!(
+            "fused LM kernels need contiguous tensors, got {:?}",
+            t.layout()
+        );
+    }
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cuda(cs) = &*storage else {
+        bail!("fused LM kernels need CUDA tensors");
+    };
+    let stream = cs.device().cuda_stream();
+    let base = match &cs.slice {
+        CudaStorageSlice::F32(s) => s.device_ptr(&stream).0,
+        CudaStorageSlice::BF16(s) => s.device_ptr(&stream).0,
+        CudaStorageSlice::U32(s) => s.device_ptr(&stream).0,
+        _ => bail!(
+            "fused LM kernels take f32, bf16 or u32, got {:?}",
+            t.dtype()
+        ),
+    };
+    Ok(Arg::Ptr(
+        base + (layout.start_offset() * t.dtype().size_in_bytes()) as u64,
+    ))
+}
+
+fn typed(name: &'static str, dtype: DType) -> Result<&'static str> {
+    Ok(match (name, dtype) {
+        ("rope_kv", DType::F32) => "rope_kv_f32",
+        ("rope_kv", DType::BF16) => "rope_kv_bf16",
+        ("attention", DType::F32) => "attention_f32",
+        ("attention", DType::BF16) => "attention_bf16",
+        ("silu_mul", DType::F32) => "silu_mul_f32",
+        ("silu_mul", DType::BF16) => "silu_mul_bf16",
+        _ => bail!("no fused LM kernel {name} for {dtype:?}"),
+    })
+}
+
+/// `sm_XY` of the device, for NVRTC.
+fn compute_arch(dev: &CudaDevice) -> Result<&'static str> {
+    use candle_core::cuda_backend::cudarc::driver::sys::CUdevice_attribute::*;
+    let ctx = dev.cuda_stream().context().clone();
+    let major = ctx
+        .attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
+        .w()?;
+    let minor = ctx
+        .attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
+        .w()?;
+    // NVRTC wants a 'static string; there are few architectures, so leak one per process.
+    Ok(Box::leak(format!("sm_{major}{minor}").into_boxed_str()))
+}

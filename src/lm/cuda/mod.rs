@@ -1,0 +1,6 @@
+//! The GPU frame step: fused kernels and CUDA-graph capture (only with `--features cuda`).
+
+mod kernels;
+mod step;
+
+pub use step::GpuFrameStep;

@@ -1,0 +1,220 @@
+//! The frame step on a GPU with everything the step depends on kept on the device: the
+//! backbone position and frame index live in a device buffer (`state`), the last frame's
+//! tokens in another (`frame`), sampling happens on the device, and the fused kernels read
+//! positions from memory. The step therefore has fixed shapes and no host↔device traffic, so
+//! it is captured once as a CUDA graph and replayed for every frame; the host reads back only
+//! the frame's tokens.
+
+use candle_core::cuda_backend::cudarc::driver::sys::{
+    CUgraphInstantiate_flags, CUstreamCaptureMode,
+};
+use candle_core::cuda_backend::cudarc::driver::CudaGraph;
+use candle_core::cuda_backend::WrapErr;
+use candle_core::{DType, Device, Module, Result, Tensor};
+
+use super::kernels::Kernels;
+use crate::lm::kv_cache::KvCache;
+use crate::lm::model::HeartMuLa;
+use crate::lm::sampling::SamplingParams;
+use crate::lm::transformer::{Layer, Transformer};
+
+pub struct GpuFrameStep {
+    kernels: Kernels,
+    sampling: SamplingParams,
+    batch: usize,
+    /// u32 [backbone position of the next frame's input, index of the next frame].
+    state: Tensor,
+    /// u32 [codebooks]: the tokens of the last frame.
+    frame: Tensor,
+    /// u32 [1] each: the decoder position of call c (c = 0 feeds two positions, 0 and 1).
+    decoder_positions: Vec<Tensor>,
+    graph: Option<CudaGraph>,
+}
+
+impl GpuFrameStep {
+    /// Prepares the step for a song whose prompt occupies `prompt_len` positions.
+    pub fn new(
+        model: &HeartMuLa,
+        sampling: SamplingParams,
+        batch: usize,
+        prompt_len: usize,
+    ) -> Result<Self> {
+        let dev = model.device();
+        let codebooks = model.config.audio_num_codebooks;
+        let decoder_positions = (0..codebooks - 1)
+            .map(|c| Tensor::new(&[if c == 0 { 0u32 } else { c as u32 + 1 }], dev))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            kernels: Kernels::load(dev)?,
+            sampling,
+            batch,
+            // Frame 0 comes from the prompt (positions 0..len); its tail runs with state
+            // [len − 1, 0] and advances it to [len, 1], where frame 1's input goes.
+            state: Tensor::new(&[prompt_len as u32 - 1, 0], dev)?,
+            frame: Tensor::zeros(codebooks, DType::U32, dev)?,
+            decoder_positions,
+            graph: None,
+        })
+    }
+
+    /// Frame 0: samples from the backbone's last hidden state over the prompt.
+    pub fn first_frame(
+        &mut self,
+        model: &HeartMuLa,
+        last_hidden: &Tensor,
+        decoder_caches: &[KvCache],
+    ) -> Result<Vec<u32>> {
+        self.frame_tail(model, last_hidden, decoder_caches)?;
+        self.frame.to_vec1()
+    }
+
+    /// Every later frame. The first call runs eagerly (loading kernels and filling candle's
+    /// parameter cache); it is then captured and replayed.
+    pub fn next_frame(
+        &mut self,
+        model: &HeartMuLa,
+        backbone_caches: &[KvCache],
+        decoder_caches: &[KvCache],
+    ) -> Result<Vec<u32>> {
+        let Device::Cuda(dev) = model.device() else {
+            candle_core::bail!("the graph frame step needs a CUDA device");
+        };
+        let _cache = dev.enable_cuda_graph_htod_cache();
+        match &self.graph {
+            Some(graph) => graph.launch().w()?,
+            None => {
+                self.record(model, backbone_caches, decoder_caches)?;
+                self.graph = Some(self.capture(model, backbone_caches, decoder_caches)?);
+            }
+        }
+        self.frame.to_vec1()
+    }
+
+    fn capture(
+        &self,
+        model: &HeartMuLa,
+        backbone_caches: &[KvCache],
+        decoder_caches: &[KvCache],
+    ) -> Result<CudaGraph> {
+        let Device::Cuda(dev) = model.device() else {
+            candle_core::bail!("the graph frame step needs a CUDA device");
+        };
+        let stream = dev.cuda_stream();
+        stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .w()?;
+        // End the capture whatever happened, or the stream stays unusable.
+        let recorded = self.record(model, backbone_caches, decoder_caches);
+        let graph = stream.end_capture(CUgraphInstantiate_flags(0)).w()?;
+        recorded?;
+        let graph = graph.ok_or_else(|| candle_core::Error::Msg("empty CUDA graph".into()))?;
+        graph.upload().w()?;
+        Ok(graph)
+    }
+
+    /// Enqueues one whole frame: embed the last frame, one backbone step, then the tail.
+    fn record(
+        &self,
+        model: &HeartMuLa,
+        backbone_caches: &[KvCache],
+        decoder_caches: &[KvCache],
+    ) -> Result<()> {
+        let config = &model.config;
+        let ids = self
+            .kernels
+            .frame_ids(&self.frame, self.batch, config.audio_vocab_size)?;
+        let embedded = model.audio_embeddings.index_select(&ids, 0)?;
+        let x = embedded
+            .reshape((self.batch, config.audio_num_codebooks, ()))?
+            .sum_keepdim(1)?;
+        let h = self.transformer(&model.backbone, &x, &self.state, backbone_caches)?;
+        self.frame_tail(model, &h.squeeze(1)?, decoder_caches)
+    }
+
+    /// From the backbone's last hidden state (batch, dim): sample codebook 0, run the
+    /// decoder for the other codebooks, then advance the state.
+    fn frame_tail(
+        &self,
+        model: &HeartMuLa,
+        last_hidden: &Tensor,
+        decoder_caches: &[KvCache],
+    ) -> Result<()> {
+        let logits = model
+            .codebook0_head
+            .forward(&last_hidden.to_dtype(DType::F32)?)?;
+        let mut ids = self.sample(&logits, 0)?;
+        let first = model.audio_embeddings.index_select(&ids, 0)?.unsqueeze(1)?;
+        let mut h = Tensor::cat(&[last_hidden.unsqueeze(1)?, first], 1)?;
+        for codebook in 1..model.config.audio_num_codebooks {
+            let x = model.projection.forward(&h)?;
+            let pos = &self.decoder_positions[codebook - 1];
+            let out = self.transformer(&model.decoder, &x, pos, decoder_caches)?;
+            let hidden = out.narrow(1, out.dim(1)? - 1, 1)?.squeeze(1)?;
+            let head = model.audio_head.get(codebook - 1)?;
+            let logits = hidden.to_dtype(DType::F32)?.matmul(&head)?;
+            ids = self.sample(&logits, codebook)?;
+            if codebook + 1 < model.config.audio_num_codebooks {
+                h = model.audio_embeddings.index_select(&ids, 0)?.unsqueeze(1)?;
+            }
+        }
+        self.kernels.advance(&self.state)
+    }
+
+    fn sample(&self, logits: &Tensor, codebook: usize) -> Result<Tensor> {
+        let s = &self.sampling;
+        self.kernels.sample(
+            logits,
+            s.cfg_scale,
+            s.temperature,
+            s.topk,
+            s.seed,
+            &self.state,
+            codebook,
+            &self.frame,
+        )
+    }
+
+    /// `x` (batch, seq, dim) at positions `pos[0]..` through every layer and the final norm.
+    fn transformer(
+        &self,
+        t: &Transformer,
+        x: &Tensor,
+        pos: &Tensor,
+        caches: &[KvCache],
+    ) -> Result<Tensor> {
+        let mut h = x.clone();
+        for (layer, cache) in t.layers.iter().zip(caches) {
+            h = self.layer(t, layer, &h, pos, cache)?;
+        }
+        t.norm.forward(&h)
+    }
+
+    fn layer(
+        &self,
+        t: &Transformer,
+        layer: &Layer,
+        x: &Tensor,
+        pos: &Tensor,
+        cache: &KvCache,
+    ) -> Result<Tensor> {
+        let attn = &layer.attn;
+        let (k_cache, v_cache) = cache.buffers();
+        let qkv = attn.qkv.forward(&layer.sa_norm.forward(x)?)?;
+        let (cos, sin) = t.rope.tables();
+        let q = self.kernels.rope_kv(
+            &qkv,
+            cos,
+            sin,
+            pos,
+            k_cache,
+            v_cache,
+            attn.num_heads,
+            attn.num_kv_heads,
+        )?;
+        let a = self.kernels.attention(&q, k_cache, v_cache, pos)?;
+        let x = (x + attn.output_proj.forward(&a)?)?;
+        let gu = layer.mlp.w13.forward(&layer.mlp_norm.forward(&x)?)?;
+        let m = self.kernels.silu_mul(&gu, layer.mlp.hidden)?;
+        x + layer.mlp.w2.forward(&m)?
+    }
+}
