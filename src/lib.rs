@@ -9,4 +9,5 @@ pub mod codes_file;
 pub mod device;
 pub mod lm;
 pub mod models;
+pub mod stats;
 pub mod weights;

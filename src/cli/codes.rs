@@ -9,6 +9,7 @@ use clap::Args;
 use super::args::{ModelArgs, PromptArgs, SamplingArgs, FRAMES_PER_SECOND};
 use crate::lm::{FrameGenerator, GenerationOptions, Prompt};
 use crate::models::load_lm;
+use crate::stats::FrameTimes;
 
 #[derive(Args, Debug)]
 pub struct CodesArgs {
@@ -51,8 +52,13 @@ pub fn run(args: CodesArgs) -> Result<()> {
     let mut generator = FrameGenerator::new(lm.model.clone(), lm.gen, prompt, options)?;
     let start = Instant::now();
     let mut frames = Vec::new();
+    let mut frame_ms = Vec::new();
+    let mut last = start;
     while let Some(frame) = generator.next_frame()? {
         frames.push(frame);
+        let now = Instant::now();
+        frame_ms.push((now - last).as_secs_f64() * 1e3);
+        last = now;
     }
     let seconds = start.elapsed().as_secs_f64();
     crate::codes_file::write(&args.out, &frames)?;
@@ -64,5 +70,11 @@ pub fn run(args: CodesArgs) -> Result<()> {
         seconds / audio,
         args.out.display()
     );
+    if let Some(steady) = FrameTimes::steady_state(&frame_ms) {
+        eprintln!(
+            "first frame (prompt) {:.1} ms; later frames {:.2} ms mean, {:.2} p50, {:.2} p90",
+            frame_ms[0], steady.mean, steady.p50, steady.p90
+        );
+    }
     Ok(())
 }

@@ -63,6 +63,12 @@ impl KvCache {
             self.v.narrow(2, 0, self.len)?,
         ))
     }
+
+    /// The whole preallocated buffers, for kernels that read the live length from the device.
+    #[cfg(feature = "cuda")]
+    pub fn buffers(&self) -> (&Tensor, &Tensor) {
+        (&self.k, &self.v)
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ typedef unsigned short bf16_t;
 typedef unsigned int u32;
 typedef unsigned long long u64;
 
+#define INF __int_as_float(0x7f800000)
+
 __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ float to_f32(bf16_t x) { return __uint_as_float(((u32)x) << 16); }
 __device__ __forceinline__ void store(float* p, float v) { *p = v; }
@@ -33,7 +35,7 @@ __device__ float block_reduce(float v, float* scratch) {
     __syncthreads();
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
-    float r = lane < warps ? scratch[lane] : (IS_MAX ? -INFINITY : 0.f);
+    float r = lane < warps ? scratch[lane] : (IS_MAX ? -INF : 0.f);
     r = IS_MAX ? warp_max(r) : warp_sum(r);
     return r;  // valid in every thread of warp 0 and, after the shuffles, in all warps
 }
@@ -96,7 +98,7 @@ __device__ void attention(const T* q, const T* k_cache, const T* v_cache, const 
         if (lane == 0) scores[j] = acc;
     }
     __syncthreads();
-    float m = -INFINITY;
+    float m = -INF;
     for (int j = threadIdx.x; j < n; j += blockDim.x) m = fmaxf(m, scores[j]);
     m = block_reduce<true>(m, scratch);
     float sum = 0.f;
@@ -210,11 +212,11 @@ extern "C" __global__ void sample_topk(const float* logits, int rows, int vocab,
         mask |= 255u << shift;
     }
     u32 kth = prefix;
-    float m = -INFINITY;
+    float m = -INF;
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) m = fmaxf(m, vals[i]);
     m = block_reduce<true>(m, scratch);
     u64 frame_index = state[1];
-    float score = -INFINITY;
+    float score = -INF;
     int index = 0x7fffffff;
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
         if (order_key(vals[i]) < kth) continue;

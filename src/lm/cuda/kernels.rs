@@ -338,3 +338,20 @@ fn compute_arch(dev: &CudaDevice) -> Result<&'static str> {
     // NVRTC wants a 'static string; there are few architectures, so leak one per process.
     Ok(Box::leak(format!("sm_{major}{minor}").into_boxed_str()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// NVRTC needs no GPU: the kernels must compile for Hopper on any build machine.
+    #[test]
+    fn kernels_compile_with_nvrtc() {
+        let opts = CompileOptions {
+            arch: Some("sm_90"),
+            ..Default::default()
+        };
+        if let Err(e) = compile_ptx_with_opts(SOURCE, opts) {
+            panic!("{e:?}");
+        }
+    }
+}

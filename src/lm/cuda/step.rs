@@ -18,6 +18,12 @@ use crate::lm::model::HeartMuLa;
 use crate::lm::sampling::SamplingParams;
 use crate::lm::transformer::{Layer, Transformer};
 
+/// `HEARTSTREAM_CUDA_GRAPH=0` runs the same device-resident step without capturing it, to
+/// measure what the graph saves.
+fn graphs_enabled() -> bool {
+    std::env::var("HEARTSTREAM_CUDA_GRAPH").map_or(true, |v| v != "0")
+}
+
 pub struct GpuFrameStep {
     kernels: Kernels,
     sampling: SamplingParams,
@@ -84,7 +90,9 @@ impl GpuFrameStep {
             Some(graph) => graph.launch().w()?,
             None => {
                 self.record(model, backbone_caches, decoder_caches)?;
-                self.graph = Some(self.capture(model, backbone_caches, decoder_caches)?);
+                if graphs_enabled() {
+                    self.graph = Some(self.capture(model, backbone_caches, decoder_caches)?);
+                }
             }
         }
         self.frame.to_vec1()

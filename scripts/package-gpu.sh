@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds the CUDA binaries here (no GPU needed) and packs them into gpu/ for a GPU machine:
+#   scripts/package-gpu.sh            -> gpu/heartstream.xz, gpu/reference_parity.xz, gpu/gpu-run.sh
+# On the GPU machine:  bash gpu/gpu-run.sh gpu/heartstream.xz bench --device cuda ...
+# Needs the CUDA compiler of ../shared/cuda (setup.sh once per machine).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+shared=${HEARTSTREAM_SHARED:-../shared}
+"$shared/cuda/setup.sh" >/dev/null
+# shellcheck disable=SC1091
+source "$shared/cuda/env.sh"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target-cuda}
+cargo build --release --features cuda
+test_bin=$(cargo test --release --features cuda --no-run --test reference_parity --message-format=json 2>/dev/null |
+  sed -n 's/.*"executable":"\([^"]*reference_parity[^"]*\)".*/\1/p' | tail -1)
+mkdir -p gpu
+for pair in "$CARGO_TARGET_DIR/release/heartstream:heartstream" "$test_bin:reference_parity"; do
+  src=${pair%%:*}; name=${pair##*:}
+  strip -o "gpu/$name" "$src"
+  xz -T2 -6 -f "gpu/$name"
+done
+cp "$shared/cuda/gpu-run.sh" gpu/
+ls -la gpu
