@@ -137,8 +137,9 @@ pub fn assert_close(name: &str, actual: &Tensor, expected: &Tensor, atol: f32) {
     );
 }
 
-/// Asserts two token sequences are equal; a reduced-precision run reports how many differ.
-pub fn assert_tokens(name: &str, actual: &[i64], expected: &[i64]) {
+/// Asserts integer results (tokens, counts) are equal; a reduced-precision run reports how
+/// many differ.
+pub fn assert_exact(name: &str, actual: &[i64], expected: &[i64]) {
     if test_dtype() != DType::F32 && actual.len() == expected.len() {
         let differ = actual.iter().zip(expected).filter(|(a, b)| a != b).count();
         println!(

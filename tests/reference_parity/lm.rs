@@ -8,7 +8,7 @@ use heartstream::lm::{
     FrameGenerator, FrameTrace, GenConfig, GenerationOptions, HeartMuLa, Prompt, SamplingParams,
 };
 
-use crate::fixture::{assert_close, assert_tokens, test_device, test_dtype, Golden};
+use crate::fixture::{assert_close, assert_exact, test_device, test_dtype, Golden};
 
 const HIDDEN_ATOL: f32 = 1e-4;
 
@@ -192,7 +192,7 @@ impl<'g> Run<'g> {
 
         let want = self.golden.i64(&self.name("frames"));
         let traced_frames: Vec<Vec<u32>> = traced.into_iter().map(|(f, _)| f).collect();
-        assert_tokens(
+        assert_exact(
             &self.name("frames (traced)"),
             &Self::flat(&traced_frames),
             &want,
@@ -201,7 +201,7 @@ impl<'g> Run<'g> {
         // The fast path (graph-captured on a GPU) must produce the same frames.
         let mut g = self.generator(false);
         let fast: Vec<Vec<u32>> = std::iter::from_fn(|| g.next_frame().unwrap()).collect();
-        assert_tokens(&self.name("frames"), &Self::flat(&fast), &want);
+        assert_exact(&self.name("frames"), &Self::flat(&fast), &want);
     }
 
     fn check_eos_truncation(&self) {
@@ -212,11 +212,10 @@ impl<'g> Run<'g> {
             .meta(&["generation", self.key, "pipeline_forward_frames"])
             .as_u64()
             .unwrap();
-        assert_eq!(
-            frames.len() as u64,
-            expected,
-            "frames kept by the EOS rule ({})",
-            self.key
+        assert_exact(
+            &self.name("frames kept by the EOS rule"),
+            &[frames.len() as i64],
+            &[expected as i64],
         );
     }
 }

@@ -70,16 +70,35 @@ __device__ void rope_kv(const T* qkv, const float* cos_t, const float* sin_t, co
     }
 }
 
+// The 16 bytes at `raw` as floats: 4 f32 or 8 bf16.
+__device__ __forceinline__ void unpack(uint4 raw, float* out, float) {
+    out[0] = __uint_as_float(raw.x); out[1] = __uint_as_float(raw.y);
+    out[2] = __uint_as_float(raw.z); out[3] = __uint_as_float(raw.w);
+}
+__device__ __forceinline__ void unpack(uint4 raw, float* out, bf16_t) {
+    u32 w[4] = {raw.x, raw.y, raw.z, raw.w};
+    for (int i = 0; i < 4; ++i) {
+        out[2 * i] = __uint_as_float(w[i] << 16);
+        out[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+}
+
 // Attention of T new queries at positions pos[0] + t over the cached keys 0..=pos[0] + t.
-// q: [B, H, T, D]; caches [B, KV, CAP, D]; out: [B, T, H, D]. Grid (B*H, T), block 256,
-// dynamic shared memory (D + CAP + 32) floats.
+// q: [B, H, T, D]; caches [B, KV, CAP, D]; out: [B, T, H, D]. Grid (B*H, T). Rows are read
+// 16 bytes at a time with many loads in flight: scores one key per thread, values by
+// (key subset, 16-byte chunk) so a block streams its head's cache at full width.
+// Block = subsets · chunks threads (a multiple of 32); dynamic shared memory
+// (D + CAP + subsets·D + 32) floats.
 template <typename T>
 __device__ void attention(const T* q, const T* k_cache, const T* v_cache, const u32* pos, T* out,
                           int B, int Tn, int H, int KV, int D, int CAP) {
+    constexpr int VEC = 16 / sizeof(T);
     extern __shared__ float smem[];
+    int chunks = D / VEC, subsets = blockDim.x / chunks;
     float* qs = smem;
-    float* scores = smem + D;
-    float* scratch = scores + CAP;
+    float* scores = qs + D;
+    float* partial = scores + CAP;
+    float* scratch = partial + subsets * D;
     int bh = blockIdx.x, b = bh / H, h = bh % H, t = blockIdx.y;
     int kvh = h / (H / KV);
     int n = pos[0] + t + 1;
@@ -89,17 +108,19 @@ __device__ void attention(const T* q, const T* k_cache, const T* v_cache, const 
     __syncthreads();
     const T* kbase = k_cache + ((size_t)b * KV + kvh) * CAP * D;
     const T* vbase = v_cache + ((size_t)b * KV + kvh) * CAP * D;
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    for (int j = warp; j < n; j += warps) {
-        const T* krow = kbase + (size_t)j * D;
-        float acc = 0.f;
-        for (int d = lane; d < D; d += 32) acc += qs[d] * to_f32(krow[d]);
-        acc = warp_sum(acc);
-        if (lane == 0) scores[j] = acc;
-    }
-    __syncthreads();
+
     float m = -INF;
-    for (int j = threadIdx.x; j < n; j += blockDim.x) m = fmaxf(m, scores[j]);
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        const uint4* krow = reinterpret_cast<const uint4*>(kbase + (size_t)j * D);
+        float acc = 0.f, x[VEC];
+#pragma unroll 4
+        for (int c = 0; c < chunks; ++c) {
+            unpack(__ldg(krow + c), x, T());
+            for (int e = 0; e < VEC; ++e) acc += qs[c * VEC + e] * x[e];
+        }
+        scores[j] = acc;
+        m = fmaxf(m, acc);
+    }
     m = block_reduce<true>(m, scratch);
     float sum = 0.f;
     for (int j = threadIdx.x; j < n; j += blockDim.x) {
@@ -109,12 +130,24 @@ __device__ void attention(const T* q, const T* k_cache, const T* v_cache, const 
     }
     sum = block_reduce<false>(sum, scratch);
     __syncthreads();
+
+    int sub = threadIdx.x / chunks, c = threadIdx.x % chunks;
+    float acc[VEC], x[VEC];
+    for (int e = 0; e < VEC; ++e) acc[e] = 0.f;
+#pragma unroll 4
+    for (int j = sub; j < n; j += subsets) {
+        unpack(__ldg(reinterpret_cast<const uint4*>(vbase + (size_t)j * D) + c), x, T());
+        float p = scores[j];
+        for (int e = 0; e < VEC; ++e) acc[e] += p * x[e];
+    }
+    for (int e = 0; e < VEC; ++e) partial[sub * D + c * VEC + e] = acc[e];
+    __syncthreads();
     float inv = 1.f / sum;
     T* orow = out + (((size_t)b * Tn + t) * H + h) * D;
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float acc = 0.f;
-        for (int j = 0; j < n; ++j) acc += scores[j] * to_f32(vbase[(size_t)j * D + d]);
-        store(orow + d, acc * inv);
+        float s = 0.f;
+        for (int k = 0; k < subsets; ++k) s += partial[k * D + d];
+        store(orow + d, s * inv);
     }
 }
 

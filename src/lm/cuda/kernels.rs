@@ -166,11 +166,27 @@ impl Kernels {
     ) -> Result<Tensor> {
         let (b, heads, t, hd) = q.dims4()?;
         let (_, kv_heads, capacity, _) = k_cache.dims4()?;
+        let row_bytes = hd * q.dtype().size_in_bytes();
+        if row_bytes % 16 != 0 {
+            bail!("fused attention reads 16-byte chunks: head_dim {hd} rows are {row_bytes} bytes");
+        }
+        let chunks = row_bytes / 16;
+        // Key subsets for the value pass: as many as fit 256 threads in whole warps.
+        let subsets = (1..=(256 / chunks).max(1))
+            .rev()
+            .find(|s| (s * chunks) % 32 == 0)
+            .ok_or_else(|| {
+                candle_core::Error::Msg(format!("no warp-aligned block for head_dim {hd}"))
+            })?;
+        let shared = (hd + capacity + subsets * hd + 32) * 4;
+        if shared > 48 * 1024 {
+            bail!("fused attention needs {shared} bytes of shared memory for a {capacity}-position cache");
+        }
         let out = self.alloc(q.dtype(), (b, t, heads * hd))?;
         let cfg = LaunchConfig {
             grid_dim: ((b * heads) as u32, t as u32, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: ((hd + capacity + 32) * 4) as u32,
+            block_dim: ((subsets * chunks) as u32, 1, 1),
+            shared_mem_bytes: shared as u32,
         };
         let args = [
             ptr(q)?,

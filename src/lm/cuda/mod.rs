@@ -2,5 +2,6 @@
 
 mod kernels;
 mod step;
+mod timeline;
 
 pub use step::GpuFrameStep;
