@@ -70,9 +70,6 @@ pub fn run(args: CodesArgs) -> Result<()> {
         seconds / audio,
         args.out.display()
     );
-    for (op, ms) in generator.timeline().unwrap_or_default() {
-        eprintln!("  {ms:8.3} ms/frame  {op}");
-    }
     if let Some(steady) = FrameTimes::steady_state(&frame_ms) {
         eprintln!(
             "first frame (prompt) {:.1} ms; later frames {:.2} ms mean, {:.2} p50, {:.2} p90",

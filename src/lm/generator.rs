@@ -135,16 +135,6 @@ impl FrameGenerator {
         self.frames_done
     }
 
-    /// Mean GPU milliseconds per frame of each operation of the frame step, when the GPU
-    /// step runs with `HEARTSTREAM_PROFILE=1`.
-    pub fn timeline(&self) -> Option<Vec<(String, f64)>> {
-        match &self.steps {
-            Steps::Host => None,
-            #[cfg(feature = "cuda")]
-            Steps::Gpu(step) => step.timeline(),
-        }
-    }
-
     /// The next frame, or `None` once the song has ended (EOS or the length limit).
     pub fn next_frame(&mut self) -> Result<Option<Vec<u32>>> {
         Ok(self.step(false)?.map(|(frame, _)| frame))

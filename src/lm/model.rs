@@ -23,12 +23,15 @@ pub struct HeartMuLa {
     pub(super) unconditional_text_embedding: Tensor,
     pub(super) muq_linear: Linear,
     pub(super) projection: Linear,
-    /// The heads run in f32 whatever the model dtype: in bf16 the logits of codebooks 1..
-    /// lose enough precision to change which tokens get sampled.
-    pub(super) codebook0_head: Linear,
-    /// (codebooks − 1, decoder_dim, vocab), f32.
+    /// (vocab, backbone_dim). Logits are always accumulated and returned in f32: rounded to
+    /// bf16 they lose enough precision to change which tokens get sampled.
+    pub(super) codebook0_head: Tensor,
+    /// (codebooks − 1, vocab, decoder_dim): the checkpoint's (…, decoder_dim, vocab)
+    /// transposed at load, so every head is a row-major (outputs, inputs) matrix.
     pub(super) audio_head: Tensor,
     dtype: DType,
+    #[cfg(feature = "cuda")]
+    pub(super) kernels: Option<std::sync::Arc<super::cuda::Kernels>>,
 }
 
 impl HeartMuLa {
@@ -65,10 +68,15 @@ impl HeartMuLa {
             unconditional_text_embedding: w.get("unconditional_text_embedding.weight", dtype)?,
             muq_linear,
             projection: linear(&w, "projection.weight", dtype)?,
-            codebook0_head: linear(&w, "codebook0_head.weight", DType::F32)?,
-            audio_head: w.get("audio_head", DType::F32)?,
+            codebook0_head: w.get("codebook0_head.weight", dtype)?,
+            audio_head: w.get("audio_head", dtype)?.transpose(1, 2)?.contiguous()?,
             config,
             dtype,
+            #[cfg(feature = "cuda")]
+            kernels: match device {
+                Device::Cuda(_) => Some(std::sync::Arc::new(super::cuda::Kernels::load(device)?)),
+                _ => None,
+            },
         })
     }
 
@@ -145,10 +153,18 @@ impl HeartMuLa {
     }
 
     /// Codebook-0 logits (batch, vocab) in f32 from the backbone's last hidden state.
-    pub fn codebook0_logits(&self, last_hidden: &Tensor) -> Result<Tensor> {
-        Ok(self
-            .codebook0_head
-            .forward(&last_hidden.to_dtype(DType::F32)?)?)
+    pub fn codebook0_logits(&self, last_hidden: &Tensor) -> candle_core::Result<Tensor> {
+        self.head_logits(last_hidden, &self.codebook0_head)
+    }
+
+    /// `hidden · headᵀ` with f32 accumulation and f32 output.
+    fn head_logits(&self, hidden: &Tensor, head: &Tensor) -> candle_core::Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if let Some(k) = &self.kernels {
+            return k.gemv(&hidden.contiguous()?, head, None, DType::F32);
+        }
+        let f32 = |t: &Tensor| t.to_dtype(DType::F32);
+        f32(hidden)?.matmul(&f32(head)?.t()?)
     }
 
     /// Embedding of `tokens` (batch,) of `codebook`, shaped (batch, 1, dim).
@@ -165,8 +181,11 @@ impl HeartMuLa {
     }
 
     /// Logits (batch, vocab) in f32 of `codebook` ≥ 1 from the decoder's hidden state.
-    pub fn codebook_logits(&self, codebook: usize, decoder_hidden: &Tensor) -> Result<Tensor> {
-        let head = self.audio_head.get(codebook - 1)?;
-        Ok(decoder_hidden.to_dtype(DType::F32)?.matmul(&head)?)
+    pub fn codebook_logits(
+        &self,
+        codebook: usize,
+        decoder_hidden: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        self.head_logits(decoder_hidden, &self.audio_head.get(codebook - 1)?)
     }
 }

@@ -151,6 +151,51 @@ __device__ void attention(const T* q, const T* k_cache, const T* v_cache, const 
     }
 }
 
+// Streaming 16-byte load that bypasses L1: weights are read once per frame, and keeping them
+// out of L1 leaves it to the activations every warp re-reads.
+__device__ __forceinline__ uint4 load_stream(const uint4* p) {
+    uint4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
+    return r;
+}
+
+// Skinny matrix product of the frame step, bound by reading W once:
+// y[m, n] = Σ_k x[m, k]·W[n, k] (+ res[m, n]) for M ≤ 4 rows; W is a Linear weight [N, K].
+// One warp per output column n, 16-byte loads, f32 accumulation. Block 256 threads.
+template <typename T, typename Y>
+__device__ void gemv(const T* x, const T* W, const Y* res, Y* y, int M, int N, int K) {
+    constexpr int VEC = 16 / sizeof(T);
+    int lane = threadIdx.x & 31;
+    int n = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (n >= N) return;
+    const uint4* w = reinterpret_cast<const uint4*>(W + (size_t)n * K);
+    int chunks = K / VEC;
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    float wv[VEC], xv[VEC];
+#pragma unroll 4
+    for (int c = lane; c < chunks; c += 32) {
+        unpack(load_stream(w + c), wv, T());
+#pragma unroll
+        for (int m = 0; m < 4; ++m) {
+            if (m < M) {
+                unpack(__ldg(reinterpret_cast<const uint4*>(x + (size_t)m * K) + c), xv, T());
+#pragma unroll
+                for (int e = 0; e < VEC; ++e) acc[m] += wv[e] * xv[e];
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < 4; ++m) acc[m] = warp_sum(acc[m]);
+    if (lane == 0) {
+        for (int m = 0; m < M; ++m) {
+            float r = res ? to_f32(res[(size_t)m * N + n]) : 0.f;
+            store(y + (size_t)m * N + n, r + acc[m]);
+        }
+    }
+}
+
 // gu: [N, 2I] = [gate | up] from the fused w1/w3 projection; out: [N, I] = silu(gate) * up.
 template <typename T>
 __device__ void silu_mul(const T* gu, T* out, int N, int I) {
@@ -172,6 +217,14 @@ __device__ void silu_mul(const T* gu, T* out, int N, int I) {
     }                                                                                           \
     extern "C" __global__ void silu_mul_##SUFFIX(const T* gu, T* out, int N, int I) {           \
         silu_mul<T>(gu, out, N, I);                                                             \
+    }                                                                                           \
+    extern "C" __global__ void gemv_##SUFFIX(const T* x, const T* W, const T* res, T* y,        \
+        int M, int N, int K) {                                                                  \
+        gemv<T, T>(x, W, res, y, M, N, K);                                                      \
+    }                                                                                           \
+    extern "C" __global__ void gemv_##SUFFIX##_to_f32(const T* x, const T* W, const float* res, \
+        float* y, int M, int N, int K) {                                                        \
+        gemv<T, float>(x, W, res, y, M, N, K);                                                  \
     }
 
 INSTANTIATE(float, f32)

@@ -20,7 +20,10 @@ const MODULE: &str = "heartstream_lm";
 /// One compiled module for the whole process (all devices share an architecture here).
 static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
 
-const FUNCTIONS: [&str; 9] = [
+const FUNCTIONS: [&str; 12] = [
+    "gemv_f32",
+    "gemv_bf16",
+    "gemv_bf16_to_f32",
     "rope_kv_f32",
     "rope_kv_bf16",
     "attention_f32",
@@ -205,6 +208,66 @@ impl Kernels {
         Ok(out)
     }
 
+    /// `x · wᵀ (+ residual)` for the few rows of a frame step (x: (…, K) with at most 4
+    /// rows, w: (N, K)), accumulated in f32 and returned in `out` (the model dtype, or f32
+    /// for logits).
+    pub fn gemv(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        residual: Option<&Tensor>,
+        out: DType,
+    ) -> Result<Tensor> {
+        let (n, k) = w.dims2()?;
+        let rows = x.elem_count() / k;
+        let aligned = (k * w.dtype().size_in_bytes()) % 16 == 0;
+        if !aligned || rows == 0 || rows > 4 || rows * k != x.elem_count() || x.dtype() != w.dtype()
+        {
+            bail!(
+                "gemv takes 1..=4 rows of {k} {:?} values, got {:?} {:?}",
+                w.dtype(),
+                x.shape(),
+                x.dtype()
+            );
+        }
+        let name = match (w.dtype(), out) {
+            (DType::F32, DType::F32) => "gemv_f32",
+            (DType::BF16, DType::BF16) => "gemv_bf16",
+            (DType::BF16, DType::F32) => "gemv_bf16_to_f32",
+            (w, o) => bail!("no gemv from {w:?} weights to {o:?}"),
+        };
+        let mut dims = x.dims().to_vec();
+        *dims.last_mut().expect("rank ≥ 1") = n;
+        let y = self.alloc(out, dims)?;
+        let res = match residual {
+            Some(r) if r.dims() == y.dims() && r.dtype() == out => ptr(r)?,
+            Some(r) => bail!(
+                "gemv residual {:?} {:?} does not match the output {:?}",
+                r.shape(),
+                r.dtype(),
+                y.shape()
+            ),
+            None => Arg::Ptr(0),
+        };
+        const WARPS: usize = 8;
+        let cfg = LaunchConfig {
+            grid_dim: (n.div_ceil(WARPS) as u32, 1, 1),
+            block_dim: ((WARPS * 32) as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let args = [
+            aligned_ptr(x)?,
+            aligned_ptr(w)?,
+            res,
+            ptr(&y)?,
+            Arg::I32(rows as i32),
+            Arg::I32(n as i32),
+            Arg::I32(k as i32),
+        ];
+        self.launch(name, cfg, &args)?;
+        Ok(y)
+    }
+
     /// silu(gate)·up from the fused (…, 2·hidden) gate/up projection.
     pub fn silu_mul(&self, gu: &Tensor, hidden: usize) -> Result<Tensor> {
         let mut dims = gu.dims().to_vec();
@@ -327,6 +390,17 @@ fn ptr(t: &Tensor) -> Result<Arg> {
     Ok(Arg::Ptr(
         base + (layout.start_offset() * t.dtype().size_in_bytes()) as u64,
     ))
+}
+
+/// A device address for 16-byte vector loads.
+fn aligned_ptr(t: &Tensor) -> Result<Arg> {
+    match ptr(t)? {
+        Arg::Ptr(p) if p % 16 == 0 => Ok(Arg::Ptr(p)),
+        _ => bail!(
+            "a 16-byte aligned tensor is needed, got one at offset {}",
+            t.layout().start_offset()
+        ),
+    }
 }
 
 fn typed(name: &'static str, dtype: DType) -> Result<&'static str> {

@@ -2,6 +2,6 @@
 
 mod kernels;
 mod step;
-mod timeline;
 
+pub use kernels::Kernels;
 pub use step::GpuFrameStep;

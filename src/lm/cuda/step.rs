@@ -5,15 +5,16 @@
 //! it is captured once as a CUDA graph and replayed for every frame; the host reads back only
 //! the frame's tokens.
 
+use std::sync::Arc;
+
 use candle_core::cuda_backend::cudarc::driver::sys::{
     CUgraphInstantiate_flags, CUstreamCaptureMode,
 };
 use candle_core::cuda_backend::cudarc::driver::CudaGraph;
 use candle_core::cuda_backend::WrapErr;
-use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 
 use super::kernels::Kernels;
-use super::timeline::Timeline;
 use crate::lm::kv_cache::KvCache;
 use crate::lm::model::HeartMuLa;
 use crate::lm::sampling::SamplingParams;
@@ -22,16 +23,11 @@ use crate::lm::transformer::{last_position, Layer, Transformer};
 /// `HEARTSTREAM_CUDA_GRAPH=0` runs the same device-resident step without capturing it, to
 /// measure what the graph saves.
 fn graphs_enabled() -> bool {
-    std::env::var("HEARTSTREAM_CUDA_GRAPH").map_or(true, |v| v != "0") && !profiling()
-}
-
-/// `HEARTSTREAM_PROFILE=1` times every operation of the (then uncaptured) step.
-fn profiling() -> bool {
-    std::env::var("HEARTSTREAM_PROFILE").is_ok_and(|v| v == "1")
+    std::env::var("HEARTSTREAM_CUDA_GRAPH").map_or(true, |v| v != "0")
 }
 
 pub struct GpuFrameStep {
-    kernels: Kernels,
+    kernels: Arc<Kernels>,
     sampling: SamplingParams,
     batch: usize,
     /// u32 [backbone position of the next frame's input, index of the next frame].
@@ -41,7 +37,6 @@ pub struct GpuFrameStep {
     /// u32 [1] each: the decoder position of call c (c = 0 feeds two positions, 0 and 1).
     decoder_positions: Vec<Tensor>,
     graph: Option<CudaGraph>,
-    timeline: Option<Timeline>,
 }
 
 impl GpuFrameStep {
@@ -53,12 +48,15 @@ impl GpuFrameStep {
         prompt_len: usize,
     ) -> Result<Self> {
         let dev = model.device();
+        let kernels = model.kernels.clone().ok_or_else(|| {
+            candle_core::Error::Msg("the GPU frame step needs a CUDA model".into())
+        })?;
         let codebooks = model.config.audio_num_codebooks;
         let decoder_positions = (0..codebooks - 1)
             .map(|c| Tensor::new(&[if c == 0 { 0u32 } else { c as u32 + 1 }], dev))
             .collect::<Result<_>>()?;
         Ok(Self {
-            kernels: Kernels::load(dev)?,
+            kernels,
             sampling,
             batch,
             // Frame 0 comes from the prompt (positions 0..len); its tail runs with state
@@ -67,10 +65,6 @@ impl GpuFrameStep {
             frame: Tensor::zeros(codebooks, DType::U32, dev)?,
             decoder_positions,
             graph: None,
-            timeline: match dev {
-                Device::Cuda(d) if profiling() => Some(Timeline::new(d.cuda_stream())),
-                _ => None,
-            },
         })
     }
 
@@ -81,30 +75,8 @@ impl GpuFrameStep {
         last_hidden: &Tensor,
         decoder_caches: &[KvCache],
     ) -> Result<Vec<u32>> {
-        self.mark("prompt")?;
         self.frame_tail(model, last_hidden, decoder_caches)?;
-        self.read_frame()
-    }
-
-    /// Mean GPU milliseconds per frame of each operation, when profiling.
-    pub fn timeline(&self) -> Option<Vec<(String, f64)>> {
-        self.timeline.as_ref().map(Timeline::report)
-    }
-
-    fn mark(&self, label: &str) -> Result<()> {
-        match &self.timeline {
-            Some(t) => t.mark(label),
-            None => Ok(()),
-        }
-    }
-
-    /// The one device→host copy of a frame: its tokens.
-    fn read_frame(&self) -> Result<Vec<u32>> {
-        let frame = self.frame.to_vec1()?;
-        if let Some(t) = &self.timeline {
-            t.end_frame()?;
-        }
-        Ok(frame)
+        self.frame.to_vec1()
     }
 
     /// Every later frame. The first call runs eagerly (loading kernels and filling candle's
@@ -122,14 +94,14 @@ impl GpuFrameStep {
         match &self.graph {
             Some(graph) => graph.launch().w()?,
             None => {
-                self.mark("frame start")?;
                 self.record(model, backbone_caches, decoder_caches)?;
                 if graphs_enabled() {
                     self.graph = Some(self.capture(model, backbone_caches, decoder_caches)?);
                 }
             }
         }
-        self.read_frame()
+        // The one device→host copy of a frame: its tokens.
+        self.frame.to_vec1()
     }
 
     fn capture(
@@ -169,14 +141,7 @@ impl GpuFrameStep {
         let x = embedded
             .reshape((self.batch, config.audio_num_codebooks, ()))?
             .sum_keepdim(1)?;
-        self.mark("embed frame")?;
-        let h = self.transformer(
-            "backbone",
-            &model.backbone,
-            &x,
-            &self.state,
-            backbone_caches,
-        )?;
+        let h = self.transformer(&model.backbone, &x, &self.state, backbone_caches)?;
         self.frame_tail(model, &h.squeeze(1)?, decoder_caches)
     }
 
@@ -188,32 +153,23 @@ impl GpuFrameStep {
         last_hidden: &Tensor,
         decoder_caches: &[KvCache],
     ) -> Result<()> {
-        let logits = model
-            .codebook0_head
-            .forward(&last_hidden.to_dtype(DType::F32)?)?;
-        self.mark("heads")?;
+        let codebooks = model.config.audio_num_codebooks;
+        let logits = model.codebook0_logits(last_hidden)?;
         let mut ids = self.sample(&logits, 0)?;
-        self.mark("sample")?;
         let first = model.audio_embeddings.index_select(&ids, 0)?.unsqueeze(1)?;
         let mut h = Tensor::cat(&[last_hidden.unsqueeze(1)?, first], 1)?;
-        for codebook in 1..model.config.audio_num_codebooks {
-            let x = model.projection.forward(&h)?;
-            self.mark("decoder/projection")?;
+        for codebook in 1..codebooks {
+            let x = self.linear(&h, model.projection.weight(), None)?;
             let pos = &self.decoder_positions[codebook - 1];
-            let out = self.transformer("decoder", &model.decoder, &x, pos, decoder_caches)?;
+            let out = self.transformer(&model.decoder, &x, pos, decoder_caches)?;
             // The first decoder call has two positions: a narrowed view is not contiguous.
-            let hidden = last_position(&out)?.to_dtype(DType::F32)?;
-            let logits = hidden.matmul(&model.audio_head.get(codebook - 1)?)?;
-            self.mark("heads")?;
+            let logits = model.codebook_logits(codebook, &last_position(&out)?)?;
             ids = self.sample(&logits, codebook)?;
-            self.mark("sample")?;
-            if codebook + 1 < model.config.audio_num_codebooks {
+            if codebook + 1 < codebooks {
                 h = model.audio_embeddings.index_select(&ids, 0)?.unsqueeze(1)?;
-                self.mark("decoder/embed")?;
             }
         }
-        self.kernels.advance(&self.state)?;
-        self.mark("advance")
+        self.kernels.advance(&self.state)
     }
 
     fn sample(&self, logits: &Tensor, codebook: usize) -> Result<Tensor> {
@@ -230,10 +186,14 @@ impl GpuFrameStep {
         )
     }
 
+    /// `x · wᵀ (+ residual)` in the model dtype.
+    fn linear(&self, x: &Tensor, w: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        self.kernels.gemv(x, w, residual, x.dtype())
+    }
+
     /// `x` (batch, seq, dim) at positions `pos[0]..` through every layer and the final norm.
     fn transformer(
         &self,
-        name: &str,
         t: &Transformer,
         x: &Tensor,
         pos: &Tensor,
@@ -241,29 +201,22 @@ impl GpuFrameStep {
     ) -> Result<Tensor> {
         let mut h = x.clone();
         for (layer, cache) in t.layers.iter().zip(caches) {
-            h = self.layer(name, t, layer, &h, pos, cache)?;
+            h = self.layer(t, layer, &h, pos, cache)?;
         }
-        let out = t.norm.forward(&h)?;
-        self.mark(&format!("{name}/norm"))?;
-        Ok(out)
+        t.norm.forward(&h)
     }
 
     fn layer(
         &self,
-        name: &str,
         t: &Transformer,
         layer: &Layer,
         x: &Tensor,
         pos: &Tensor,
         cache: &KvCache,
     ) -> Result<Tensor> {
-        let mark = |op: &str| self.mark(&format!("{name}/{op}"));
         let attn = &layer.attn;
         let (k_cache, v_cache) = cache.buffers();
-        let h = layer.sa_norm.forward(x)?;
-        mark("norm")?;
-        let qkv = attn.qkv.forward(&h)?;
-        mark("qkv matmul")?;
+        let qkv = self.linear(&layer.sa_norm.forward(x)?, attn.qkv.weight(), None)?;
         let (cos, sin) = t.rope.tables();
         let q = self.kernels.rope_kv(
             &qkv,
@@ -275,23 +228,10 @@ impl GpuFrameStep {
             attn.num_heads,
             attn.num_kv_heads,
         )?;
-        mark("rope + kv write")?;
         let a = self.kernels.attention(&q, k_cache, v_cache, pos)?;
-        mark("attention")?;
-        let o = attn.output_proj.forward(&a)?;
-        mark("output matmul")?;
-        let x = (x + o)?;
-        mark("residual add")?;
-        let h = layer.mlp_norm.forward(&x)?;
-        mark("norm")?;
-        let gu = layer.mlp.w13.forward(&h)?;
-        mark("gate/up matmul")?;
+        let x = self.linear(&a, attn.output_proj.weight(), Some(x))?;
+        let gu = self.linear(&layer.mlp_norm.forward(&x)?, layer.mlp.w13.weight(), None)?;
         let m = self.kernels.silu_mul(&gu, layer.mlp.hidden)?;
-        mark("silu·up")?;
-        let d = layer.mlp.w2.forward(&m)?;
-        mark("down matmul")?;
-        let out = (x + d)?;
-        mark("residual add")?;
-        Ok(out)
+        self.linear(&m, layer.mlp.w2.weight(), Some(&x))
     }
 }
