@@ -5,8 +5,13 @@ use std::path::PathBuf;
 /// name and what was expected instead.
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
-    #[error("model folder {dir} does not exist: expected a heartlib checkpoint folder ({expected})")]
-    MissingFolder { dir: PathBuf, expected: &'static str },
+    #[error(
+        "model folder {dir} does not exist: expected a heartlib checkpoint folder ({expected})"
+    )]
+    MissingFolder {
+        dir: PathBuf,
+        expected: &'static str,
+    },
 
     #[error("{path} is missing: expected {expected}")]
     MissingFile { path: PathBuf, expected: String },
@@ -64,7 +69,10 @@ fn mismatch_message(
         let _ = write!(s, "\n  unexpected {name} (shape {shape:?})");
     }
     for (name, want, got) in wrong_shape.iter().take(SHOWN) {
-        let _ = write!(s, "\n  wrong shape {name}: expected {want:?}, found {got:?}");
+        let _ = write!(
+            s,
+            "\n  wrong shape {name}: expected {want:?}, found {got:?}"
+        );
     }
     let hidden = missing.len().saturating_sub(SHOWN)
         + unexpected.len().saturating_sub(SHOWN)

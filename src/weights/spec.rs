@@ -68,13 +68,15 @@ impl ModelSpec {
     /// Compares the stored tensors with the spec and reports every difference in one error.
     pub fn check(&self, store: &WeightStore) -> Result<(), WeightsError> {
         self.check_shapes(&store.shapes())
-            .map_err(|(missing, unexpected, wrong_shape)| WeightsError::Mismatch {
-                model: self.model.clone(),
-                dir: store.dir().to_path_buf(),
-                missing,
-                unexpected,
-                wrong_shape,
-            })
+            .map_err(
+                |(missing, unexpected, wrong_shape)| WeightsError::Mismatch {
+                    model: self.model.clone(),
+                    dir: store.dir().to_path_buf(),
+                    missing,
+                    unexpected,
+                    wrong_shape,
+                },
+            )
     }
 
     #[allow(clippy::type_complexity)]
@@ -148,8 +150,15 @@ mod tests {
     #[test]
     fn exact_match_passes_and_optional_or_ignored_tensors_are_tolerated() {
         let s = spec();
-        assert!(s.check_shapes(&found(&[("a", &[2, 3]), ("b", &[4])])).is_ok());
-        let extra = found(&[("a", &[2, 3]), ("b", &[4]), ("opt", &[5]), ("x.rope.cache", &[9])]);
+        assert!(s
+            .check_shapes(&found(&[("a", &[2, 3]), ("b", &[4])]))
+            .is_ok());
+        let extra = found(&[
+            ("a", &[2, 3]),
+            ("b", &[4]),
+            ("opt", &[5]),
+            ("x.rope.cache", &[9]),
+        ]);
         assert!(s.check_shapes(&extra).is_ok());
     }
 

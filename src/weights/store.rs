@@ -92,7 +92,9 @@ impl WeightStore {
             if found.map(|p| p.file_name()) != Some(Some(std::ffi::OsStr::new(&file))) {
                 return Err(WeightsError::BadIndex {
                     path: index_path,
-                    reason: format!("lists tensor {name} in {file}, but that file does not hold it"),
+                    reason: format!(
+                        "lists tensor {name} in {file}, but that file does not hold it"
+                    ),
                 });
             }
         }
@@ -155,8 +157,11 @@ fn read_index(path: &Path) -> Result<HashMap<String, String>, WeightsError> {
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    let index: Index = serde_json::from_str(&text)
-        .map_err(|e| bad(format!("expected {{\"weight_map\": {{tensor: file}}}}: {e}")))?;
+    let index: Index = serde_json::from_str(&text).map_err(|e| {
+        bad(format!(
+            "expected {{\"weight_map\": {{tensor: file}}}}: {e}"
+        ))
+    })?;
     Ok(index.weight_map)
 }
 

@@ -98,12 +98,20 @@ mod tests {
     #[test]
     fn draws_have_the_variance_of_their_init() {
         let n = 1 << 21;
-        let (m, v) = moments(&tensor(&spec(Init::Fan(256), n), 7, DType::F32, &Device::Cpu).unwrap());
+        let (m, v) =
+            moments(&tensor(&spec(Init::Fan(256), n), 7, DType::F32, &Device::Cpu).unwrap());
         assert!(m.abs() < 1e-3, "mean {m}");
         assert!((v * 256.0 - 1.0).abs() < 0.01, "variance {v}");
-        let (m, v) = moments(&tensor(&spec(Init::NearOne, n), 7, DType::F32, &Device::Cpu).unwrap());
+        let (m, v) =
+            moments(&tensor(&spec(Init::NearOne, n), 7, DType::F32, &Device::Cpu).unwrap());
         assert!((m - 1.0).abs() < 1e-3 && (v - 0.01).abs() < 1e-3, "{m} {v}");
-        let t = tensor(&spec(Init::Uniform(0.3, 0.8), n), 7, DType::F32, &Device::Cpu).unwrap();
+        let t = tensor(
+            &spec(Init::Uniform(0.3, 0.8), n),
+            7,
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
         let v: Vec<f32> = t.to_vec1().unwrap();
         assert!(v.iter().all(|&x| (0.3..0.8).contains(&x)));
     }
@@ -111,9 +119,18 @@ mod tests {
     #[test]
     fn same_seed_same_weights_other_seed_other_weights() {
         let s = spec(Init::Normal(1.0), 1000);
-        let a: Vec<f32> = tensor(&s, 1, DType::F32, &Device::Cpu).unwrap().to_vec1().unwrap();
-        let b: Vec<f32> = tensor(&s, 1, DType::F32, &Device::Cpu).unwrap().to_vec1().unwrap();
-        let c: Vec<f32> = tensor(&s, 2, DType::F32, &Device::Cpu).unwrap().to_vec1().unwrap();
+        let a: Vec<f32> = tensor(&s, 1, DType::F32, &Device::Cpu)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let b: Vec<f32> = tensor(&s, 1, DType::F32, &Device::Cpu)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let c: Vec<f32> = tensor(&s, 2, DType::F32, &Device::Cpu)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

@@ -43,18 +43,16 @@ impl Golden {
                 (name, entry)
             })
             .collect();
-        Golden {
-            dir,
-            json,
-            tensors,
-        }
+        Golden { dir, json, tensors }
     }
 
     fn raw(&self, name: &str, want: Dtype) -> (&[usize], &[u8]) {
-        let (dtype, shape, data) = self
-            .tensors
-            .get(name)
-            .unwrap_or_else(|| panic!("golden tensor {name} is missing from {}", self.dir.display()));
+        let (dtype, shape, data) = self.tensors.get(name).unwrap_or_else(|| {
+            panic!(
+                "golden tensor {name} is missing from {}",
+                self.dir.display()
+            )
+        });
         assert_eq!(*dtype, want, "golden tensor {name} has dtype {dtype:?}");
         (shape, data)
     }
@@ -100,8 +98,16 @@ impl Golden {
 /// Largest absolute difference between two tensors of the same shape.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    let a = a.to_dtype(candle_core::DType::F32).unwrap().flatten_all().unwrap();
-    let b = b.to_dtype(candle_core::DType::F32).unwrap().flatten_all().unwrap();
+    let a = a
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap();
+    let b = b
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap();
     (a - b)
         .unwrap()
         .abs()
