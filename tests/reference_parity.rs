@@ -3,4 +3,9 @@
 //! dimension comes from the fixture's own files, so fixtures of the same format with other
 //! dimensions and seeds pass unchanged. A missing fixture fails; nothing here skips.
 
+#[path = "reference_parity/fixture.rs"]
+#[allow(dead_code)] // helpers shared by every model's parity tests
 mod fixture;
+
+#[path = "reference_parity/codec.rs"]
+mod codec;

@@ -283,6 +283,27 @@ mod tests {
     }
 
     #[test]
+    fn empty_codes_are_an_error() {
+        let codec = crate::codec::testing::tiny_codec();
+        let codes = CodeFrames::empty(&codec.config);
+        let mut noise = crate::codec::GaussianNoise::new(0);
+        let err = match detokenize(
+            &codec,
+            &codes,
+            &DetokenizeParams::default(),
+            &mut noise,
+            Join::Reference,
+        ) {
+            Err(e) => e,
+            Ok(_) => panic!("empty codes decoded"),
+        };
+        assert!(matches!(
+            err.downcast_ref(),
+            Some(crate::codec::CodecInputError::NoCodes { num_codebooks: 8 })
+        ));
+    }
+
+    #[test]
     fn crossfade_ramp_is_numpy_linspace() {
         let r: Vec<Vec<f64>> = crossfade_ramp(5, &candle_core::Device::Cpu)
             .unwrap()

@@ -115,3 +115,42 @@ impl FlowMatching {
         Ok(euler::solve(&self.estimator, &window, params, self.dtype)?.squeeze(0)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+    use crate::codec::testing::tiny_codec;
+    use crate::codec::{CodecInputError, GaussianNoise};
+
+    #[test]
+    fn non_finite_in_context_latents_are_rejected() {
+        let codec = tiny_codec();
+        let codes = CodeFrames::from_frames(&[[1u32; 8]; 3], &codec.config).unwrap();
+        let mut prefix = vec![0f32; 2 * 256];
+        prefix[256 + 5] = f32::NAN;
+        let prefix = Tensor::from_vec(prefix, (2, 256), &Device::Cpu).unwrap();
+        let params = SolverParams {
+            num_steps: 1,
+            guidance_scale: 1.25,
+        };
+        let err = codec
+            .flow
+            .inference_codes(&codes, &prefix, 6, 2, &params, &mut GaussianNoise::new(0))
+            .unwrap_err();
+        assert!(matches!(
+            err.downcast_ref(),
+            Some(CodecInputError::NonFiniteLatent {
+                frame: 1,
+                channel: 5,
+                ..
+            })
+        ));
+        // A prefix longer than the latents given is an error, not a panic.
+        assert!(codec
+            .flow
+            .inference_codes(&codes, &prefix, 6, 4, &params, &mut GaussianNoise::new(0))
+            .is_err());
+    }
+}

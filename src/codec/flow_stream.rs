@@ -292,6 +292,80 @@ mod tests {
         assert_eq!(needed, vec![32, 96, 224]);
     }
 
+    fn tiny_stream(first: usize) -> FlowStream {
+        let codec = crate::codec::testing::tiny_codec();
+        let config = FlowStreamConfig {
+            window_latents: 16,
+            context_latents: 4,
+            first_window_latents: first,
+            solver: SolverParams {
+                num_steps: 2,
+                guidance_scale: 1.25,
+            },
+        };
+        FlowStream::new(
+            &codec,
+            config,
+            Box::new(crate::codec::GaussianNoise::new(3)),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn windows_run_as_soon_as_their_codes_arrive() {
+        let mut s = tiny_stream(4);
+        let mut emitted = Vec::new();
+        for frame in 0..13u32 {
+            s.push(&[frame; 8]).unwrap();
+            let needed = s.next_plan().codes_needed();
+            match s.next_window(false).unwrap() {
+                Some(new) => {
+                    assert_eq!(
+                        s.codes_received(),
+                        needed,
+                        "a window ran before or after its codes"
+                    );
+                    emitted.push(new.dim(0).unwrap());
+                }
+                None => assert!(s.codes_received() < needed),
+            }
+        }
+        // New parts 4, 8, 12 (= window − context): codes needed 2, 6, 12.
+        assert_eq!(emitted, vec![4, 8, 12]);
+        // 13 codes = 26 latents; 24 are out, the last window runs on padded codes.
+        let last = s.next_window(true).unwrap().unwrap();
+        assert_eq!(last.dim(0).unwrap(), 2);
+        assert!(s.next_window(true).unwrap().is_none());
+        assert!(s.push(&[0; 8]).is_err(), "push after the end");
+    }
+
+    #[test]
+    fn bad_codes_are_errors_naming_frame_and_codebook() {
+        let mut s = tiny_stream(4);
+        let err = s.next_window(true).unwrap_err();
+        assert!(
+            matches!(err.downcast_ref(), Some(CodecInputError::NoCodes { .. })),
+            "{err}"
+        );
+        s.push(&[1; 8]).unwrap();
+        let err = s.push(&[1; 9]).unwrap_err();
+        assert!(matches!(
+            err.downcast_ref(),
+            Some(CodecInputError::WrongCodebookCount {
+                frame: 1,
+                found: 9,
+                expected: 8
+            })
+        ));
+        // An audio EOS id (codebook size + 1) in codebook 3 of frame 1.
+        let err = s.push(&[0, 0, 0, 513, 0, 0, 0, 0]).unwrap_err();
+        assert!(
+            err.to_string().contains("code 513 in frame 1, codebook 3"),
+            "{err}"
+        );
+        assert_eq!(s.codes_received(), 1, "rejected frames are not kept");
+    }
+
     #[test]
     fn odd_or_oversized_windows_are_rejected() {
         assert!(config(63).validate().is_err());

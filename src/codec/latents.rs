@@ -17,10 +17,11 @@ pub(crate) fn check_shape(latents: &Tensor, channels: usize) -> Result<(), Codec
 }
 
 /// Errors on the first NaN or infinity, naming its frame (counted from `first_frame`) and
-/// channel. One scalar comes back to the host when all is well: x − x sums to exactly 0
-/// unless some x is NaN or ±inf.
+/// channel. One scalar comes back to the host when all is well: 0·x sums to exactly 0
+/// unless some x is NaN or ±inf (0·inf is NaN).
 pub(crate) fn check_finite(latents: &Tensor, first_frame: usize) -> Result<()> {
-    let probe = (latents - latents)?
+    let probe = latents
+        .affine(0.0, 0.0)?
         .sum_all()?
         .to_dtype(DType::F32)?
         .to_scalar::<f32>()?;
@@ -38,7 +39,7 @@ pub(crate) fn check_finite(latents: &Tensor, first_frame: usize) -> Result<()> {
             .into());
         }
     }
-    anyhow::bail!("latents hold non-finite values (x - x summed to {probe})")
+    anyhow::bail!("latents hold non-finite values (0·x summed to {probe})")
 }
 
 #[cfg(test)]

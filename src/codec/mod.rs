@@ -22,6 +22,8 @@ mod params;
 mod rvq;
 mod scalar;
 mod spec;
+#[cfg(test)]
+mod testing;
 
 use std::path::Path;
 

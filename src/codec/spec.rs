@@ -209,14 +209,15 @@ const SQ: &str = "scalar_model";
 fn scalar_decoder(t: &mut Tensors, c: &CodecConfig) {
     let names = ScalarDecoderNames::new(c);
     let top = c.init_channel << c.upsample_factors.len();
+    let look_ahead = format!("{SQ}.{}", names.look_ahead);
     t.weight_norm_conv(
-        &names.look_ahead,
+        &look_ahead,
         [top, c.latent_hidden_dim, c.delay_kernel_size],
         top,
     );
     for (i, &kernel) in c.upsample_kernel_sizes.iter().enumerate() {
         let (inp, out) = (top >> i, top >> (i + 1));
-        let b = &names.blocks[i];
+        let b = format!("{SQ}.{}", names.blocks[i]);
         t.weight_norm_conv(&format!("{b}.up_conv.layer"), [inp, out, kernel], out);
         for u in 0..RESIDUAL_DILATIONS.len() {
             t.residual_unit(&format!("{b}.convs.{u}"), out, out, c.res_kernel_size);
@@ -224,21 +225,22 @@ fn scalar_decoder(t: &mut Tensors, c: &CodecConfig) {
     }
     if let Some(post) = &names.post {
         t.conv(
-            &format!("{post}.conv"),
+            &format!("{SQ}.{post}.conv"),
             c.init_channel,
             c.init_channel,
             c.default_kernel_size,
         );
-        t.prelu(&format!("{post}.activation"));
+        t.prelu(&format!("{SQ}.{post}.activation"));
     }
+    let output = format!("{SQ}.{}", names.output);
     t.weight_norm_conv(
-        &names.output,
+        &output,
         [c.num_bands, c.init_channel, c.default_kernel_size],
         c.num_bands,
     );
 }
 
-/// Layer names of `ScalarModel.decoder`: the look-ahead conv, one block per upsampling
+/// Layer names of `ScalarModel.decoder` (relative to `scalar_model`): the look-ahead conv, one block per upsampling
 /// factor, the PostProcessor when `num_samples > 1`, the output conv.
 pub(super) struct ScalarDecoderNames {
     pub look_ahead: String,
@@ -252,10 +254,10 @@ impl ScalarDecoderNames {
         let n = c.upsample_factors.len();
         let has_post = c.num_samples > 1;
         Self {
-            look_ahead: format!("{SQ}.decoder.0"),
-            blocks: (1..=n).map(|i| format!("{SQ}.decoder.{i}")).collect(),
-            post: has_post.then(|| format!("{SQ}.decoder.{}", n + 1)),
-            output: format!("{SQ}.decoder.{}", n + 1 + usize::from(has_post)),
+            look_ahead: "decoder.0".to_string(),
+            blocks: (1..=n).map(|i| format!("decoder.{i}")).collect(),
+            post: has_post.then(|| format!("decoder.{}", n + 1)),
+            output: format!("decoder.{}", n + 1 + usize::from(has_post)),
         }
     }
 }

@@ -91,27 +91,30 @@ impl StreamConv {
 }
 
 /// heartlib's causal ConvTranspose1d (kernel = 2·stride, the last `stride` outputs
-/// trimmed): the samples of input frame t depend on frames t and t − 1 only, so the state
-/// is the previous chunk's last frame.
+/// trimmed): output samples `[t·s, (t+1)·s)` are the first half of input frame t's kernel
+/// response plus the second half of frame t − 1's, so the state is the previous chunk's last
+/// frame. Computed as one matmul per chunk (every frame's full response), then that overlap-add.
 #[derive(Clone)]
 pub(super) struct CausalConvTranspose {
-    /// `(in, out, 2·stride)`.
+    /// `(in, out · 2·stride)`: the kernel `(in, out, 2·stride)` with its last two dims merged.
     weight: Tensor,
     bias: Tensor,
+    out_channels: usize,
     stride: usize,
     previous: Option<Tensor>,
 }
 
 impl CausalConvTranspose {
     pub fn new(weight: Tensor, bias: Tensor, stride: usize) -> Result<Self> {
-        let out = weight.dim(1)?;
+        let (inp, out, kernel) = weight.dims3()?;
         anyhow::ensure!(
-            weight.dim(2)? == 2 * stride,
+            kernel == 2 * stride,
             "causal ConvTranspose1d needs kernel = 2 * stride"
         );
         Ok(Self {
-            weight,
+            weight: weight.reshape((inp, out * kernel))?,
             bias: bias.reshape((1, out, 1))?,
+            out_channels: out,
             stride,
             previous: None,
         })
@@ -119,16 +122,25 @@ impl CausalConvTranspose {
 
     /// `(batch, in, n)` → `(batch, out, n · stride)`.
     pub fn step(&mut self, x: &Tensor) -> Result<Tensor> {
-        let n = x.dim(2)?;
+        let (batch, inp, n) = x.dims3()?;
+        let (out, s) = (self.out_channels, self.stride);
         let frames = match self.previous.take() {
             Some(previous) => Tensor::cat(&[&previous, x], 2)?,
             None => x.pad_with_zeros(2, 1, 0)?,
         };
         self.previous = Some(frames.narrow(2, n, 1)?);
-        // Output of frame i spans [i·s, i·s + 2s); the previous frame's first half and the
-        // last frame's second half (trimmed by the reference) are dropped.
-        let y = frames.conv_transpose1d(&self.weight, 0, 0, self.stride, 1, 1)?;
-        Ok(y.narrow(2, self.stride, n * self.stride)?
+        // (batch · (n+1), in) @ (in, out · 2s) → every frame's response (batch, n+1, out, 2s).
+        let response = frames
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((batch * (n + 1), inp))?
+            .matmul(&self.weight)?
+            .reshape((batch, n + 1, out, 2 * s))?;
+        let own = response.narrow(1, 1, n)?.narrow(3, 0, s)?;
+        let carried = response.narrow(1, 0, n)?.narrow(3, s, s)?;
+        Ok((own + carried)?
+            .permute((0, 2, 1, 3))?
+            .reshape((batch, out, n * s))?
             .broadcast_add(&self.bias)?)
     }
 }
@@ -239,7 +251,16 @@ mod tests {
             ramp(1, 1, 2, 2.0).flatten_all().unwrap(),
         );
         let x = ramp(2, 3, 7, 0.0);
-        let full = x.conv_transpose1d(&w, 0, 0, stride, 1, 1).unwrap();
+        // candle 0.11's CPU conv_transpose1d is wrong for batch > 1: transpose row by row.
+        let rows: Vec<Tensor> = (0..2)
+            .map(|b| {
+                x.narrow(0, b, 1)
+                    .unwrap()
+                    .conv_transpose1d(&w, 0, 0, stride, 1, 1)
+                    .unwrap()
+            })
+            .collect();
+        let full = Tensor::cat(&rows, 0).unwrap();
         let reference = full
             .narrow(2, 0, 7 * stride)
             .unwrap()

@@ -92,3 +92,99 @@ impl ScalarStream {
         Ok(pcm)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+    use proptest::prelude::*;
+
+    use crate::codec::testing::tiny_codec;
+    use crate::codec::CodecInputError;
+
+    use super::*;
+
+    fn latents(frames: usize, seed: u64) -> Tensor {
+        let v: Vec<f32> = (0..frames * 256)
+            .map(|i| ((i as f32 * 0.61 + seed as f32) * 1.7).sin() * 0.8)
+            .collect();
+        Tensor::from_vec(v, (frames, 256), &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        if a.elem_count() == 0 {
+            return 0.0;
+        }
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn any_chunking_decodes_like_one_shot(
+            frames in 0usize..14,
+            cuts in proptest::collection::vec(0usize..14, 0..6),
+            seed in 0u64..1000,
+        ) {
+            let scalar = &tiny_codec().scalar;
+            let x = latents(frames, seed);
+            let one_shot = scalar.decode(&x).unwrap();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(frames)).collect();
+            cuts.push(0);
+            cuts.push(frames);
+            cuts.sort_unstable();
+            let mut stream = scalar.stream();
+            let mut parts = Vec::new();
+            for pair in cuts.windows(2) {
+                parts.push(stream.push(&x.narrow(0, pair[0], pair[1] - pair[0]).unwrap()).unwrap());
+                // Audio trails the input by exactly the look-ahead.
+                prop_assert_eq!(stream.latents_out(), stream.latents_in().saturating_sub(scalar.look_ahead_latents()));
+            }
+            parts.push(stream.finish().unwrap());
+            let streamed = Tensor::cat(&parts, 1).unwrap();
+            prop_assert_eq!(streamed.dims(), &[2, frames * scalar.samples_per_latent()][..]);
+            prop_assert!(max_diff(&streamed, &one_shot) <= 1e-5);
+        }
+    }
+
+    #[test]
+    fn non_finite_latents_are_errors_naming_the_frame() {
+        let scalar = tiny_codec().scalar;
+        let mut stream = scalar.stream();
+        stream.push(&latents(3, 1)).unwrap();
+        let mut v = vec![0.1f32; 2 * 256];
+        v[256 + 130] = f32::INFINITY;
+        let bad = Tensor::from_vec(v, (2, 256), &Device::Cpu).unwrap();
+        let err = stream.push(&bad).unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<CodecInputError>(),
+            Some(&CodecInputError::NonFiniteLatent {
+                frame: 4,
+                channel: 130,
+                value: f32::INFINITY
+            })
+        );
+        assert!(scalar.decode(&bad).is_err());
+        let err = stream
+            .push(&latents(2, 1).narrow(1, 0, 128).unwrap())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err.downcast_ref(),
+                Some(CodecInputError::LatentShape { .. })
+            ),
+            "{err}"
+        );
+        stream.finish().unwrap();
+        assert!(stream.push(&latents(1, 1)).is_err(), "push after finish");
+    }
+}
