@@ -72,10 +72,6 @@ impl CodeFrames {
         self.num_codebooks
     }
 
-    pub fn codebook_size(&self) -> usize {
-        self.codebook_size
-    }
-
     pub fn as_slice(&self) -> &[u32] {
         &self.codes
     }

@@ -87,3 +87,63 @@ impl HeartCodec {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Tensor;
+
+    use super::testing::tiny_config;
+    use super::*;
+
+    fn relative_error(a: &Tensor, b: &Tensor) -> f32 {
+        let norm = |t: &Tensor| {
+            t.sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .sqrt()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        norm(&(a - b).unwrap()) / norm(b)
+    }
+
+    /// The same weights in bf16 compute the same function to bf16 precision.
+    #[test]
+    fn bf16_decodes_like_f32() {
+        let run = |dtype| {
+            let codec = HeartCodec::synthetic(tiny_config(), 7, &Device::Cpu, dtype).unwrap();
+            let codes =
+                CodeFrames::from_frames(&[[3u32, 1, 4, 1, 5, 9, 2, 6]; 6], &codec.config).unwrap();
+            let prefix =
+                Tensor::zeros((0, codec.flow.latent_dim()), DType::F32, &Device::Cpu).unwrap();
+            let params = SolverParams {
+                num_steps: 2,
+                guidance_scale: 1.25,
+            };
+            let latents = codec
+                .flow
+                .inference_codes(&codes, &prefix, 12, 0, &params, &mut GaussianNoise::new(1))
+                .unwrap();
+            let audio = codec.scalar.decode(&latents).unwrap();
+            (latents, audio)
+        };
+        let (latents, audio) = run(DType::F32);
+        let (latents16, audio16) = run(DType::BF16);
+        assert_eq!(
+            (latents16.dtype(), audio16.dtype()),
+            (DType::F32, DType::F32)
+        );
+        assert_eq!(audio16.dims(), audio.dims());
+        let (e_latents, e_audio) = (
+            relative_error(&latents16, &latents),
+            relative_error(&audio16, &audio),
+        );
+        println!("bf16 vs f32 relative error: latents {e_latents:.2e}, audio {e_audio:.2e}");
+        assert!(
+            e_latents < 0.05 && e_audio < 0.1,
+            "latents {e_latents}, audio {e_audio}"
+        );
+    }
+}

@@ -329,6 +329,53 @@ fn flow_stream_with_reference_windows_equals_detokenize_latents() {
     );
 }
 
+/// FlowStream + ScalarStream on the short input (40 codes, shorter than one window) against
+/// `detokenize`. The audio is the same up to the last look-ahead: the reference decodes the
+/// whole padded window, so its last latents look ahead into latents of repeated codes, where
+/// the stream ends with the one-shot decode's zero padding.
+#[test]
+fn streaming_pipeline_on_short_input_matches_detokenize_until_the_final_look_ahead() {
+    let config = FlowStreamConfig {
+        solver: detok_params("detok.short").solver,
+        ..FlowStreamConfig::reference(&codec().config)
+    };
+    let noise = ReplayNoise::new([golden().f32("detok.short.window0.x0")]);
+    let mut flow = FlowStream::new(codec(), config, Box::new(noise)).unwrap();
+    let mut decoder = codec().scalar.stream();
+    let codes = code_frames("detok.short.codes");
+    let mut audio = Vec::new();
+    for frame in codes.as_slice().chunks(codes.num_codebooks()) {
+        flow.push(frame).unwrap();
+        assert!(
+            flow.next_window(false).unwrap().is_none(),
+            "a window ran before a window of codes arrived"
+        );
+    }
+    while let Some(latents) = flow.next_window(true).unwrap() {
+        audio.push(decoder.push(&latents).unwrap());
+    }
+    audio.push(decoder.finish().unwrap());
+    let audio = Tensor::cat(&audio, 1).unwrap();
+    let expected = golden().f32("detok.short.output");
+    assert_eq!(audio.dims(), expected.dims());
+
+    let per_latent = codec().config.samples_per_latent();
+    let settled = audio.dim(1).unwrap() - codec().config.look_ahead_latents() * per_latent;
+    let head = |t: &Tensor| t.narrow(1, 0, settled).unwrap();
+    assert_close(
+        "streamed detok.short.output (before the final look-ahead)",
+        &head(&audio),
+        &head(&expected),
+        AUDIO_END_TO_END_ATOL,
+    );
+    let tail = |t: &Tensor| t.narrow(1, settled, t.dim(1).unwrap() - settled).unwrap();
+    println!(
+        "streamed short input, last {} samples (zero vs repeated-code look-ahead): max abs diff {:.3e}",
+        audio.dim(1).unwrap() - settled,
+        max_abs_diff(&tail(&audio), &tail(&expected))
+    );
+}
+
 /// Join::Streaming against Join::Reference on the same (stored) latents. They differ only
 /// where the reference cross-fades: elsewhere both decode the same latents with the same
 /// causal history (the decoder's receptive field, ~42 latents, is shorter than the 104-latent

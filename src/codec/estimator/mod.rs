@@ -21,7 +21,7 @@ use super::config::CodecConfig;
 use super::params::Params;
 
 pub(crate) use self::mlp::mlp_hidden_dim;
-pub use self::rope::Rope;
+use self::rope::Rope;
 pub use self::timestep::TimeConditioning;
 
 /// RoPE tables of both stacks for one sequence length (reused by every solver step).
