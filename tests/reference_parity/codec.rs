@@ -378,7 +378,7 @@ fn streaming_pipeline_on_short_input_matches_detokenize_until_the_final_look_ahe
 
 /// Join::Streaming against Join::Reference on the same (stored) latents. They differ only
 /// where the reference cross-fades: elsewhere both decode the same latents with the same
-/// causal history (the decoder's receptive field, ~42 latents, is shorter than the 104-latent
+/// causal history (the decoder's receptive field, under 45 latents, is shorter than the 104-latent
 /// context every window re-decodes).
 #[test]
 fn streaming_join_differs_from_reference_only_in_cross_fades() {
