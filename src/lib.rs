@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod codec;
 pub mod codes_file;
 pub mod device;
 pub mod lm;

@@ -3,6 +3,8 @@
 //! dimension comes from the fixture's own files, so fixtures of the same format with other
 //! dimensions and seeds pass unchanged. A missing fixture fails; nothing here skips.
 
+#[path = "reference_parity/codec.rs"]
+mod codec;
 #[path = "reference_parity/fixture.rs"]
 mod fixture;
 #[path = "reference_parity/lm.rs"]

@@ -57,6 +57,14 @@ impl Golden {
         (shape, data)
     }
 
+    pub fn shape(&self, name: &str) -> Vec<usize> {
+        self.tensors
+            .get(name)
+            .unwrap_or_else(|| panic!("golden tensor {name} is missing"))
+            .1
+            .clone()
+    }
+
     pub fn f32(&self, name: &str) -> Tensor {
         let (shape, data) = self.raw(name, Dtype::F32);
         let v: Vec<f32> = data

@@ -1,0 +1,56 @@
+//! Bidirectional multi-head self-attention with RoPE (no mask, scale 1/√head_dim).
+
+use anyhow::Result;
+use candle_core::{Module, Tensor};
+use candle_nn::Linear;
+
+use super::rope::Rope;
+use crate::codec::params::Params;
+
+#[derive(Clone)]
+pub(super) struct Attention {
+    /// q, k and v projections stacked: one matmul for all three.
+    qkv: Linear,
+    out: Linear,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    pub fn load(p: &Params, heads: usize, head_dim: usize) -> Result<Self> {
+        let w = ["q_proj", "k_proj", "v_proj"]
+            .map(|name| p.tensor(&format!("{name}.weight")))
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            qkv: Linear::new(Tensor::cat(&w, 0)?, None),
+            out: p.linear("o_proj", false)?,
+            heads,
+            head_dim,
+        })
+    }
+
+    /// `(batch, frames, dim)` → `(batch, frames, dim)`.
+    pub fn forward(&self, x: &Tensor, rope: &Rope) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        // (3, batch, heads, frames, head_dim)
+        let qkv = self
+            .qkv
+            .forward(x)?
+            .reshape((b, t, 3, self.heads, self.head_dim))?
+            .permute((2, 0, 3, 1, 4))?
+            .contiguous()?;
+        let q = rope.apply(&qkv.get(0)?)?;
+        let k = rope.apply(&qkv.get(1)?)?;
+        let v = qkv.get(2)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let heads =
+            probs
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .reshape((b, t, self.heads * self.head_dim))?;
+        Ok(self.out.forward(&heads)?)
+    }
+}

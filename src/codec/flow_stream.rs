@@ -1,0 +1,380 @@
+//! `FlowStream`: flow matching as codes arrive. Windows of at most `window` latents, each
+//! starting with up to `context` latents of the stream so far as in-context prefix (as
+//! heartlib's detokenize re-uses the previous window's tail); the first window is shorter
+//! (no prefix) so audio starts early, and the new part of each later window doubles until it
+//! reaches `window − context`.
+
+use anyhow::{bail, ensure, Result};
+use candle_core::{DType, Tensor};
+
+use super::codes::CodeFrames;
+use super::config::{CodecConfig, LATENTS_PER_CODE, REFERENCE_WINDOW_SECONDS};
+use super::error::CodecInputError;
+use super::euler::SolverParams;
+use super::flow::FlowMatching;
+use super::noise::NoiseSource;
+use super::HeartCodec;
+
+/// Window sizes in latent frames (all even: 2 latents per code).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FlowStreamConfig {
+    /// Largest window, prefix included (heartlib: 744 = 29.76 s).
+    pub window_latents: usize,
+    /// In-context prefix of every window after the first (heartlib: 104).
+    pub context_latents: usize,
+    /// The first window (no prefix); ≤ `window_latents`.
+    pub first_window_latents: usize,
+    pub solver: SolverParams,
+}
+
+impl FlowStreamConfig {
+    /// heartlib's windows: 744-latent windows, 104 latents of context, no short first window.
+    pub fn reference(config: &CodecConfig) -> Self {
+        let g = config.window_geometry(REFERENCE_WINDOW_SECONDS);
+        Self {
+            window_latents: g.window_latents,
+            context_latents: g.context_latents,
+            first_window_latents: g.window_latents,
+            solver: SolverParams::default(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let sizes = [
+            self.window_latents,
+            self.context_latents,
+            self.first_window_latents,
+        ];
+        ensure!(
+            sizes.iter().all(|s| s % LATENTS_PER_CODE == 0),
+            "FlowStream window sizes must be multiples of {LATENTS_PER_CODE} latents (whole codes): {self:?}"
+        );
+        ensure!(
+            self.context_latents < self.window_latents,
+            "the context ({}) must leave room for new latents in a window of {}",
+            self.context_latents,
+            self.window_latents
+        );
+        ensure!(
+            self.first_window_latents > 0 && self.first_window_latents <= self.window_latents,
+            "the first window ({}) must hold 1..={} latents",
+            self.first_window_latents,
+            self.window_latents
+        );
+        Ok(())
+    }
+
+    /// The windows in order (an endless schedule: the stream stops at its last code).
+    pub fn schedule(&self) -> impl Iterator<Item = StreamWindow> + '_ {
+        std::iter::successors(Some(self.first()), move |w| Some(self.after(w)))
+    }
+
+    fn first(&self) -> StreamWindow {
+        StreamWindow {
+            index: 0,
+            start: 0,
+            context: 0,
+            new: self.first_window_latents,
+        }
+    }
+
+    fn after(&self, w: &StreamWindow) -> StreamWindow {
+        let start = w.end();
+        StreamWindow {
+            index: w.index + 1,
+            start,
+            context: self.context_latents.min(start),
+            new: (2 * w.new).min(self.window_latents - self.context_latents),
+        }
+    }
+}
+
+/// One window of the schedule, in latent frames of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamWindow {
+    pub index: usize,
+    /// Stream position of the first new latent.
+    pub start: usize,
+    /// Latents before `start` re-used as in-context prefix.
+    pub context: usize,
+    /// Latents this window adds to the stream.
+    pub new: usize,
+}
+
+impl StreamWindow {
+    /// Latents the solver runs on: prefix + new.
+    pub fn size(&self) -> usize {
+        self.context + self.new
+    }
+
+    /// Stream position after the window's last latent.
+    pub fn end(&self) -> usize {
+        self.start + self.new
+    }
+
+    /// Code frames that must have arrived before the window can run.
+    pub fn codes_needed(&self) -> usize {
+        self.end() / LATENTS_PER_CODE
+    }
+
+    fn first_code(&self) -> usize {
+        (self.start - self.context) / LATENTS_PER_CODE
+    }
+}
+
+pub struct FlowStream {
+    flow: FlowMatching,
+    config: FlowStreamConfig,
+    noise: Box<dyn NoiseSource>,
+    codes: CodeFrames,
+    next: StreamWindow,
+    /// The stream's last `context_latents` latents (fewer at the start), f32.
+    tail: Tensor,
+    /// Set once a window ran on padded codes: the stream is complete.
+    ended: bool,
+}
+
+impl FlowStream {
+    pub fn new(
+        codec: &HeartCodec,
+        config: FlowStreamConfig,
+        noise: Box<dyn NoiseSource>,
+    ) -> Result<Self> {
+        config.validate()?;
+        let flow = codec.flow.clone();
+        let tail = Tensor::zeros((0, flow.latent_dim()), DType::F32, flow.device())?;
+        let next = config.first();
+        Ok(Self {
+            flow,
+            config,
+            noise,
+            codes: CodeFrames::empty(&codec.config),
+            next,
+            tail,
+            ended: false,
+        })
+    }
+
+    /// Appends one code frame (`num_quantizers` codes).
+    pub fn push(&mut self, frame: &[u32]) -> Result<()> {
+        if self.ended {
+            bail!("FlowStream::push after the stream ended (a window already ran on padded codes)");
+        }
+        Ok(self.codes.push(frame)?)
+    }
+
+    pub fn config(&self) -> &FlowStreamConfig {
+        &self.config
+    }
+
+    /// The window `next_window` runs next.
+    pub fn next_plan(&self) -> StreamWindow {
+        self.next
+    }
+
+    pub fn codes_received(&self) -> usize {
+        self.codes.len()
+    }
+
+    /// Latents emitted so far.
+    pub fn latents_emitted(&self) -> usize {
+        self.next.start
+    }
+
+    /// The next window's new latents `(n, latent_dim)` f32 once its codes have arrived, else
+    /// `None`. With `end_of_stream`, a window short of codes runs anyway on the codes
+    /// repeated from the start (heartlib's padding), at its scheduled size, and only the
+    /// latents of real codes (up to 2 · codes) are returned; `None` once all are out.
+    pub fn next_window(&mut self, end_of_stream: bool) -> Result<Option<Tensor>> {
+        let total_latents = LATENTS_PER_CODE * self.codes.len();
+        if end_of_stream && self.codes.is_empty() {
+            return Err(CodecInputError::NoCodes {
+                num_codebooks: self.codes.num_codebooks(),
+            }
+            .into());
+        }
+        if self.ended || (end_of_stream && self.next.start >= total_latents) {
+            return Ok(None);
+        }
+        let w = self.next;
+        let complete = self.codes.len() >= w.codes_needed();
+        if !complete && !end_of_stream {
+            return Ok(None);
+        }
+        let window_codes = self
+            .codes
+            .cyclic(w.first_code(), w.size() / LATENTS_PER_CODE);
+        let latents = self.flow.inference_codes(
+            &window_codes,
+            &self.tail,
+            w.size(),
+            w.context,
+            &self.config.solver,
+            self.noise.as_mut(),
+        )?;
+        let new = latents.narrow(0, w.context, w.new)?;
+        let emitted = if complete {
+            w.new
+        } else {
+            total_latents - w.start
+        };
+        self.ended = !complete;
+        self.tail = last_frames(
+            &Tensor::cat(&[&self.tail, &new], 0)?,
+            self.config.context_latents,
+        )?;
+        self.next = self.config.after(&w);
+        Ok(Some(new.narrow(0, 0, emitted)?))
+    }
+}
+
+fn last_frames(x: &Tensor, n: usize) -> Result<Tensor> {
+    let len = x.dim(0)?;
+    let n = n.min(len);
+    Ok(x.narrow(0, len - n, n)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(first: usize) -> FlowStreamConfig {
+        FlowStreamConfig {
+            window_latents: 744,
+            context_latents: 104,
+            first_window_latents: first,
+            solver: SolverParams::default(),
+        }
+    }
+
+    #[test]
+    fn reference_schedule_is_heartlibs_windows() {
+        let c = FlowStreamConfig::reference(&CodecConfig::default());
+        assert_eq!(c, config(744));
+        let w: Vec<_> = c
+            .schedule()
+            .take(3)
+            .map(|w| (w.start, w.context, w.new, w.size()))
+            .collect();
+        assert_eq!(
+            w,
+            vec![
+                (0, 0, 744, 744),
+                (744, 104, 640, 744),
+                (1384, 104, 640, 744)
+            ]
+        );
+    }
+
+    #[test]
+    fn short_first_window_doubles_up_to_a_full_window() {
+        let sizes: Vec<_> = config(64)
+            .schedule()
+            .take(6)
+            .map(|w| (w.context, w.new))
+            .collect();
+        assert_eq!(
+            sizes,
+            vec![
+                (0, 64),
+                (64, 128),
+                (104, 256),
+                (104, 512),
+                (104, 640),
+                (104, 640)
+            ]
+        );
+        let needed: Vec<_> = config(64)
+            .schedule()
+            .take(3)
+            .map(|w| w.codes_needed())
+            .collect();
+        assert_eq!(needed, vec![32, 96, 224]);
+    }
+
+    fn tiny_stream(first: usize) -> FlowStream {
+        let codec = crate::codec::testing::tiny_codec();
+        let config = FlowStreamConfig {
+            window_latents: 16,
+            context_latents: 4,
+            first_window_latents: first,
+            solver: SolverParams {
+                num_steps: 2,
+                guidance_scale: 1.25,
+            },
+        };
+        FlowStream::new(
+            &codec,
+            config,
+            Box::new(crate::codec::GaussianNoise::new(3)),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn windows_run_as_soon_as_their_codes_arrive() {
+        let mut s = tiny_stream(4);
+        let mut emitted = Vec::new();
+        for frame in 0..13u32 {
+            s.push(&[frame; 8]).unwrap();
+            let needed = s.next_plan().codes_needed();
+            match s.next_window(false).unwrap() {
+                Some(new) => {
+                    assert_eq!(
+                        s.codes_received(),
+                        needed,
+                        "a window ran before or after its codes"
+                    );
+                    emitted.push(new.dim(0).unwrap());
+                }
+                None => assert!(s.codes_received() < needed),
+            }
+        }
+        // New parts 4, 8, 12 (= window − context): codes needed 2, 6, 12.
+        assert_eq!(emitted, vec![4, 8, 12]);
+        // 13 codes = 26 latents; 24 are out, the last window runs on padded codes.
+        let last = s.next_window(true).unwrap().unwrap();
+        assert_eq!(last.dim(0).unwrap(), 2);
+        assert!(s.next_window(true).unwrap().is_none());
+        assert!(s.push(&[0; 8]).is_err(), "push after the end");
+    }
+
+    #[test]
+    fn bad_codes_are_errors_naming_frame_and_codebook() {
+        let mut s = tiny_stream(4);
+        let err = s.next_window(true).unwrap_err();
+        assert!(
+            matches!(err.downcast_ref(), Some(CodecInputError::NoCodes { .. })),
+            "{err}"
+        );
+        s.push(&[1; 8]).unwrap();
+        let err = s.push(&[1; 9]).unwrap_err();
+        assert!(matches!(
+            err.downcast_ref(),
+            Some(CodecInputError::WrongCodebookCount {
+                frame: 1,
+                found: 9,
+                expected: 8
+            })
+        ));
+        // An audio EOS id (codebook size + 1) in codebook 3 of frame 1.
+        let err = s.push(&[0, 0, 0, 513, 0, 0, 0, 0]).unwrap_err();
+        assert!(
+            err.to_string().contains("code 513 in frame 1, codebook 3"),
+            "{err}"
+        );
+        assert_eq!(s.codes_received(), 1, "rejected frames are not kept");
+    }
+
+    #[test]
+    fn odd_or_oversized_windows_are_rejected() {
+        assert!(config(63).validate().is_err());
+        assert!(config(746).validate().is_err());
+        assert!(FlowStreamConfig {
+            context_latents: 744,
+            ..config(64)
+        }
+        .validate()
+        .is_err());
+    }
+}

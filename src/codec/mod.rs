@@ -1,0 +1,149 @@
+//! HeartCodec: HeartMuLa's audio codes (8 codebooks at 12.5 Hz) → 48 kHz stereo.
+//!
+//! Two stages, each usable offline or as a stream:
+//! - `flow` (`FlowMatching`): codes → 25 Hz latents by flow matching over ~30 s windows;
+//!   `FlowStream` runs it window by window as codes arrive.
+//! - `scalar` (`ScalarModel`): latents → audio; `ScalarStream` decodes latent chunks with
+//!   per-layer state and a 2-latent look-ahead.
+//!
+//! `detokenize` reproduces heartlib's offline `HeartCodec.detokenize`.
+
+mod codes;
+mod config;
+mod detokenize;
+mod error;
+mod estimator;
+mod euler;
+mod flow;
+mod flow_stream;
+mod latents;
+mod noise;
+mod params;
+mod rvq;
+mod scalar;
+mod spec;
+#[cfg(test)]
+mod testing;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device};
+
+use crate::weights::{Loader, Source, WeightStore};
+
+pub use self::codes::CodeFrames;
+pub use self::config::{CodecConfig, WindowGeometry, LATENTS_PER_CODE, REFERENCE_WINDOW_SECONDS};
+pub use self::detokenize::{
+    detokenize, flow_windows, join_windows, DetokenizeParams, Detokenized, FlowWindows, Join,
+};
+pub use self::error::CodecInputError;
+pub use self::estimator::{Estimator, RopeTables, TimeConditioning};
+pub use self::euler::SolverParams;
+pub use self::flow::FlowMatching;
+pub use self::flow_stream::{FlowStream, FlowStreamConfig, StreamWindow};
+pub use self::noise::{GaussianNoise, NoiseSource, ReplayNoise};
+pub use self::rvq::ResidualVq;
+pub use self::scalar::{ScalarModel, ScalarStream};
+pub use self::spec::codec_spec;
+
+/// The codec: its config and its two stages.
+#[derive(Clone)]
+pub struct HeartCodec {
+    pub config: CodecConfig,
+    pub flow: FlowMatching,
+    pub scalar: ScalarModel,
+}
+
+impl HeartCodec {
+    /// Loads a heartlib HeartCodec folder (`config.json` + safetensors), validating every
+    /// tensor name and shape first. Weight norm is folded into plain kernels here.
+    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let config = CodecConfig::from_file(&dir.join("config.json"))?;
+        let store = WeightStore::open(dir)?;
+        let loader = Loader::new(Source::Checkpoint(store), codec_spec(&config), device)?;
+        Self::build(config, &loader, dtype)
+            .with_context(|| format!("loading HeartCodec from {}", dir.display()))
+    }
+
+    /// A codec of the given architecture with random weights (no checkpoint needed).
+    pub fn synthetic(
+        config: CodecConfig,
+        seed: u64,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        config.validate()?;
+        let loader = Loader::new(Source::Synthetic { seed }, codec_spec(&config), device)?;
+        Self::build(config, &loader, dtype)
+    }
+
+    fn build(config: CodecConfig, loader: &Loader, dtype: DType) -> Result<Self> {
+        let root = params::Params::new(loader, dtype);
+        Ok(Self {
+            flow: FlowMatching::load(&root.at("flow_matching"), &config)?,
+            scalar: ScalarModel::load(&root.at("scalar_model"), &config)?,
+            config,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Tensor;
+
+    use super::testing::tiny_config;
+    use super::*;
+
+    fn relative_error(a: &Tensor, b: &Tensor) -> f32 {
+        let norm = |t: &Tensor| {
+            t.sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .sqrt()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        norm(&(a - b).unwrap()) / norm(b)
+    }
+
+    /// The same weights in bf16 compute the same function to bf16 precision.
+    #[test]
+    fn bf16_decodes_like_f32() {
+        let run = |dtype| {
+            let codec = HeartCodec::synthetic(tiny_config(), 7, &Device::Cpu, dtype).unwrap();
+            let codes =
+                CodeFrames::from_frames(&[[3u32, 1, 4, 1, 5, 9, 2, 6]; 6], &codec.config).unwrap();
+            let prefix =
+                Tensor::zeros((0, codec.flow.latent_dim()), DType::F32, &Device::Cpu).unwrap();
+            let params = SolverParams {
+                num_steps: 2,
+                guidance_scale: 1.25,
+            };
+            let latents = codec
+                .flow
+                .inference_codes(&codes, &prefix, 12, 0, &params, &mut GaussianNoise::new(1))
+                .unwrap();
+            let audio = codec.scalar.decode(&latents).unwrap();
+            (latents, audio)
+        };
+        let (latents, audio) = run(DType::F32);
+        let (latents16, audio16) = run(DType::BF16);
+        assert_eq!(
+            (latents16.dtype(), audio16.dtype()),
+            (DType::F32, DType::F32)
+        );
+        assert_eq!(audio16.dims(), audio.dims());
+        let (e_latents, e_audio) = (
+            relative_error(&latents16, &latents),
+            relative_error(&audio16, &audio),
+        );
+        println!("bf16 vs f32 relative error: latents {e_latents:.2e}, audio {e_audio:.2e}");
+        assert!(
+            e_latents < 0.05 && e_audio < 0.1,
+            "latents {e_latents}, audio {e_audio}"
+        );
+    }
+}

@@ -1,0 +1,87 @@
+//! Typed access to the codec's tensors by name, with the reference's load-time transforms
+//! (weight norm folded into plain kernels).
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::Linear;
+
+use crate::weights::Loader;
+
+/// The tensors of one submodule (`flow_matching.estimator`, …) in the model dtype.
+#[derive(Clone)]
+pub(crate) struct Params<'a> {
+    loader: &'a Loader,
+    dtype: DType,
+    prefix: String,
+}
+
+impl<'a> Params<'a> {
+    pub fn new(loader: &'a Loader, dtype: DType) -> Self {
+        Self {
+            loader,
+            dtype,
+            prefix: String::new(),
+        }
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn device(&self) -> &Device {
+        self.loader.device()
+    }
+
+    /// The submodule `name` of this one.
+    pub fn at(&self, name: impl std::fmt::Display) -> Params<'a> {
+        Self {
+            prefix: self.full_name(&name.to_string()),
+            ..self.clone()
+        }
+    }
+
+    fn full_name(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    /// A tensor in the model dtype.
+    pub fn tensor(&self, name: &str) -> Result<Tensor> {
+        self.tensor_as(name, self.dtype)
+    }
+
+    pub fn tensor_as(&self, name: &str, dtype: DType) -> Result<Tensor> {
+        let full = self.full_name(name);
+        self.loader
+            .get(&full, dtype)
+            .with_context(|| format!("loading HeartCodec tensor {full}"))
+    }
+
+    pub fn linear(&self, name: &str, bias: bool) -> Result<Linear> {
+        let p = self.at(name);
+        let bias = if bias { Some(p.tensor("bias")?) } else { None };
+        Ok(Linear::new(p.tensor("weight")?, bias))
+    }
+
+    /// The kernel of a `weight_norm`-parametrized conv: w = v · (g / ‖v‖), the norm over
+    /// every dim but 0, computed in f32 as torch's `_weight_norm` does. Dim 0 is the output
+    /// channel of a Conv1d ([out, in, k]) and the input channel of a ConvTranspose1d
+    /// ([in, out, k]); the formula is the same.
+    pub fn weight_norm_kernel(&self, name: &str) -> Result<Tensor> {
+        let p = self.at(format!("{name}.parametrizations.weight"));
+        let g = p.tensor_as("original0", DType::F32)?;
+        let v = p.tensor_as("original1", DType::F32)?;
+        let norm = v.sqr()?.sum_keepdim(D::Minus1)?.sum_keepdim(1)?.sqrt()?;
+        let w = v.broadcast_mul(&(g / norm)?)?;
+        Ok(w.to_dtype(self.dtype)?)
+    }
+
+    /// The single slope of an `nn.PReLU()`, read once at load time.
+    pub fn prelu_slope(&self, name: &str) -> Result<f32> {
+        let slope = self.tensor_as(&format!("{name}.weight"), DType::F32)?;
+        Ok(slope.flatten_all()?.to_vec1::<f32>()?[0])
+    }
+}

@@ -1,0 +1,81 @@
+//! heartlib's `ScalarModel`, decoding half: quantized latents (25 Hz) → 48 kHz audio. Stereo
+//! is a batch of two: latent channels `0..C/2` decode to the left channel, `C/2..C` to the
+//! right.
+
+mod conv;
+mod decoder;
+mod quantize;
+mod stream;
+
+use anyhow::Result;
+use candle_core::{DType, Tensor};
+
+use self::decoder::Decoder;
+use super::config::CodecConfig;
+use super::params::Params;
+
+pub use self::stream::ScalarStream;
+
+/// Latent frames per internal chunk of the one-shot `decode`. Decoding in chunks through the
+/// stream state bounds the working memory (the last layers run at 48 kHz with `init_channel`
+/// channels) without changing the result.
+const DECODE_CHUNK_LATENTS: usize = 32;
+
+/// Stereo as a batch: row 0 left, row 1 right.
+const STEREO: usize = 2;
+
+#[derive(Clone)]
+pub struct ScalarModel {
+    /// The decoder layers at stream position 0; every stream starts from a copy.
+    decoder: Decoder,
+    latent_channels: usize,
+    samples_per_latent: usize,
+    look_ahead_latents: usize,
+    dtype: DType,
+}
+
+impl ScalarModel {
+    pub(crate) fn load(p: &Params, c: &CodecConfig) -> Result<Self> {
+        Ok(Self {
+            decoder: Decoder::load(p, c)?,
+            latent_channels: c.latent_hidden_dim,
+            samples_per_latent: c.samples_per_latent(),
+            look_ahead_latents: c.look_ahead_latents(),
+            dtype: p.dtype(),
+        })
+    }
+
+    /// Audio samples per latent frame (1920).
+    pub fn samples_per_latent(&self) -> usize {
+        self.samples_per_latent
+    }
+
+    /// Latent frames a latent's audio waits for (2): see [`ScalarStream`].
+    pub fn look_ahead_latents(&self) -> usize {
+        self.look_ahead_latents
+    }
+
+    /// Width of one latent frame: both channels' latents side by side (256).
+    pub fn latent_dim(&self) -> usize {
+        STEREO * self.latent_channels
+    }
+
+    /// A stateful decoder at the start of a latent stream.
+    pub fn stream(&self) -> ScalarStream {
+        ScalarStream::new(self)
+    }
+
+    /// `scalar_model.decode` of a whole latent sequence `(frames, latent_dim)`: stereo audio
+    /// `(2, frames · samples_per_latent)` f32, zero-padded at both ends like the reference.
+    pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        let mut stream = self.stream();
+        let frames = latents.dim(0)?;
+        let mut parts = Vec::with_capacity(frames / DECODE_CHUNK_LATENTS + 2);
+        for start in (0..frames).step_by(DECODE_CHUNK_LATENTS) {
+            let n = DECODE_CHUNK_LATENTS.min(frames - start);
+            parts.push(stream.push(&latents.narrow(0, start, n)?)?);
+        }
+        parts.push(stream.finish()?);
+        Ok(Tensor::cat(&parts, 1)?)
+    }
+}
