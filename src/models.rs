@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 
 use crate::checkpoint::CheckpointLayout;
+use crate::codec::{CodecConfig, CodecPrecision, HeartCodec};
 use crate::device::lm_dtype;
 use crate::lm::{Flavor, GenConfig, HeartMuLa, LmConfig, TextTokenizer};
 
@@ -77,6 +78,42 @@ pub fn load_lm(choice: &ModelChoice, device: &Device) -> Result<LmBundle> {
         gen,
         load_seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// The codec of a run: loaded from the checkpoint's `HeartCodec-oss/`, or synthetic.
+pub fn load_codec(choice: &ModelChoice, device: &Device) -> Result<(Arc<HeartCodec>, f64)> {
+    let start = Instant::now();
+    let precision = CodecPrecision::for_device(device);
+    let codec = match choice {
+        ModelChoice::Checkpoint(root) => {
+            let dir = CheckpointLayout::open(root)?.codec_dir()?;
+            HeartCodec::load(&dir, device, precision)?
+        }
+        ModelChoice::Synthetic { size, seed } => {
+            HeartCodec::synthetic(synthetic_codec_config(*size), *seed, device, precision)?
+        }
+    };
+    Ok((Arc::new(codec), start.elapsed().as_secs_f64()))
+}
+
+/// The codec configuration of a synthetic model: heartlib's defaults for 3b; for tiny, the
+/// reference fixture's dimensions (same timing, small layers).
+pub fn synthetic_codec_config(size: SyntheticSize) -> CodecConfig {
+    match size {
+        SyntheticSize::Full3b => CodecConfig::default(),
+        SyntheticSize::Tiny => CodecConfig {
+            dim: 64,
+            codebook_size: 512,
+            codebook_dim: 8,
+            attention_head_dim: 16,
+            num_attention_heads: 2,
+            num_layers: 2,
+            num_layers_2: 1,
+            in_channels: 576,
+            init_channel: 3,
+            ..CodecConfig::default()
+        },
+    }
 }
 
 /// The LM configuration and special ids of a synthetic model. The tiny one has the

@@ -47,6 +47,36 @@ pub use self::rvq::ResidualVq;
 pub use self::scalar::{ScalarModel, ScalarStream};
 pub use self::spec::codec_spec;
 
+/// The dtypes the two stages run in. The flow-matching transformer is compute-bound and
+/// fine in bf16; the ScalarModel is cheap and the reference warns that bf16 degrades it, so
+/// on a GPU it stays f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodecPrecision {
+    pub flow: DType,
+    pub scalar: DType,
+}
+
+impl CodecPrecision {
+    pub fn uniform(dtype: DType) -> Self {
+        Self {
+            flow: dtype,
+            scalar: dtype,
+        }
+    }
+
+    /// f32 on the CPU; bf16 flow matching with an f32 ScalarModel on a GPU.
+    pub fn for_device(device: &Device) -> Self {
+        Self {
+            flow: if device.is_cuda() {
+                DType::BF16
+            } else {
+                DType::F32
+            },
+            scalar: DType::F32,
+        }
+    }
+}
+
 /// The codec: its config and its two stages.
 #[derive(Clone)]
 pub struct HeartCodec {
@@ -58,11 +88,11 @@ pub struct HeartCodec {
 impl HeartCodec {
     /// Loads a heartlib HeartCodec folder (`config.json` + safetensors), validating every
     /// tensor name and shape first. Weight norm is folded into plain kernels here.
-    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+    pub fn load(dir: &Path, device: &Device, precision: CodecPrecision) -> Result<Self> {
         let config = CodecConfig::from_file(&dir.join("config.json"))?;
         let store = WeightStore::open(dir)?;
         let loader = Loader::new(Source::Checkpoint(store), codec_spec(&config), device)?;
-        Self::build(config, &loader, dtype)
+        Self::build(config, &loader, precision)
             .with_context(|| format!("loading HeartCodec from {}", dir.display()))
     }
 
@@ -71,18 +101,19 @@ impl HeartCodec {
         config: CodecConfig,
         seed: u64,
         device: &Device,
-        dtype: DType,
+        precision: CodecPrecision,
     ) -> Result<Self> {
         config.validate()?;
         let loader = Loader::new(Source::Synthetic { seed }, codec_spec(&config), device)?;
-        Self::build(config, &loader, dtype)
+        Self::build(config, &loader, precision)
     }
 
-    fn build(config: CodecConfig, loader: &Loader, dtype: DType) -> Result<Self> {
-        let root = params::Params::new(loader, dtype);
+    fn build(config: CodecConfig, loader: &Loader, precision: CodecPrecision) -> Result<Self> {
+        let flow = params::Params::new(loader, precision.flow).at("flow_matching");
+        let scalar = params::Params::new(loader, precision.scalar).at("scalar_model");
         Ok(Self {
-            flow: FlowMatching::load(&root.at("flow_matching"), &config)?,
-            scalar: ScalarModel::load(&root.at("scalar_model"), &config)?,
+            flow: FlowMatching::load(&flow, &config)?,
+            scalar: ScalarModel::load(&scalar, &config)?,
             config,
         })
     }
@@ -113,7 +144,8 @@ mod tests {
     #[test]
     fn bf16_decodes_like_f32() {
         let run = |dtype| {
-            let codec = HeartCodec::synthetic(tiny_config(), 7, &Device::Cpu, dtype).unwrap();
+            let precision = CodecPrecision::uniform(dtype);
+            let codec = HeartCodec::synthetic(tiny_config(), 7, &Device::Cpu, precision).unwrap();
             let codes =
                 CodeFrames::from_frames(&[[3u32, 1, 4, 1, 5, 9, 2, 6]; 6], &codec.config).unwrap();
             let prefix =

@@ -5,8 +5,8 @@ use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
 use heartstream::codec::{
-    detokenize, join_windows, CodeFrames, DetokenizeParams, Detokenized, FlowStream,
-    FlowStreamConfig, FlowWindows, HeartCodec, Join, ReplayNoise, SolverParams,
+    detokenize, join_windows, CodeFrames, CodecPrecision, DetokenizeParams, Detokenized,
+    FlowStream, FlowStreamConfig, FlowWindows, HeartCodec, Join, ReplayNoise, SolverParams,
 };
 
 use crate::fixture::{assert_close, max_abs_diff, test_device, test_dtype, Golden};
@@ -26,7 +26,7 @@ fn codec() -> &'static HeartCodec {
     static CODEC: OnceLock<HeartCodec> = OnceLock::new();
     CODEC.get_or_init(|| {
         let dir = golden().dir.join("heartcodec");
-        HeartCodec::load(&dir, &test_device(), test_dtype())
+        HeartCodec::load(&dir, &test_device(), CodecPrecision::uniform(test_dtype()))
             .unwrap_or_else(|e| panic!("cannot load {}: {e:#}", dir.display()))
     })
 }
