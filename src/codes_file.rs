@@ -9,8 +9,13 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
 struct CodesFile {
+    #[serde(default = "frame_rate_hz")]
     frame_rate_hz: f64,
     frames: Vec<Vec<u32>>,
+}
+
+fn frame_rate_hz() -> f64 {
+    12.5
 }
 
 #[derive(Deserialize)]
@@ -22,7 +27,7 @@ enum AnyCodes {
 
 pub fn write(path: &Path, frames: &[Vec<u32>]) -> Result<()> {
     let file = CodesFile {
-        frame_rate_hz: 12.5,
+        frame_rate_hz: frame_rate_hz(),
         frames: frames.to_vec(),
     };
     let text = serde_json::to_string(&file)?;
@@ -72,6 +77,8 @@ mod tests {
         let frames = vec![vec![1, 2], vec![3, 4]];
         write(&p, &frames).unwrap();
         assert_eq!(read(&p, 2).unwrap(), frames);
+        std::fs::write(&p, r#"{"frames": [[7, 8]]}"#).unwrap();
+        assert_eq!(read(&p, 2).unwrap(), vec![vec![7, 8]]);
         std::fs::write(&p, "[[5,6]]").unwrap();
         assert_eq!(read(&p, 2).unwrap(), vec![vec![5, 6]]);
         std::fs::write(&p, "[[5,6,7]]").unwrap();

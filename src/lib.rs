@@ -3,6 +3,7 @@
 //! Model code (`lm`, `codec`) is kept apart from the runtime (`pipeline`, `audio`, `tui`,
 //! `cli`); `weights` loads the official checkpoint layout for both models.
 
+pub mod audio;
 pub mod checkpoint;
 pub mod cli;
 pub mod codec;

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::Args;
 
+use crate::codec::SolverParams;
 use crate::device::parse_device;
 use crate::lm::SamplingParams;
 use crate::models::{ModelChoice, SyntheticSize};
@@ -162,5 +163,32 @@ impl SamplingArgs {
             anyhow::bail!("--max-seconds {s} is invalid: expected a positive number of seconds");
         }
         Ok(((s * FRAMES_PER_SECOND).round() as usize).max(1))
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CodecArgs {
+    /// Euler steps of the codec's flow-matching solver (the reference uses 10)
+    #[arg(long, default_value_t = 10)]
+    pub flow_steps: usize,
+
+    /// Classifier-free guidance scale of the flow matching (≥ 1; 1 disables guidance)
+    #[arg(long, default_value_t = 1.25, allow_negative_numbers = true)]
+    pub guidance_scale: f64,
+}
+
+impl CodecArgs {
+    pub fn solver(&self) -> Result<SolverParams> {
+        if self.flow_steps == 0 {
+            anyhow::bail!("--flow-steps 0 is invalid: expected at least 1 Euler step");
+        }
+        let g = self.guidance_scale;
+        if !(g.is_finite() && g >= 1.0) {
+            anyhow::bail!("--guidance-scale {g} is invalid: expected a finite value ≥ 1");
+        }
+        Ok(SolverParams {
+            num_steps: self.flow_steps,
+            guidance_scale: g,
+        })
     }
 }

@@ -2,6 +2,7 @@
 
 mod args;
 mod codes;
+mod decode;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run the LM alone and write its frames (codes) to a JSON file
     Codes(codes::CodesArgs),
+    /// Turn a codes JSON into a WAV file with HeartCodec (offline, as heartlib does)
+    Decode(decode::DecodeArgs),
 }
 
 /// Parses the command line and runs the command; errors print as one message and exit 1.
@@ -28,6 +31,7 @@ pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Codes(a) => codes::run(a),
+        Command::Decode(a) => decode::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,79 @@
+//! `heartstream decode`: codes JSON → WAV through HeartCodec, offline (heartlib's
+//! `detokenize`), reporting how long the codec took.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+
+use super::args::{CodecArgs, ModelArgs};
+use crate::codec::{detokenize, CodeFrames, DetokenizeParams, GaussianNoise, Join};
+use crate::models::load_codec;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum JoinArg {
+    /// heartlib's: each window decoded alone, linear cross-fade over the overlap
+    Reference,
+    /// heartstream's streaming decode of the continuous latent stream (no cross-fade)
+    Streaming,
+}
+
+#[derive(Args, Debug)]
+pub struct DecodeArgs {
+    /// Codes JSON written by `heartstream codes`
+    #[arg(long, value_name = "FILE")]
+    pub codes: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub codec: CodecArgs,
+    /// How windows are joined into one waveform
+    #[arg(long, value_enum, default_value = "reference")]
+    pub join: JoinArg,
+    /// Seed of the flow-matching noise
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output WAV (48 kHz stereo, 32-bit float)
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+pub fn run(args: DecodeArgs) -> Result<()> {
+    let device = args.model.device()?;
+    let choice = args.model.choice(&device, args.seed);
+    let (codec, load_seconds) = load_codec(&choice, &device)?;
+    eprintln!(
+        "loaded the codec of {} in {load_seconds:.1} s",
+        choice.describe()
+    );
+    let frames = crate::codes_file::read(&args.codes, codec.config.num_quantizers)?;
+    let codes = CodeFrames::from_frames(&frames, &codec.config)
+        .with_context(|| format!("--codes {}", args.codes.display()))?;
+    let params = DetokenizeParams {
+        solver: args.codec.solver()?,
+        ..DetokenizeParams::default()
+    };
+    let join = match args.join {
+        JoinArg::Reference => Join::Reference,
+        JoinArg::Streaming => Join::Streaming,
+    };
+    let start = Instant::now();
+    let out = detokenize(
+        &codec,
+        &codes,
+        &params,
+        &mut GaussianNoise::new(args.seed),
+        join,
+    )?;
+    let seconds = start.elapsed().as_secs_f64();
+    let samples = out.audio.dim(1)?;
+    crate::audio::wav::write_all(&args.out, &out.audio)?;
+    let audio_seconds = samples as f64 / codec.config.sample_rate as f64;
+    eprintln!(
+        "{audio_seconds:.2} s of audio decoded in {seconds:.2} s (real-time factor {:.3}) → {}",
+        seconds / audio_seconds,
+        args.out.display()
+    );
+    Ok(())
+}
