@@ -23,7 +23,7 @@ def main(path, frames):
             continue
         unit = row["Metric Unit"]
         value = float(row["Metric Value"].replace(",", ""))
-        scale = {"nsecond": 1e-6, "usecond": 1e-3, "msecond": 1.0, "second": 1e3}[unit]
+        scale = {"ns": 1e-6, "nsecond": 1e-6, "us": 1e-3, "usecond": 1e-3, "ms": 1.0, "msecond": 1.0, "s": 1e3, "second": 1e3}[unit]
         name = row["Kernel Name"].split("(")[0][:70]
         total[name] += value * scale
         count[name] += 1
