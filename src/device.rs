@@ -23,12 +23,22 @@ pub fn parse_device(spec: &str) -> Result<Device> {
     }
 }
 
-/// The LM runs in bf16 on a GPU (its heads stay f32) and in f32 on the CPU.
-pub fn lm_dtype(device: &Device) -> DType {
-    if device.is_cuda() {
-        DType::BF16
-    } else {
-        DType::F32
+/// `--dtype`: the precision of the LM and of the codec's flow matching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DtypeArg {
+    /// bf16 on a GPU, f32 on the CPU
+    Auto,
+    F32,
+    Bf16,
+}
+
+impl DtypeArg {
+    pub fn resolve(self, device: &Device) -> DType {
+        match self {
+            DtypeArg::Auto if device.is_cuda() => DType::BF16,
+            DtypeArg::Auto | DtypeArg::F32 => DType::F32,
+            DtypeArg::Bf16 => DType::BF16,
+        }
     }
 }
 

@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use candle_core::Device;
+use candle_core::{DType, Device};
 
 use crate::checkpoint::CheckpointLayout;
 use crate::codec::{CodecConfig, CodecPrecision, HeartCodec};
-use crate::device::lm_dtype;
 use crate::lm::{Flavor, GenConfig, HeartMuLa, LmConfig, TextTokenizer};
 
 /// Random weights for running without a checkpoint. They make noise, not music.
@@ -53,9 +52,9 @@ pub struct LmBundle {
     pub load_seconds: f64,
 }
 
-pub fn load_lm(choice: &ModelChoice, device: &Device) -> Result<LmBundle> {
+/// Loads the LM in `dtype` (its logits are always computed in f32).
+pub fn load_lm(choice: &ModelChoice, device: &Device, dtype: DType) -> Result<LmBundle> {
     let start = Instant::now();
-    let dtype = lm_dtype(device);
     let (model, tokenizer, gen) = match choice {
         ModelChoice::Checkpoint(root) => {
             let layout = CheckpointLayout::open(root)?;
@@ -81,9 +80,12 @@ pub fn load_lm(choice: &ModelChoice, device: &Device) -> Result<LmBundle> {
 }
 
 /// The codec of a run: loaded from the checkpoint's `HeartCodec-oss/`, or synthetic.
-pub fn load_codec(choice: &ModelChoice, device: &Device) -> Result<(Arc<HeartCodec>, f64)> {
+pub fn load_codec(
+    choice: &ModelChoice,
+    device: &Device,
+    precision: CodecPrecision,
+) -> Result<(Arc<HeartCodec>, f64)> {
     let start = Instant::now();
-    let precision = CodecPrecision::for_device(device);
     let codec = match choice {
         ModelChoice::Checkpoint(root) => {
             let dir = CheckpointLayout::open(root)?.codec_dir()?;

@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use candle_core::Device;
+use candle_core::{DType, Device};
 use clap::Args;
 
-use crate::codec::SolverParams;
-use crate::device::parse_device;
+use crate::codec::{CodecPrecision, SolverParams};
+use crate::device::{parse_device, DtypeArg};
 use crate::lm::SamplingParams;
 use crate::models::{ModelChoice, SyntheticSize};
 
@@ -30,11 +30,24 @@ pub struct ModelArgs {
     /// was built with --features cuda and one is present)
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     pub device: String,
+
+    /// Precision of the LM and the codec's flow matching (the ScalarModel always runs in f32;
+    /// logits are always computed in f32)
+    #[arg(long, value_enum, default_value = "auto")]
+    pub dtype: DtypeArg,
 }
 
 impl ModelArgs {
     pub fn device(&self) -> Result<Device> {
         resolve_device(&self.device)
+    }
+
+    pub fn lm_dtype(&self, device: &Device) -> DType {
+        self.dtype.resolve(device)
+    }
+
+    pub fn codec_precision(&self, device: &Device) -> CodecPrecision {
+        CodecPrecision::with_flow(self.dtype.resolve(device))
     }
 
     /// The weights to load; synthetic weights take their seed from the sampling seed so a

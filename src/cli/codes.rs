@@ -22,6 +22,10 @@ pub struct CodesArgs {
     /// Where to write the frames (JSON: frames × codebooks tokens)
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Run every frame on the host's schedule instead of the GPU's captured step (slower;
+    /// for checking the GPU step against plain candle ops)
+    #[arg(long, hide = true)]
+    pub host_steps: bool,
 }
 
 pub fn run(args: CodesArgs) -> Result<()> {
@@ -30,7 +34,7 @@ pub fn run(args: CodesArgs) -> Result<()> {
     let max_frames = args.sampling.max_frames()?;
     let params = args.sampling.params(seed)?;
     let choice = args.model.choice(&device, seed);
-    let lm = load_lm(&choice, &device)?;
+    let lm = load_lm(&choice, &device, args.model.lm_dtype(&device))?;
     eprintln!(
         "loaded {} on {} in {:.1} s (seed {seed})",
         choice.describe(),
@@ -49,7 +53,11 @@ pub fn run(args: CodesArgs) -> Result<()> {
         max_frames,
         stop_at_eos: !args.sampling.ignore_eos,
     };
-    let mut generator = FrameGenerator::new(lm.model.clone(), lm.gen, prompt, options)?;
+    let mut generator = if args.host_steps {
+        FrameGenerator::new_traced(lm.model.clone(), lm.gen, prompt, options)?
+    } else {
+        FrameGenerator::new(lm.model.clone(), lm.gen, prompt, options)?
+    };
     let start = Instant::now();
     let mut frames = Vec::new();
     let mut frame_ms = Vec::new();

@@ -64,14 +64,10 @@ impl CodecPrecision {
         }
     }
 
-    /// f32 on the CPU; bf16 flow matching with an f32 ScalarModel on a GPU.
-    pub fn for_device(device: &Device) -> Self {
+    /// Flow matching in `flow` (bf16 on a GPU by default); the ScalarModel always in f32.
+    pub fn with_flow(flow: DType) -> Self {
         Self {
-            flow: if device.is_cuda() {
-                DType::BF16
-            } else {
-                DType::F32
-            },
+            flow,
             scalar: DType::F32,
         }
     }

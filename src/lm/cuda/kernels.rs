@@ -1,6 +1,6 @@
-//! Launchers for `kernels.cu`: compiled once per process with NVRTC for the device's
-//! architecture and loaded into candle's CUDA device, so they run on the same stream as
-//! candle's own kernels (and are captured into the same graph).
+//! Launchers for the kernels in `kernels/`: compiled once per process with NVRTC for the
+//! device's architecture and loaded into candle's CUDA device, so they run on the same stream
+//! as candle's own kernels (and are captured into the same graph).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -14,31 +14,61 @@ use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
 use candle_core::op::BackpropOp;
 use candle_core::{bail, CudaDevice, CudaStorage, DType, Device, Result, Shape, Storage, Tensor};
 
-const SOURCE: &str = include_str!("kernels.cu");
+/// The kernel sources, concatenated in dependency order into one NVRTC program.
+const SOURCES: [&str; 6] = [
+    include_str!("kernels/common.cuh"),
+    include_str!("kernels/gemv.cu"),
+    include_str!("kernels/rope_kv.cu"),
+    include_str!("kernels/attention.cu"),
+    include_str!("kernels/sampling.cu"),
+    include_str!("kernels/step.cu"),
+];
 const MODULE: &str = "heartstream_lm";
 
-/// One compiled module for the whole process (all devices share an architecture here).
-static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
-
-const FUNCTIONS: [&str; 12] = [
+const FUNCTIONS: [&str; 14] = [
     "gemv_f32",
+    "gemv_norm_f32",
+    "gemv_gated_f32",
     "gemv_bf16",
+    "gemv_norm_bf16",
+    "gemv_gated_bf16",
     "gemv_bf16_to_f32",
     "rope_kv_f32",
     "rope_kv_bf16",
     "attention_f32",
     "attention_bf16",
-    "silu_mul_f32",
-    "silu_mul_bf16",
     "sample_topk",
     "frame_ids",
     "advance",
 ];
 
+/// One compiled module for the whole process (all devices share an architecture here).
+static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+
+/// Query heads sharing one kv head that the attention kernel supports.
+const ATTENTION_MAX_GROUP: usize = 4;
+/// Keys per attention block: the cache is split into blocks of at most this many positions.
+const ATTENTION_KEYS_PER_BLOCK: usize = 128;
+/// Attention completion counters, one per (batch row, kv head, position) of a call.
+const ATTENTION_COUNTERS: usize = 1024;
+
+/// How a matrix product reads its input rows (see `kernels/gemv.cu`).
+#[derive(Debug, Clone, Copy)]
+pub enum GemvInput<'a> {
+    /// The rows as they are.
+    Plain,
+    /// RMSNorm applied on the fly: `x·γ / rms(x)`.
+    Norm { gamma: &'a Tensor, eps: f32 },
+    /// SwiGLU on the fly: `silu(gate)·up` from the fused gate/up output (2·K columns).
+    Gated,
+}
+
 pub struct Kernels {
     dev: CudaDevice,
     stream: Arc<CudaStream>,
     funcs: HashMap<&'static str, CudaFunction>,
+    /// Zeroed once; every attention call leaves it zeroed again.
+    attention_counters: Tensor,
 }
 
 impl Kernels {
@@ -50,15 +80,7 @@ impl Kernels {
         };
         let arch = compute_arch(dev)?;
         let ptx = PTX
-            .get_or_init(|| {
-                let opts = CompileOptions {
-                    arch: Some(arch),
-                    ..Default::default()
-                };
-                compile_ptx_with_opts(SOURCE, opts)
-                    .map(|p| p.to_src())
-                    .map_err(|e| e.to_string())
-            })
+            .get_or_init(|| compile(arch).map_err(|e| format!("{e:?}")))
             .as_ref()
             .map_err(|e| candle_core::Error::Msg(format!("compiling the LM kernels: {e}")))?;
         let funcs = FUNCTIONS
@@ -72,6 +94,7 @@ impl Kernels {
             dev: dev.clone(),
             stream: dev.cuda_stream(),
             funcs,
+            attention_counters: Tensor::zeros(ATTENTION_COUNTERS, DType::U32, device)?,
         })
     }
 
@@ -94,7 +117,7 @@ impl Kernels {
     fn alloc(&self, dtype: DType, shape: impl Into<Shape>) -> Result<Tensor> {
         let shape = shape.into();
         let n = shape.elem_count();
-        // SAFETY: the kernel that receives this buffer writes every element.
+        // SAFETY: the kernel that receives this buffer writes every element it later reads.
         let slice = unsafe {
             match dtype {
                 DType::F32 => CudaStorageSlice::F32(self.dev.alloc::<f32>(n)?),
@@ -115,126 +138,50 @@ impl Kernels {
         ))
     }
 
-    /// Rotates the q/k parts of `qkv` (batch, seq, (heads + 2·kv)·head_dim) for positions
-    /// `pos[0]..`, writes k and v into the cache buffers at those positions and returns q
-    /// as (batch, heads, seq, head_dim).
-    #[allow(clippy::too_many_arguments)]
-    pub fn rope_kv(
-        &self,
-        qkv: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        pos: &Tensor,
-        k_cache: &Tensor,
-        v_cache: &Tensor,
-        heads: usize,
-        kv_heads: usize,
-    ) -> Result<Tensor> {
-        let (b, t, width) = qkv.dims3()?;
-        let (_, _, capacity, hd) = k_cache.dims4()?;
-        debug_assert_eq!(width, (heads + 2 * kv_heads) * hd);
-        let q = self.alloc(qkv.dtype(), (b, heads, t, hd))?;
-        let cfg = LaunchConfig {
-            grid_dim: ((b * t) as u32, (heads + kv_heads) as u32, 1),
-            block_dim: ((hd / 2) as u32, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let args = [
-            ptr(qkv)?,
-            ptr(cos)?,
-            ptr(sin)?,
-            ptr(pos)?,
-            ptr(&q)?,
-            ptr(k_cache)?,
-            ptr(v_cache)?,
-            Arg::I32(b as i32),
-            Arg::I32(t as i32),
-            Arg::I32(heads as i32),
-            Arg::I32(kv_heads as i32),
-            Arg::I32(hd as i32),
-            Arg::I32(capacity as i32),
-        ];
-        self.launch(typed("rope_kv", qkv.dtype())?, cfg, &args)?;
-        Ok(q)
-    }
-
-    /// Attention of q (batch, heads, seq, head_dim) at positions `pos[0]..` over the cached
-    /// keys up to each query; returns (batch, seq, heads·head_dim).
-    pub fn attention(
-        &self,
-        q: &Tensor,
-        k_cache: &Tensor,
-        v_cache: &Tensor,
-        pos: &Tensor,
-    ) -> Result<Tensor> {
-        let (b, heads, t, hd) = q.dims4()?;
-        let (_, kv_heads, capacity, _) = k_cache.dims4()?;
-        let row_bytes = hd * q.dtype().size_in_bytes();
-        if row_bytes % 16 != 0 {
-            bail!("fused attention reads 16-byte chunks: head_dim {hd} rows are {row_bytes} bytes");
-        }
-        let chunks = row_bytes / 16;
-        // Key subsets for the value pass: as many as fit 256 threads in whole warps.
-        let subsets = (1..=(256 / chunks).max(1))
-            .rev()
-            .find(|s| (s * chunks) % 32 == 0)
-            .ok_or_else(|| {
-                candle_core::Error::Msg(format!("no warp-aligned block for head_dim {hd}"))
-            })?;
-        let shared = (hd + capacity + subsets * hd + 32) * 4;
-        if shared > 48 * 1024 {
-            bail!("fused attention needs {shared} bytes of shared memory for a {capacity}-position cache");
-        }
-        let out = self.alloc(q.dtype(), (b, t, heads * hd))?;
-        let cfg = LaunchConfig {
-            grid_dim: ((b * heads) as u32, t as u32, 1),
-            block_dim: ((subsets * chunks) as u32, 1, 1),
-            shared_mem_bytes: shared as u32,
-        };
-        let args = [
-            ptr(q)?,
-            ptr(k_cache)?,
-            ptr(v_cache)?,
-            ptr(pos)?,
-            ptr(&out)?,
-            Arg::I32(b as i32),
-            Arg::I32(t as i32),
-            Arg::I32(heads as i32),
-            Arg::I32(kv_heads as i32),
-            Arg::I32(hd as i32),
-            Arg::I32(capacity as i32),
-        ];
-        self.launch(typed("attention", q.dtype())?, cfg, &args)?;
-        Ok(out)
-    }
-
-    /// `x · wᵀ (+ residual)` for the few rows of a frame step (x: (…, K) with at most 4
-    /// rows, w: (N, K)), accumulated in f32 and returned in `out` (the model dtype, or f32
+    /// `input(x) · wᵀ (+ residual)` for the few rows of a frame step (at most 4 rows of K
+    /// values, w: (N, K)), accumulated in f32 and returned in `out` (the model dtype, or f32
     /// for logits).
     pub fn gemv(
         &self,
         x: &Tensor,
         w: &Tensor,
+        input: GemvInput,
         residual: Option<&Tensor>,
         out: DType,
     ) -> Result<Tensor> {
         let (n, k) = w.dims2()?;
-        let rows = x.elem_count() / k;
+        let width = match input {
+            GemvInput::Gated => 2 * k,
+            _ => k,
+        };
+        let rows = x.elem_count() / width;
         let aligned = (k * w.dtype().size_in_bytes()) % 16 == 0;
-        if !aligned || rows == 0 || rows > 4 || rows * k != x.elem_count() || x.dtype() != w.dtype()
+        if !aligned
+            || rows == 0
+            || rows > 4
+            || rows * width != x.elem_count()
+            || x.dtype() != w.dtype()
         {
             bail!(
-                "gemv takes 1..=4 rows of {k} {:?} values, got {:?} {:?}",
+                "gemv takes 1..=4 rows of {width} {:?} values, got {:?} {:?}",
                 w.dtype(),
                 x.shape(),
                 x.dtype()
             );
         }
-        let name = match (w.dtype(), out) {
-            (DType::F32, DType::F32) => "gemv_f32",
-            (DType::BF16, DType::BF16) => "gemv_bf16",
-            (DType::BF16, DType::F32) => "gemv_bf16_to_f32",
-            (w, o) => bail!("no gemv from {w:?} weights to {o:?}"),
+        let name = match (w.dtype(), out, input) {
+            (DType::F32, DType::F32, GemvInput::Plain) => "gemv_f32",
+            (DType::F32, DType::F32, GemvInput::Norm { .. }) => "gemv_norm_f32",
+            (DType::F32, DType::F32, GemvInput::Gated) => "gemv_gated_f32",
+            (DType::BF16, DType::BF16, GemvInput::Plain) => "gemv_bf16",
+            (DType::BF16, DType::BF16, GemvInput::Norm { .. }) => "gemv_norm_bf16",
+            (DType::BF16, DType::BF16, GemvInput::Gated) => "gemv_gated_bf16",
+            (DType::BF16, DType::F32, GemvInput::Plain) => "gemv_bf16_to_f32",
+            (w, o, i) => bail!("no gemv from {w:?} weights to {o:?} with {i:?} input"),
+        };
+        let (gamma, eps) = match input {
+            GemvInput::Norm { gamma, eps } => (aligned_ptr(gamma)?, eps),
+            _ => (Arg::Ptr(0), 0.0),
         };
         let mut dims = x.dims().to_vec();
         *dims.last_mut().expect("rank ≥ 1") = n;
@@ -258,6 +205,8 @@ impl Kernels {
         let args = [
             aligned_ptr(x)?,
             aligned_ptr(w)?,
+            gamma,
+            Arg::F32(eps),
             res,
             ptr(&y)?,
             Arg::I32(rows as i32),
@@ -268,24 +217,107 @@ impl Kernels {
         Ok(y)
     }
 
-    /// silu(gate)·up from the fused (…, 2·hidden) gate/up projection.
-    pub fn silu_mul(&self, gu: &Tensor, hidden: usize) -> Result<Tensor> {
-        let mut dims = gu.dims().to_vec();
-        let rows = gu.elem_count() / (2 * hidden);
-        *dims.last_mut().expect("rank ≥ 1") = hidden;
-        let out = self.alloc(gu.dtype(), dims)?;
-        let n = (rows * hidden) as u32;
+    /// Rotates the q/k parts of `qkv` (batch, seq, (heads + 2·kv)·head_dim) for positions
+    /// `pos[0]..`, writes k and v into the cache buffers at those positions and returns q
+    /// as (batch, heads, seq, head_dim).
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_kv(
+        &self,
+        qkv: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        pos: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        heads: usize,
+        kv_heads: usize,
+    ) -> Result<Tensor> {
+        let (b, t, _) = qkv.dims3()?;
+        let (_, _, capacity, hd) = k_cache.dims4()?;
+        let q = self.alloc(qkv.dtype(), (b, heads, t, hd))?;
+        let cfg = LaunchConfig {
+            grid_dim: ((b * t) as u32, (heads + kv_heads) as u32, 1),
+            block_dim: ((hd / 2) as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
         let args = [
-            ptr(gu)?,
-            ptr(&out)?,
-            Arg::I32(rows as i32),
-            Arg::I32(hidden as i32),
+            ptr(qkv)?,
+            ptr(cos)?,
+            ptr(sin)?,
+            ptr(pos)?,
+            ptr(&q)?,
+            ptr(k_cache)?,
+            ptr(v_cache)?,
+            Arg::I32(t as i32),
+            Arg::I32(heads as i32),
+            Arg::I32(kv_heads as i32),
+            Arg::I32(hd as i32),
+            Arg::I32(capacity as i32),
         ];
-        self.launch(
-            typed("silu_mul", gu.dtype())?,
-            LaunchConfig::for_num_elems(n),
-            &args,
-        )?;
+        self.launch(typed("rope_kv", qkv.dtype())?, cfg, &args)?;
+        Ok(q)
+    }
+
+    /// Attention of q (batch, heads, seq, head_dim) at positions `pos[0]..` over the cached
+    /// keys up to each query; returns (batch, seq, heads·head_dim).
+    pub fn attention(
+        &self,
+        q: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        pos: &Tensor,
+    ) -> Result<Tensor> {
+        let (b, heads, t, hd) = q.dims4()?;
+        let (_, kv_heads, capacity, _) = k_cache.dims4()?;
+        let group = heads / kv_heads;
+        let row_bytes = hd * q.dtype().size_in_bytes();
+        if row_bytes % 16 != 0
+            || group > ATTENTION_MAX_GROUP
+            || b * kv_heads * t > ATTENTION_COUNTERS
+        {
+            bail!(
+                "fused attention needs 16-byte rows and at most {ATTENTION_MAX_GROUP} query heads \
+                 per kv head: head_dim {hd}, {heads} heads, {kv_heads} kv heads"
+            );
+        }
+        let chunks = row_bytes / 16;
+        // Key subsets for the value pass: as many as fit 256 threads in whole warps.
+        let subsets = (1..=(256 / chunks).max(1))
+            .rev()
+            .find(|s| (s * chunks) % 32 == 0)
+            .ok_or_else(|| {
+                candle_core::Error::Msg(format!("no warp-aligned block for head_dim {hd}"))
+            })?;
+        let splits = capacity.div_ceil(ATTENTION_KEYS_PER_BLOCK);
+        let keys = capacity.div_ceil(splits);
+        let shared = (group * hd + group * keys + subsets * group * hd + 32) * 4;
+        if shared > 48 * 1024 {
+            bail!("fused attention needs {shared} bytes of shared memory for head_dim {hd}");
+        }
+        let out = self.alloc(q.dtype(), (b, t, heads * hd))?;
+        let partials = self.alloc(DType::F32, b * heads * t * splits * (hd + 2))?;
+        let cfg = LaunchConfig {
+            grid_dim: ((b * kv_heads) as u32, t as u32, splits as u32),
+            block_dim: ((subsets * chunks) as u32, 1, 1),
+            shared_mem_bytes: shared as u32,
+        };
+        let args = [
+            ptr(q)?,
+            ptr(k_cache)?,
+            ptr(v_cache)?,
+            ptr(pos)?,
+            ptr(&out)?,
+            ptr(&partials)?,
+            ptr(&self.attention_counters)?,
+            Arg::I32(t as i32),
+            Arg::I32(heads as i32),
+            Arg::I32(kv_heads as i32),
+            Arg::I32(hd as i32),
+            Arg::I32(capacity as i32),
+            Arg::I32(splits as i32),
+            Arg::I32(keys as i32),
+        ];
+        self.launch(typed("attention", q.dtype())?, cfg, &args)?;
         Ok(out)
     }
 
@@ -365,6 +397,14 @@ enum Arg {
     U64(u64),
 }
 
+fn compile(arch: &'static str) -> std::result::Result<String, impl std::fmt::Debug> {
+    let opts = CompileOptions {
+        arch: Some(arch),
+        ..Default::default()
+    };
+    compile_ptx_with_opts(SOURCES.concat(), opts).map(|p| p.to_src())
+}
+
 /// The device address of a contiguous CUDA tensor's first element.
 fn ptr(t: &Tensor) -> Result<Arg> {
     if !t.is_contiguous() {
@@ -409,8 +449,6 @@ fn typed(name: &'static str, dtype: DType) -> Result<&'static str> {
         ("rope_kv", DType::BF16) => "rope_kv_bf16",
         ("attention", DType::F32) => "attention_f32",
         ("attention", DType::BF16) => "attention_bf16",
-        ("silu_mul", DType::F32) => "silu_mul_f32",
-        ("silu_mul", DType::BF16) => "silu_mul_bf16",
         _ => bail!("no fused LM kernel {name} for {dtype:?}"),
     })
 }
@@ -433,15 +471,16 @@ fn compute_arch(dev: &CudaDevice) -> Result<&'static str> {
 mod tests {
     use super::*;
 
-    /// NVRTC needs no GPU: the kernels must compile for Hopper on any build machine.
+    /// NVRTC needs no GPU: the kernels must compile for Hopper on any build machine, and
+    /// every function the launchers name must be an entry point of the module.
     #[test]
     fn kernels_compile_with_nvrtc() {
-        let opts = CompileOptions {
-            arch: Some("sm_90"),
-            ..Default::default()
-        };
-        if let Err(e) = compile_ptx_with_opts(SOURCE, opts) {
-            panic!("{e:?}");
+        let ptx = compile("sm_90").unwrap_or_else(|e| panic!("{e:?}"));
+        for name in FUNCTIONS {
+            assert!(
+                ptx.contains(&format!(".entry {name}(")),
+                "no kernel {name} in the PTX"
+            );
         }
     }
 }

@@ -3,5 +3,5 @@
 mod kernels;
 mod step;
 
-pub use kernels::Kernels;
+pub use kernels::{GemvInput, Kernels};
 pub use step::GpuFrameStep;

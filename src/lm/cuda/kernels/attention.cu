@@ -1,0 +1,141 @@
+// Attention of T new queries at positions pos[0] + t over the cached keys 0..=pos[0] + t.
+// q: [B, H, T, D]; caches [B, KV, CAP, D]; out: [B, T, H, D].
+//
+// Split over keys (flash-decoding): grid (B·KV, T, S); block s takes keys [s·L, s·L + L) for
+// the G = H / KV query heads that share a kv head, so each cached row is read once per
+// group. Rows are read 16 bytes at a time: scores one key per thread, values by
+// (key subset, chunk). Each block leaves its partial (max, sum, Σ p·v) in `part`; the last
+// block of a (b, kv head, t) to finish — counted in `counters`, which it resets for the next
+// call — merges them. Block = subsets · chunks threads; dynamic shared memory
+// (G·D + G·L + subsets·G·D + 32) floats.
+
+#define ATTN_MAX_GROUP 4
+
+template <typename T>
+__device__ void attention(const T* q, const T* k_cache, const T* v_cache, const u32* pos, T* out,
+                          float* part, u32* counters, int Tn, int H, int KV, int D, int CAP,
+                          int S, int L) {
+    constexpr int VEC = 16 / sizeof(T);
+    extern __shared__ float smem[];
+    __shared__ bool is_last;
+    const int G = H / KV, chunks = D / VEC, subsets = blockDim.x / chunks;
+    float* qs = smem;
+    float* scores = qs + G * D;
+    float* partial = scores + G * L;
+    float* scratch = partial + subsets * G * D;
+    int b = blockIdx.x / KV, kvh = blockIdx.x % KV, t = blockIdx.y, s = blockIdx.z;
+    int n = pos[0] + t + 1;
+    int j0 = s * L, j1 = min(j0 + L, n), len = max(j1 - j0, 0);
+
+    float scale = rsqrtf((float)D);
+    for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+        int h = kvh * G + i / D;
+        qs[i] = to_f32(q[(((size_t)b * H + h) * Tn + t) * D + i % D]) * scale;
+    }
+    __syncthreads();
+    const T* kbase = k_cache + ((size_t)b * KV + kvh) * CAP * D;
+    const T* vbase = v_cache + ((size_t)b * KV + kvh) * CAP * D;
+
+    for (int j = threadIdx.x; j < len; j += blockDim.x) {
+        const uint4* krow = reinterpret_cast<const uint4*>(kbase + (size_t)(j0 + j) * D);
+        float acc[ATTN_MAX_GROUP] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll 4
+        for (int c = 0; c < chunks; ++c) {
+            float x[VEC];
+            unpack(__ldg(krow + c), x, T());
+#pragma unroll
+            for (int g = 0; g < ATTN_MAX_GROUP; ++g) {
+                if (g < G) {
+#pragma unroll
+                    for (int e = 0; e < VEC; ++e) acc[g] += qs[g * D + c * VEC + e] * x[e];
+                }
+            }
+        }
+        for (int g = 0; g < G; ++g) scores[g * L + j] = acc[g];
+    }
+    __syncthreads();
+    float m[ATTN_MAX_GROUP], l[ATTN_MAX_GROUP];
+    for (int g = 0; g < G; ++g) {
+        float mg = -INF;
+        for (int j = threadIdx.x; j < len; j += blockDim.x) mg = fmaxf(mg, scores[g * L + j]);
+        m[g] = block_reduce<true>(mg, scratch);
+        float lg = 0.f;
+        for (int j = threadIdx.x; j < len; j += blockDim.x) {
+            float e = __expf(scores[g * L + j] - m[g]);
+            scores[g * L + j] = e;
+            lg += e;
+        }
+        l[g] = block_reduce<false>(lg, scratch);
+    }
+    __syncthreads();
+
+    int sub = threadIdx.x / chunks, c = threadIdx.x % chunks;
+    float acc[ATTN_MAX_GROUP][VEC];
+#pragma unroll
+    for (int g = 0; g < ATTN_MAX_GROUP; ++g)
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) acc[g][e] = 0.f;
+#pragma unroll 4
+    for (int j = sub; j < len; j += subsets) {
+        float x[VEC];
+        unpack(__ldg(reinterpret_cast<const uint4*>(vbase + (size_t)(j0 + j) * D) + c), x, T());
+#pragma unroll
+        for (int g = 0; g < ATTN_MAX_GROUP; ++g) {
+            if (g < G) {
+                float p = scores[g * L + j];
+#pragma unroll
+                for (int e = 0; e < VEC; ++e) acc[g][e] += p * x[e];
+            }
+        }
+    }
+    for (int g = 0; g < G; ++g)
+        for (int e = 0; e < VEC; ++e) partial[(sub * G + g) * D + c * VEC + e] = acc[g][e];
+    __syncthreads();
+
+    // part[(((b·H + h)·T + t)·S + s)·(D + 2) + …] = Σ p·v (D values), max, sum.
+    for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+        int g = i / D, d = i % D, h = kvh * G + g;
+        float v = 0.f;
+        for (int k = 0; k < subsets; ++k) v += partial[(k * G + g) * D + d];
+        float* slot = part + ((((size_t)b * H + h) * Tn + t) * S + s) * (D + 2);
+        slot[d] = v;
+        if (d == 0) {
+            slot[D] = m[g];
+            slot[D + 1] = l[g];
+        }
+    }
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        u32* counter = counters + ((size_t)b * KV + kvh) * Tn + t;
+        is_last = atomicAdd(counter, 1u) == (u32)(S - 1);
+        if (is_last) *counter = 0;
+    }
+    __syncthreads();
+    if (!is_last) return;
+
+    for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+        int g = i / D, d = i % D, h = kvh * G + g;
+        const float* slots = part + (((size_t)b * H + h) * Tn + t) * S * (D + 2);
+        float mx = -INF;
+        for (int k = 0; k < S; ++k) mx = fmaxf(mx, __ldcg(slots + k * (D + 2) + D));
+        float num = 0.f, den = 0.f;
+        for (int k = 0; k < S; ++k) {
+            const float* slot = slots + k * (D + 2);
+            float w = __expf(__ldcg(slot + D) - mx);  // an empty split has max −inf: weight 0
+            num += w * __ldcg(slot + d);
+            den += w * __ldcg(slot + D + 1);
+        }
+        store(out + (((size_t)b * Tn + t) * H + h) * D + d, num / den);
+    }
+}
+
+#define ATTENTION_ENTRY(T, NAME)                                                               \
+    extern "C" __global__ void NAME(const T* q, const T* kc, const T* vc, const u32* pos,      \
+        T* out, float* part, u32* counters, int Tn, int H, int KV, int D, int CAP, int S,      \
+        int L) {                                                                               \
+        attention<T>(q, kc, vc, pos, out, part, counters, Tn, H, KV, D, CAP, S, L);            \
+    }
+
+ATTENTION_ENTRY(float, attention_f32)
+ATTENTION_ENTRY(bf16_t, attention_bf16)
