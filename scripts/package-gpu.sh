@@ -11,10 +11,18 @@ shared=${HEARTSTREAM_SHARED:-../shared}
 source "$shared/cuda/env.sh"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target-cuda}
 cargo build --release --features cuda
-test_bin=$(cargo test --release --features cuda --no-run --test reference_parity --message-format=json 2>/dev/null |
-  sed -n 's/.*"executable":"\([^"]*reference_parity[^"]*\)".*/\1/p' | tail -1)
+executable() {  # the binary cargo builds for a test or bench target
+  local bin
+  bin=$(cargo "$@" --features cuda --no-run --message-format=json |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+  [ -n "$bin" ] || { echo "cargo $* built no executable" >&2; exit 1; }
+  echo "$bin"
+}
+test_bin=$(executable test --release --test reference_parity)
+bench_bin=$(executable bench --bench lm_kernels)
 mkdir -p gpu
-for pair in "$CARGO_TARGET_DIR/release/heartstream:heartstream" "$test_bin:reference_parity"; do
+for pair in "$CARGO_TARGET_DIR/release/heartstream:heartstream" "$test_bin:reference_parity" \
+            "$bench_bin:lm_kernels"; do
   src=${pair%%:*}; name=${pair##*:}
   strip -o "gpu/$name" "$src"
   xz -T2 -6 -f "gpu/$name"

@@ -2,7 +2,7 @@
 
 pub mod config;
 #[cfg(feature = "cuda")]
-mod cuda;
+pub mod cuda;
 pub mod generator;
 pub mod kv_cache;
 pub mod model;

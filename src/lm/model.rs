@@ -161,13 +161,7 @@ impl HeartMuLa {
     fn head_logits(&self, hidden: &Tensor, head: &Tensor) -> candle_core::Result<Tensor> {
         #[cfg(feature = "cuda")]
         if let Some(k) = &self.kernels {
-            return k.gemv(
-                &hidden.contiguous()?,
-                head,
-                super::cuda::GemvInput::Plain,
-                None,
-                DType::F32,
-            );
+            return k.gemv(&hidden.contiguous()?, head, None, DType::F32);
         }
         let f32 = |t: &Tensor| t.to_dtype(DType::F32);
         f32(hidden)?.matmul(&f32(head)?.t()?)

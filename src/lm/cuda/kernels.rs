@@ -15,9 +15,10 @@ use candle_core::op::BackpropOp;
 use candle_core::{bail, CudaDevice, CudaStorage, DType, Device, Result, Shape, Storage, Tensor};
 
 /// The kernel sources, concatenated in dependency order into one NVRTC program.
-const SOURCES: [&str; 6] = [
+const SOURCES: [&str; 7] = [
     include_str!("kernels/common.cuh"),
     include_str!("kernels/gemv.cu"),
+    include_str!("kernels/mlp.cu"),
     include_str!("kernels/rope_kv.cu"),
     include_str!("kernels/attention.cu"),
     include_str!("kernels/sampling.cu"),
@@ -25,14 +26,15 @@ const SOURCES: [&str; 6] = [
 ];
 const MODULE: &str = "heartstream_lm";
 
-const FUNCTIONS: [&str; 14] = [
+const FUNCTIONS: [&str; 15] = [
     "gemv_f32",
-    "gemv_norm_f32",
-    "gemv_gated_f32",
     "gemv_bf16",
-    "gemv_norm_bf16",
-    "gemv_gated_bf16",
     "gemv_bf16_to_f32",
+    "gemv_bf16_r1_b16",
+    "gemv_bf16_r2_b8",
+    "gemv_bf16_r4_b4",
+    "silu_mul_f32",
+    "silu_mul_bf16",
     "rope_kv_f32",
     "rope_kv_bf16",
     "attention_f32",
@@ -52,16 +54,14 @@ const ATTENTION_KEYS_PER_BLOCK: usize = 128;
 /// Attention completion counters, one per (batch row, kv head, position) of a call.
 const ATTENTION_COUNTERS: usize = 1024;
 
-/// How a matrix product reads its input rows (see `kernels/gemv.cu`).
-#[derive(Debug, Clone, Copy)]
-pub enum GemvInput<'a> {
-    /// The rows as they are.
-    Plain,
-    /// RMSNorm applied on the fly: `x·γ / rms(x)`.
-    Norm { gamma: &'a Tensor, eps: f32 },
-    /// SwiGLU on the fly: `silu(gate)·up` from the fused gate/up output (2·K columns).
-    Gated,
-}
+/// Shapes of the bf16 matrix-product kernel (kernel, output columns per warp), compared by
+/// `benches/lm_kernels.rs`; the first is the one the frame step uses.
+pub const GEMV_BF16_VARIANTS: [(&str, usize); 4] = [
+    ("gemv_bf16", 1),
+    ("gemv_bf16_r1_b16", 1),
+    ("gemv_bf16_r2_b8", 2),
+    ("gemv_bf16_r4_b4", 4),
+];
 
 pub struct Kernels {
     dev: CudaDevice,
@@ -138,51 +138,48 @@ impl Kernels {
         ))
     }
 
-    /// `input(x) · wᵀ (+ residual)` for the few rows of a frame step (at most 4 rows of K
-    /// values, w: (N, K)), accumulated in f32 and returned in `out` (the model dtype, or f32
-    /// for logits).
+    /// `x · wᵀ (+ residual)` for the few rows of a frame step (at most 4 rows of K values,
+    /// w: (N, K)), accumulated in f32 and returned in `out` (the model dtype, or f32 for
+    /// logits).
     pub fn gemv(
         &self,
         x: &Tensor,
         w: &Tensor,
-        input: GemvInput,
+        residual: Option<&Tensor>,
+        out: DType,
+    ) -> Result<Tensor> {
+        let name = match (w.dtype(), out) {
+            (DType::F32, DType::F32) => "gemv_f32",
+            (DType::BF16, DType::BF16) => GEMV_BF16_VARIANTS[0].0,
+            (DType::BF16, DType::F32) => "gemv_bf16_to_f32",
+            (w, o) => bail!("no gemv from {w:?} weights to {o:?}"),
+        };
+        self.gemv_with(name, 1, x, w, residual, out)
+    }
+
+    /// [`gemv`](Self::gemv) with a given kernel of `GEMV_BF16_VARIANTS` (or the f32 ones)
+    /// computing `columns_per_warp` outputs per warp.
+    pub fn gemv_with(
+        &self,
+        kernel: &str,
+        columns_per_warp: usize,
+        x: &Tensor,
+        w: &Tensor,
         residual: Option<&Tensor>,
         out: DType,
     ) -> Result<Tensor> {
         let (n, k) = w.dims2()?;
-        let width = match input {
-            GemvInput::Gated => 2 * k,
-            _ => k,
-        };
-        let rows = x.elem_count() / width;
+        let rows = x.elem_count() / k;
         let aligned = (k * w.dtype().size_in_bytes()) % 16 == 0;
-        if !aligned
-            || rows == 0
-            || rows > 4
-            || rows * width != x.elem_count()
-            || x.dtype() != w.dtype()
+        if !aligned || rows == 0 || rows > 4 || rows * k != x.elem_count() || x.dtype() != w.dtype()
         {
             bail!(
-                "gemv takes 1..=4 rows of {width} {:?} values, got {:?} {:?}",
+                "gemv takes 1..=4 rows of {k} {:?} values, got {:?} {:?}",
                 w.dtype(),
                 x.shape(),
                 x.dtype()
             );
         }
-        let name = match (w.dtype(), out, input) {
-            (DType::F32, DType::F32, GemvInput::Plain) => "gemv_f32",
-            (DType::F32, DType::F32, GemvInput::Norm { .. }) => "gemv_norm_f32",
-            (DType::F32, DType::F32, GemvInput::Gated) => "gemv_gated_f32",
-            (DType::BF16, DType::BF16, GemvInput::Plain) => "gemv_bf16",
-            (DType::BF16, DType::BF16, GemvInput::Norm { .. }) => "gemv_norm_bf16",
-            (DType::BF16, DType::BF16, GemvInput::Gated) => "gemv_gated_bf16",
-            (DType::BF16, DType::F32, GemvInput::Plain) => "gemv_bf16_to_f32",
-            (w, o, i) => bail!("no gemv from {w:?} weights to {o:?} with {i:?} input"),
-        };
-        let (gamma, eps) = match input {
-            GemvInput::Norm { gamma, eps } => (aligned_ptr(gamma)?, eps),
-            _ => (Arg::Ptr(0), 0.0),
-        };
         let mut dims = x.dims().to_vec();
         *dims.last_mut().expect("rank ≥ 1") = n;
         let y = self.alloc(out, dims)?;
@@ -198,23 +195,42 @@ impl Kernels {
         };
         const WARPS: usize = 8;
         let cfg = LaunchConfig {
-            grid_dim: (n.div_ceil(WARPS) as u32, 1, 1),
+            grid_dim: (n.div_ceil(WARPS * columns_per_warp) as u32, 1, 1),
             block_dim: ((WARPS * 32) as u32, 1, 1),
             shared_mem_bytes: 0,
         };
         let args = [
             aligned_ptr(x)?,
             aligned_ptr(w)?,
-            gamma,
-            Arg::F32(eps),
             res,
             ptr(&y)?,
             Arg::I32(rows as i32),
             Arg::I32(n as i32),
             Arg::I32(k as i32),
         ];
-        self.launch(name, cfg, &args)?;
+        self.launch(kernel, cfg, &args)?;
         Ok(y)
+    }
+
+    /// silu(gate)·up from the fused (…, 2·hidden) gate/up projection.
+    pub fn silu_mul(&self, gu: &Tensor, hidden: usize) -> Result<Tensor> {
+        let mut dims = gu.dims().to_vec();
+        let rows = gu.elem_count() / (2 * hidden);
+        *dims.last_mut().expect("rank ≥ 1") = hidden;
+        let out = self.alloc(gu.dtype(), dims)?;
+        let n = (rows * hidden) as u32;
+        let args = [
+            ptr(gu)?,
+            ptr(&out)?,
+            Arg::I32(rows as i32),
+            Arg::I32(hidden as i32),
+        ];
+        self.launch(
+            typed("silu_mul", gu.dtype())?,
+            LaunchConfig::for_num_elems(n),
+            &args,
+        )?;
+        Ok(out)
     }
 
     /// Rotates the q/k parts of `qkv` (batch, seq, (heads + 2·kv)·head_dim) for positions
@@ -449,6 +465,8 @@ fn typed(name: &'static str, dtype: DType) -> Result<&'static str> {
         ("rope_kv", DType::BF16) => "rope_kv_bf16",
         ("attention", DType::F32) => "attention_f32",
         ("attention", DType::BF16) => "attention_bf16",
+        ("silu_mul", DType::F32) => "silu_mul_f32",
+        ("silu_mul", DType::BF16) => "silu_mul_bf16",
         _ => bail!("no fused LM kernel {name} for {dtype:?}"),
     })
 }

@@ -14,11 +14,11 @@ use candle_core::cuda_backend::cudarc::driver::CudaGraph;
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{DType, Device, Result, Tensor};
 
-use super::kernels::{GemvInput, Kernels};
+use super::kernels::Kernels;
 use crate::lm::kv_cache::KvCache;
 use crate::lm::model::HeartMuLa;
 use crate::lm::sampling::SamplingParams;
-use crate::lm::transformer::{last_position, Layer, RmsNorm, Transformer};
+use crate::lm::transformer::{last_position, Layer, Transformer};
 
 /// `HEARTSTREAM_CUDA_GRAPH=0` runs the same device-resident step without capturing it, to
 /// measure what the graph saves.
@@ -159,7 +159,7 @@ impl GpuFrameStep {
         let first = model.audio_embeddings.index_select(&ids, 0)?.unsqueeze(1)?;
         let mut h = Tensor::cat(&[last_hidden.unsqueeze(1)?, first], 1)?;
         for codebook in 1..codebooks {
-            let x = self.linear(&h, model.projection.weight(), GemvInput::Plain, None)?;
+            let x = self.linear(&h, model.projection.weight(), None)?;
             let pos = &self.decoder_positions[codebook - 1];
             let out = self.transformer(&model.decoder, &x, pos, decoder_caches)?;
             // The first decoder call has two positions: a narrowed view is not contiguous.
@@ -186,15 +186,9 @@ impl GpuFrameStep {
         )
     }
 
-    /// `input(x) · wᵀ (+ residual)` in the model dtype.
-    fn linear(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        input: GemvInput,
-        residual: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        self.kernels.gemv(x, w, input, residual, x.dtype())
+    /// `x · wᵀ (+ residual)` in the model dtype.
+    fn linear(&self, x: &Tensor, w: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        self.kernels.gemv(x, w, residual, x.dtype())
     }
 
     /// `x` (batch, seq, dim) at positions `pos[0]..` through every layer and the final norm.
@@ -222,14 +216,7 @@ impl GpuFrameStep {
     ) -> Result<Tensor> {
         let attn = &layer.attn;
         let (k_cache, v_cache) = cache.buffers();
-        // The norms run inside the products that read them, SwiGLU inside the down product.
-        fn norm(n: &RmsNorm) -> GemvInput<'_> {
-            GemvInput::Norm {
-                gamma: &n.scale,
-                eps: n.eps,
-            }
-        }
-        let qkv = self.linear(x, attn.qkv.weight(), norm(&layer.sa_norm), None)?;
+        let qkv = self.linear(&layer.sa_norm.forward(x)?, attn.qkv.weight(), None)?;
         let (cos, sin) = t.rope.tables();
         let q = self.kernels.rope_kv(
             &qkv,
@@ -242,8 +229,10 @@ impl GpuFrameStep {
             attn.num_kv_heads,
         )?;
         let a = self.kernels.attention(&q, k_cache, v_cache, pos)?;
-        let x = self.linear(&a, attn.output_proj.weight(), GemvInput::Plain, Some(x))?;
-        let gu = self.linear(&x, layer.mlp.w13.weight(), norm(&layer.mlp_norm), None)?;
-        self.linear(&gu, layer.mlp.w2.weight(), GemvInput::Gated, Some(&x))
+        // Residuals are added inside the products that feed them.
+        let x = self.linear(&a, attn.output_proj.weight(), Some(x))?;
+        let gu = self.linear(&layer.mlp_norm.forward(&x)?, layer.mlp.w13.weight(), None)?;
+        let m = self.kernels.silu_mul(&gu, layer.mlp.hidden)?;
+        self.linear(&m, layer.mlp.w2.weight(), Some(&x))
     }
 }

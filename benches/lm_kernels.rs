@@ -1,0 +1,181 @@
+//! Times the kernels of the LM frame step at the real HeartMuLa-oss-3B shapes, with CUDA
+//! events, on data that does not fit in L2 (weights rotate among several copies): achieved
+//! bandwidth against the device-to-device copy ceiling, per matrix product and per variant
+//! of the matrix-product kernel. Needs a GPU: `cargo bench --features cuda --bench lm_kernels`.
+
+use anyhow::Result;
+use candle_core::cuda_backend::cudarc::driver::sys::CUevent_flags;
+use candle_core::cuda_backend::WrapErr;
+use candle_core::{DType, Device, Tensor};
+use heartstream::lm::cuda::{Kernels, GEMV_BF16_VARIANTS};
+
+/// (what, output columns, inputs, rows) of the products of one frame.
+const PRODUCTS: [(&str, usize, usize, usize); 8] = [
+    ("backbone q/k/v", 5120, 3072, 2),
+    ("backbone output", 3072, 3072, 2),
+    ("gate/up", 16384, 3072, 2),
+    ("down", 3072, 8192, 2),
+    ("decoder q/k/v", 6144, 3072, 2),
+    ("decoder q/k/v, 2 positions", 6144, 3072, 4),
+    ("projection", 3072, 3072, 2),
+    ("head (f32 logits)", 8197, 3072, 2),
+];
+/// Weights rotate among copies totalling at least this, several times the 50 MB L2.
+const ROTATION_BYTES: usize = 200 << 20;
+const REPS: usize = 40;
+
+fn main() -> Result<()> {
+    let dev = Device::new_cuda(0)?;
+    let kernels = Kernels::load(&dev)?;
+    let copy_gbs = copy_bandwidth(&dev)?;
+    println!("device-to-device copy: {copy_gbs:.0} GB/s (bytes read + written)");
+    println!(
+        "{:<28} {:<18} {:>9} {:>8} {:>7}",
+        "product", "kernel", "µs", "GB/s", "of copy"
+    );
+    for (what, n, k, rows) in PRODUCTS {
+        let bytes = n * k * 2;
+        let copies = ROTATION_BYTES.div_ceil(bytes).max(2);
+        let weights: Vec<Tensor> = (0..copies)
+            .map(|_| Tensor::randn(0f32, 0.02, (n, k), &dev)?.to_dtype(DType::BF16))
+            .collect::<candle_core::Result<_>>()?;
+        let x = Tensor::randn(0f32, 1.0, (rows, k), &dev)?.to_dtype(DType::BF16)?;
+        let variants: Vec<(&str, usize, DType)> = if what.contains("f32") {
+            vec![("gemv_bf16_to_f32", 1, DType::F32)]
+        } else {
+            GEMV_BF16_VARIANTS
+                .iter()
+                .map(|&(v, c)| (v, c, DType::BF16))
+                .collect()
+        };
+        for (kernel, columns, out) in variants {
+            let mut i = 0;
+            let us = time_us(&dev, || {
+                i += 1;
+                kernels.gemv_with(kernel, columns, &x, &weights[i % copies], None, out)?;
+                Ok(())
+            })?;
+            let gbs = bytes as f64 / us / 1e3;
+            println!(
+                "{what:<28} {kernel:<18} {us:9.2} {gbs:8.0} {:6.0}%",
+                100.0 * gbs / copy_gbs
+            );
+        }
+    }
+    other_kernels(&dev, &kernels)
+}
+
+/// The step's other kernels, each at its largest shape in a frame.
+fn other_kernels(dev: &Device, k: &Kernels) -> Result<()> {
+    let bf16 = |shape: &[usize]| -> Result<Tensor> {
+        Ok(Tensor::randn(0f32, 1.0, shape, dev)?.to_dtype(DType::BF16)?)
+    };
+    println!("{:<44} {:>9}", "kernel", "µs");
+    let row = |what: &str, us: f64| println!("{what:<44} {us:9.2}");
+    // Backbone attention after a 380-token prompt and 250 frames, and after 4 minutes.
+    for cap in [630usize, 3380] {
+        let (q, kc, vc) = (
+            bf16(&[2, 24, 1, 128])?,
+            bf16(&[2, 8, cap, 128])?,
+            bf16(&[2, 8, cap, 128])?,
+        );
+        let pos = Tensor::new(&[cap as u32 - 1], dev)?;
+        row(
+            &format!("backbone attention over {cap} positions"),
+            time_us(dev, || {
+                k.attention(&q, &kc, &vc, &pos)?;
+                Ok(())
+            })?,
+        );
+    }
+    let (q, kc, vc) = (
+        bf16(&[2, 8, 2, 384])?,
+        bf16(&[2, 4, 8, 384])?,
+        bf16(&[2, 4, 8, 384])?,
+    );
+    let pos = Tensor::new(&[0u32], dev)?;
+    row(
+        "decoder attention, 2 positions",
+        time_us(dev, || {
+            k.attention(&q, &kc, &vc, &pos)?;
+            Ok(())
+        })?,
+    );
+    let logits = Tensor::randn(0f32, 3.0, (2, 8197), dev)?;
+    let state = Tensor::new(&[0u32, 0], dev)?;
+    let frame = Tensor::zeros(8, DType::U32, dev)?;
+    row(
+        "sample (top-k 50, guidance)",
+        time_us(dev, || {
+            k.sample(&logits, 1.5, 1.0, 50, 1, &state, 0, &frame)?;
+            Ok(())
+        })?,
+    );
+    let (x, scale) = (bf16(&[2, 1, 3072])?, bf16(&[3072])?);
+    row(
+        "rms norm (candle)",
+        time_us(dev, || {
+            candle_nn::ops::rms_norm(&x, &scale, 1e-5)?;
+            Ok(())
+        })?,
+    );
+    let gu = bf16(&[2, 1, 16384])?;
+    row(
+        "silu·up",
+        time_us(dev, || {
+            k.silu_mul(&gu, 8192)?;
+            Ok(())
+        })?,
+    );
+    let qkv = bf16(&[2, 1, 5120])?;
+    let (cos, sin) = (
+        Tensor::zeros((8192, 64), DType::F32, dev)?,
+        Tensor::zeros((8192, 64), DType::F32, dev)?,
+    );
+    let (kc, vc) = (bf16(&[2, 8, 630, 128])?, bf16(&[2, 8, 630, 128])?);
+    let pos = Tensor::new(&[100u32], dev)?;
+    row(
+        "rope + kv write",
+        time_us(dev, || {
+            k.rope_kv(&qkv, &cos, &sin, &pos, &kc, &vc, 24, 8)?;
+            Ok(())
+        })?,
+    );
+    Ok(())
+}
+
+/// Median microseconds of `f` over REPS runs after a warm-up, timed with CUDA events.
+fn time_us(dev: &Device, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    let Device::Cuda(cuda) = dev else {
+        anyhow::bail!("needs a CUDA device");
+    };
+    let stream = cuda.cuda_stream();
+    for _ in 0..3 {
+        f()?;
+    }
+    let mut times = Vec::with_capacity(REPS);
+    for _ in 0..REPS {
+        let start = stream
+            .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .w()?;
+        f()?;
+        let end = stream
+            .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .w()?;
+        times.push(start.elapsed_ms(&end).w()? as f64 * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[REPS / 2])
+}
+
+/// The ceiling: a large device-to-device copy, counting bytes read plus bytes written.
+fn copy_bandwidth(dev: &Device) -> Result<f64> {
+    let n = 512 << 20; // 1 GiB of bf16
+    let src = Tensor::zeros(n, DType::BF16, dev)?.affine(1.0, 1.0)?;
+    let dst = Tensor::zeros(n, DType::BF16, dev)?;
+    let us = time_us(dev, || {
+        dst.slice_set(&src, 0, 0)?;
+        Ok(())
+    })?;
+    Ok((2 * n * 2) as f64 / us / 1e3)
+}
