@@ -4,7 +4,9 @@
 //! of the matrix-product kernel. Needs a GPU: `cargo bench --features cuda --bench lm_kernels`.
 
 use anyhow::Result;
-use candle_core::cuda_backend::cudarc::driver::sys::CUevent_flags;
+use candle_core::cuda_backend::cudarc::driver::sys::{
+    CUevent_flags, CUgraphInstantiate_flags, CUstreamCaptureMode,
+};
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{DType, Device, Tensor};
 use heartstream::lm::cuda::{Kernels, GEMV_BF16_VARIANTS};
@@ -22,7 +24,8 @@ const PRODUCTS: [(&str, usize, usize, usize); 8] = [
 ];
 /// Weights rotate among copies totalling at least this, several times the 50 MB L2.
 const ROTATION_BYTES: usize = 200 << 20;
-const REPS: usize = 40;
+const REPS: usize = 9;
+const LAUNCHES: usize = 20;
 
 fn main() -> Result<()> {
     let dev = Device::new_cuda(0)?;
@@ -49,9 +52,7 @@ fn main() -> Result<()> {
                 .collect()
         };
         for (kernel, columns, out) in variants {
-            let mut i = 0;
-            let us = time_us(&dev, || {
-                i += 1;
+            let us = time_us(&dev, |i| {
                 kernels.gemv_with(kernel, columns, &x, &weights[i % copies], None, out)?;
                 Ok(())
             })?;
@@ -82,7 +83,7 @@ fn other_kernels(dev: &Device, k: &Kernels) -> Result<()> {
         let pos = Tensor::new(&[cap as u32 - 1], dev)?;
         row(
             &format!("backbone attention over {cap} positions"),
-            time_us(dev, || {
+            time_us(dev, |_| {
                 k.attention(&q, &kc, &vc, &pos)?;
                 Ok(())
             })?,
@@ -96,7 +97,7 @@ fn other_kernels(dev: &Device, k: &Kernels) -> Result<()> {
     let pos = Tensor::new(&[0u32], dev)?;
     row(
         "decoder attention, 2 positions",
-        time_us(dev, || {
+        time_us(dev, |_| {
             k.attention(&q, &kc, &vc, &pos)?;
             Ok(())
         })?,
@@ -106,7 +107,7 @@ fn other_kernels(dev: &Device, k: &Kernels) -> Result<()> {
     let frame = Tensor::zeros(8, DType::U32, dev)?;
     row(
         "sample (top-k 50, guidance)",
-        time_us(dev, || {
+        time_us(dev, |_| {
             k.sample(&logits, 1.5, 1.0, 50, 1, &state, 0, &frame)?;
             Ok(())
         })?,
@@ -114,7 +115,7 @@ fn other_kernels(dev: &Device, k: &Kernels) -> Result<()> {
     let (x, scale) = (bf16(&[2, 1, 3072])?, bf16(&[3072])?);
     row(
         "rms norm (candle)",
-        time_us(dev, || {
+        time_us(dev, |_| {
             candle_nn::ops::rms_norm(&x, &scale, 1e-5)?;
             Ok(())
         })?,
@@ -122,7 +123,7 @@ fn other_kernels(dev: &Device, k: &Kernels) -> Result<()> {
     let gu = bf16(&[2, 1, 16384])?;
     row(
         "silu·up",
-        time_us(dev, || {
+        time_us(dev, |_| {
             k.silu_mul(&gu, 8192)?;
             Ok(())
         })?,
@@ -136,7 +137,7 @@ fn other_kernels(dev: &Device, k: &Kernels) -> Result<()> {
     let pos = Tensor::new(&[100u32], dev)?;
     row(
         "rope + kv write",
-        time_us(dev, || {
+        time_us(dev, |_| {
             k.rope_kv(&qkv, &cos, &sin, &pos, &kc, &vc, 24, 8)?;
             Ok(())
         })?,
@@ -144,25 +145,36 @@ fn other_kernels(dev: &Device, k: &Kernels) -> Result<()> {
     Ok(())
 }
 
-/// Median microseconds of `f` over REPS runs after a warm-up, timed with CUDA events.
-fn time_us(dev: &Device, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+/// Microseconds per call of `f`: LAUNCHES calls are captured into one CUDA graph (as the
+/// frame step runs) and the median replay is divided by LAUNCHES, so host launch costs stay
+/// out of the figure. `f(i)` gets the call index, to rotate its inputs.
+fn time_us(dev: &Device, mut f: impl FnMut(usize) -> Result<()>) -> Result<f64> {
     let Device::Cuda(cuda) = dev else {
         anyhow::bail!("needs a CUDA device");
     };
     let stream = cuda.cuda_stream();
-    for _ in 0..3 {
-        f()?;
+    let _cache = cuda.enable_cuda_graph_htod_cache();
+    for i in 0..LAUNCHES {
+        f(i)?;
     }
+    stream
+        .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        .w()?;
+    let captured = (0..LAUNCHES).try_for_each(&mut f);
+    let graph = stream.end_capture(CUgraphInstantiate_flags(0)).w()?;
+    captured?;
+    let graph = graph.ok_or_else(|| anyhow::anyhow!("empty graph"))?;
+    graph.launch().w()?;
     let mut times = Vec::with_capacity(REPS);
     for _ in 0..REPS {
         let start = stream
             .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
             .w()?;
-        f()?;
+        graph.launch().w()?;
         let end = stream
             .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
             .w()?;
-        times.push(start.elapsed_ms(&end).w()? as f64 * 1e3);
+        times.push(start.elapsed_ms(&end).w()? as f64 * 1e3 / LAUNCHES as f64);
     }
     times.sort_by(f64::total_cmp);
     Ok(times[REPS / 2])
@@ -170,12 +182,15 @@ fn time_us(dev: &Device, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 
 /// The ceiling: a large device-to-device copy, counting bytes read plus bytes written.
 fn copy_bandwidth(dev: &Device) -> Result<f64> {
-    let n = 512 << 20; // 1 GiB of bf16
-    let src = Tensor::zeros(n, DType::BF16, dev)?.affine(1.0, 1.0)?;
-    let dst = Tensor::zeros(n, DType::BF16, dev)?;
-    let us = time_us(dev, || {
-        dst.slice_set(&src, 0, 0)?;
+    let Device::Cuda(cuda) = dev else {
+        anyhow::bail!("needs a CUDA device");
+    };
+    let n = 1usize << 30;
+    let src = cuda.alloc_zeros::<u8>(n)?;
+    let mut dst = cuda.alloc_zeros::<u8>(n)?;
+    let us = time_us(dev, |_| {
+        cuda.memcpy_dtod(&src, &mut dst)?;
         Ok(())
     })?;
-    Ok((2 * n * 2) as f64 / us / 1e3)
+    Ok((2 * n) as f64 / us / 1e3)
 }

@@ -30,8 +30,8 @@ const FUNCTIONS: [&str; 15] = [
     "gemv_f32",
     "gemv_bf16",
     "gemv_bf16_to_f32",
+    "gemv_bf16_r1_b8",
     "gemv_bf16_r1_b16",
-    "gemv_bf16_r2_b8",
     "gemv_bf16_r4_b4",
     "silu_mul_f32",
     "silu_mul_bf16",
@@ -58,8 +58,8 @@ const ATTENTION_COUNTERS: usize = 1024;
 /// `benches/lm_kernels.rs`; the first is the one the frame step uses.
 pub const GEMV_BF16_VARIANTS: [(&str, usize); 4] = [
     ("gemv_bf16", 1),
+    ("gemv_bf16_r1_b8", 1),
     ("gemv_bf16_r1_b16", 1),
-    ("gemv_bf16_r2_b8", 2),
     ("gemv_bf16_r4_b4", 4),
 ];
 

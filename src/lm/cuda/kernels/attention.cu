@@ -92,6 +92,15 @@ __device__ void attention(const T* q, const T* k_cache, const T* v_cache, const 
         for (int e = 0; e < VEC; ++e) partial[(sub * G + g) * D + c * VEC + e] = acc[g][e];
     __syncthreads();
 
+    if (S == 1) {  // one block saw every key: no partials to merge
+        for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+            int g = i / D, d = i % D, h = kvh * G + g;
+            float v = 0.f;
+            for (int k = 0; k < subsets; ++k) v += partial[(k * G + g) * D + d];
+            store(out + (((size_t)b * Tn + t) * H + h) * D + d, v / l[g]);
+        }
+        return;
+    }
     // part[(((b·H + h)·T + t)·S + s)·(D + 2) + …] = Σ p·v (D values), max, sum.
     for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
         int g = i / D, d = i % D, h = kvh * G + g;

@@ -1,7 +1,9 @@
 // The matrix products of the frame step: a few rows (M ≤ 4: batch × positions) against a
 // Linear weight W [N, K], bound by reading W once: y[m, n] = Σ_k x[m, k]·W[n, k] (+ res[m, n]).
-// Each warp computes ROWS output columns; every lane issues BATCH sixteen-byte loads of each
-// of its rows before using any, so many loads are in flight per warp. f32 accumulation.
+// 16-byte loads of W that skip L1, f32 accumulation.
+//
+// In the batched form each warp computes ROWS output columns and every lane issues BATCH loads
+// of each of its rows before using any, so many loads are in flight per warp.
 
 #define GEMV_MAX_M 4
 
@@ -66,16 +68,55 @@ __device__ void gemv(const T* x, const T* W, const Y* res, Y* y, int M, int N, i
     }
 }
 
+// The plain form: one output column per warp, the compiler left to pipeline the loads.
+template <typename T, typename Y>
+__device__ void gemv_simple(const T* x, const T* W, const Y* res, Y* y, int M, int N, int K) {
+    constexpr int VEC = 16 / sizeof(T);
+    int lane = threadIdx.x & 31;
+    int n = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (n >= N) return;
+    const uint4* w = reinterpret_cast<const uint4*>(W + (size_t)n * K);
+    int chunks = K / VEC;
+    float acc[GEMV_MAX_M] = {0.f, 0.f, 0.f, 0.f};
+    float wv[VEC], xv[VEC];
+#pragma unroll 4
+    for (int c = lane; c < chunks; c += 32) {
+        unpack(load_stream(w + c), wv, T());
+#pragma unroll
+        for (int m = 0; m < GEMV_MAX_M; ++m) {
+            if (m < M) {
+                unpack(__ldg(reinterpret_cast<const uint4*>(x + (size_t)m * K) + c), xv, T());
+#pragma unroll
+                for (int e = 0; e < VEC; ++e) acc[m] += wv[e] * xv[e];
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < GEMV_MAX_M; ++m) acc[m] = warp_sum(acc[m]);
+    if (lane == 0) {
+        for (int m = 0; m < M; ++m) {
+            float r = res ? to_f32(res[(size_t)m * N + n]) : 0.f;
+            store(y + (size_t)m * N + n, r + acc[m]);
+        }
+    }
+}
+
+#define GEMV_SIMPLE_ENTRY(T, Y, NAME)                                                        \
+    extern "C" __global__ void NAME(const T* x, const T* W, const Y* res, Y* y, int M,       \
+                                    int N, int K) {                                          \
+        gemv_simple<T, Y>(x, W, res, y, M, N, K);                                            \
+    }
+
 #define GEMV_ENTRY(T, Y, ROWS, BATCH, NAME)                                                  \
     extern "C" __global__ void NAME(const T* x, const T* W, const Y* res, Y* y, int M,       \
                                     int N, int K) {                                          \
         gemv<T, Y, ROWS, BATCH>(x, W, res, y, M, N, K);                                      \
     }
 
-GEMV_ENTRY(float, float, 1, 8, gemv_f32)
-GEMV_ENTRY(bf16_t, bf16_t, 1, 8, gemv_bf16)
-GEMV_ENTRY(bf16_t, float, 1, 8, gemv_bf16_to_f32)
+GEMV_SIMPLE_ENTRY(float, float, gemv_f32)
+GEMV_SIMPLE_ENTRY(bf16_t, bf16_t, gemv_bf16)
+GEMV_SIMPLE_ENTRY(bf16_t, float, gemv_bf16_to_f32)
 // Candidate shapes of the bf16 product, compared by `benches/lm_kernels.rs`.
+GEMV_ENTRY(bf16_t, bf16_t, 1, 8, gemv_bf16_r1_b8)
 GEMV_ENTRY(bf16_t, bf16_t, 1, 16, gemv_bf16_r1_b16)
-GEMV_ENTRY(bf16_t, bf16_t, 2, 8, gemv_bf16_r2_b8)
 GEMV_ENTRY(bf16_t, bf16_t, 4, 4, gemv_bf16_r4_b4)
