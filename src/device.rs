@@ -50,6 +50,26 @@ pub fn describe(device: &Device) -> String {
     }
 }
 
+/// Bytes of GPU memory in use on `device`'s GPU (by every process: on a lent machine, ours),
+/// or `None` on the CPU.
+pub fn gpu_memory_used(device: &Device) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = device {
+        let (free, total) = d.cuda_stream().context().mem_get_info().ok()?;
+        return Some((total - free) as u64);
+    }
+    let _ = device;
+    None
+}
+
+/// The process's peak resident memory (Linux: VmHWM), in bytes.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +80,12 @@ mod tests {
         let e = parse_device("tpu").unwrap_err().to_string();
         assert!(e.contains("tpu") && e.contains("cuda:N"), "{e}");
         assert!(parse_device("cuda:x").is_err());
+    }
+
+    #[test]
+    fn peak_rss_is_read_and_the_cpu_has_no_gpu_memory() {
+        let rss = peak_rss().unwrap();
+        assert!(rss > 1 << 20, "{rss} bytes");
+        assert_eq!(gpu_memory_used(&Device::Cpu), None);
     }
 }

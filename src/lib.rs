@@ -11,5 +11,7 @@ pub mod codes_file;
 pub mod device;
 pub mod lm;
 pub mod models;
+pub mod pipeline;
 pub mod stats;
+pub mod tui;
 pub mod weights;

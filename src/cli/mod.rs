@@ -1,8 +1,14 @@
 //! The `heartstream` command line.
 
 mod args;
+mod bench;
 mod codes;
 mod decode;
+mod generate;
+mod play;
+mod run;
+
+pub use run::RunInfo;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +25,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Generate a song and play it while it is being generated (terminal UI)
+    Play(play::PlayArgs),
+    /// Generate a song into a WAV file and/or raw PCM on stdout, streaming
+    Generate(generate::GenerateArgs),
+    /// One measured streaming run, printed as a JSON line
+    Bench(bench::BenchArgs),
     /// Run the LM alone and write its frames (codes) to a JSON file
     Codes(codes::CodesArgs),
     /// Turn a codes JSON into a WAV file with HeartCodec (offline, as heartlib does)
@@ -30,6 +42,9 @@ pub fn main() -> std::process::ExitCode {
     init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Play(a) => play::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Codes(a) => codes::run(a),
         Command::Decode(a) => decode::run(a),
     };

@@ -1,0 +1,126 @@
+//! `heartstream bench`: one streaming run, measured, printed as one JSON line on stdout.
+
+use std::cell::Cell;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use serde::Serialize;
+
+use super::run::{stop_on_ctrl_c, RunArgs, StreamTo};
+use crate::audio::{ListenerSink, Sink};
+use crate::device::{gpu_memory_used, peak_rss};
+use crate::pipeline::{Outcome, RunControl, RunReport};
+use crate::stats::FrameTimes;
+use crate::tui::{watch, Display, Snapshot};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Serialize)]
+struct Rtf {
+    /// Wall clock from the start of generation to the last sample, per second of audio.
+    overall: f64,
+    /// Each stage's compute time per second of audio it produced.
+    lm: Option<f64>,
+    flow: Option<f64>,
+    decode: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct BenchReport {
+    model: String,
+    device: String,
+    codec_device: String,
+    dtype: String,
+    flow_steps: usize,
+    first_window_s: f64,
+    outcome: &'static str,
+    load_ms: f64,
+    /// From the start of generation (after loading) to the first PCM handed to the sinks.
+    ttfa_ms: Option<f64>,
+    rtf: Rtf,
+    /// Frames after the first (the first also reads the prompt: `prompt_frame_ms`).
+    lm_ms_per_frame: Option<FrameTimes>,
+    prompt_frame_ms: Option<f64>,
+    frames: usize,
+    audio_seconds: f64,
+    /// Of a listener starting at the first sample and playing in real time.
+    underruns: u64,
+    replaced_codes: usize,
+    peak_rss_mib: Option<f64>,
+    /// Device-wide memory in use on the GPU, sampled every 50 ms.
+    peak_gpu_mib: Option<f64>,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    if args.run.output.stream_to == Some(StreamTo::Stdout) {
+        bail!("bench prints its JSON report on stdout: use --out FILE.wav instead of --stream-to stdout");
+    }
+    let mut sinks = args.run.output.sinks()?;
+    let (listener, arrivals) = ListenerSink::new();
+    sinks.push(Box::new(listener) as Box<dyn Sink>);
+    let session = args.run.prepare()?;
+    let lm_device = session.lm.model.device().clone();
+    let control = RunControl::new();
+    stop_on_ctrl_c(&control)?;
+    let peak_gpu = Cell::new(gpu_memory_used(&lm_device));
+    let pipeline = session.start(sinks, control)?;
+    let mut sample_gpu = || {
+        if let Some(used) = gpu_memory_used(&lm_device) {
+            peak_gpu.set(Some(peak_gpu.get().unwrap_or(0).max(used)));
+        }
+    };
+    watch(
+        &pipeline,
+        &session.info,
+        None,
+        Display::Lines,
+        &mut sample_gpu,
+    )?;
+    let snapshot = Snapshot::read(pipeline.metrics(), None);
+    let report = pipeline.join()?;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let out = BenchReport {
+        model: session.info.model.clone(),
+        device: session.info.device.clone(),
+        codec_device: session.info.codec_device.clone(),
+        dtype: session.info.dtype.clone(),
+        flow_steps: session.pipeline.flow.solver.num_steps,
+        first_window_s: session.pipeline.flow.first_window_latents as f64
+            / session.codec.config.latent_rate_hz(),
+        outcome: outcome_name(&report),
+        load_ms: session.load_seconds * 1e3,
+        ttfa_ms: report.ttfa_seconds.map(|s| s * 1e3),
+        rtf: Rtf {
+            overall: report.wall_seconds / audio_seconds(&report).max(1e-9),
+            lm: snapshot.lm.rtf,
+            flow: snapshot.flow.rtf,
+            decode: snapshot.decode.rtf,
+        },
+        lm_ms_per_frame: FrameTimes::steady_state(&report.lm.frame_ms),
+        prompt_frame_ms: report.lm.frame_ms.first().copied(),
+        frames: report.lm.frame_ms.len(),
+        audio_seconds: audio_seconds(&report),
+        underruns: arrivals.underruns(),
+        replaced_codes: report.lm.replaced_codes,
+        peak_rss_mib: peak_rss().map(mib),
+        peak_gpu_mib: peak_gpu.get().map(mib),
+    };
+    println!("{}", serde_json::to_string(&out)?);
+    Ok(())
+}
+
+fn audio_seconds(report: &RunReport) -> f64 {
+    report.decode.samples as f64 / 48_000.0
+}
+
+fn outcome_name(report: &RunReport) -> &'static str {
+    match report.outcome {
+        Outcome::Completed => "completed",
+        Outcome::Stopped => "stopped",
+        Outcome::OutputClosed => "output closed",
+    }
+}

@@ -1,0 +1,61 @@
+//! `heartstream generate`: the streaming pipeline into a WAV file and/or a pipe.
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use super::run::{stop_on_ctrl_c, RunArgs};
+use crate::pipeline::{Outcome, RunControl, RunReport};
+use crate::tui::{watch, Display};
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let sinks = args.run.output.sinks()?;
+    if sinks.is_empty() {
+        bail!("nothing to write: give --out FILE.wav and/or --stream-to stdout (or use `play`)");
+    }
+    let session = args.run.prepare()?;
+    eprintln!(
+        "loaded {} in {:.1} s",
+        session.info.model, session.load_seconds
+    );
+    let control = RunControl::new();
+    stop_on_ctrl_c(&control)?;
+    let pipeline = session.start(sinks, control)?;
+    watch(&pipeline, &session.info, None, Display::Lines, &mut || {})?;
+    let report = pipeline.join()?;
+    eprintln!("{}", summary(&report));
+    Ok(())
+}
+
+/// The closing line of a run.
+pub fn summary(report: &RunReport) -> String {
+    let audio = report.decode.samples as f64 / 48_000.0;
+    let how = match report.outcome {
+        Outcome::Completed => "done",
+        Outcome::Stopped => "stopped",
+        Outcome::OutputClosed => "output closed",
+    };
+    let mut line = format!(
+        "{how}: {} frames, {audio:.2} s of audio in {:.2} s",
+        report.lm.frame_ms.len(),
+        report.wall_seconds,
+    );
+    if audio > 0.0 {
+        line += &format!(" (real-time factor {:.3})", report.wall_seconds / audio);
+    }
+    if let Some(t) = report.ttfa_seconds {
+        line += &format!(", first audio after {:.0} ms", t * 1e3);
+    }
+    if report.lm.replaced_codes > 0 {
+        line += &format!(
+            ", {} special codes held at the previous code",
+            report.lm.replaced_codes
+        );
+    }
+    line
+}

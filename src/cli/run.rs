@@ -1,0 +1,255 @@
+//! What `play`, `generate` and `bench` share: their options, loading both models, and
+//! starting the streaming pipeline.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, DeviceLocation};
+use clap::{Args, ValueEnum};
+
+use super::args::{resolve_device, CodecArgs, ModelArgs, PromptArgs, SamplingArgs};
+use crate::audio::{PcmFormat, PcmSink, Sink, WavSink};
+use crate::codec::{CodecConfig, FlowStreamConfig, HeartCodec, LATENTS_PER_CODE};
+use crate::lm::{GenerationOptions, Prompt};
+use crate::models::{load_codec, load_lm, LmBundle, ModelChoice};
+use crate::pipeline::{LmJob, Pipeline, PipelineConfig, RunControl};
+
+#[derive(Args, Debug, Clone)]
+pub struct StreamArgs {
+    /// Longest flow-matching window in seconds, in-context prefix included (heartlib: 29.76)
+    #[arg(
+        long,
+        default_value_t = 29.76,
+        value_name = "S",
+        allow_negative_numbers = true
+    )]
+    pub window: f64,
+    /// In-context prefix of each window after the first, in seconds (heartlib: 4.16)
+    #[arg(
+        long,
+        default_value_t = 4.16,
+        value_name = "S",
+        allow_negative_numbers = true
+    )]
+    pub context: f64,
+    /// The first window in seconds: shorter means earlier audio; later windows double up
+    /// to --window
+    #[arg(
+        long,
+        default_value_t = 0.64,
+        value_name = "S",
+        allow_negative_numbers = true
+    )]
+    pub first_window: f64,
+    /// Where the codec runs (default: the LM's GPU on its own CUDA stream, or the CPU)
+    #[arg(long, value_name = "DEVICE")]
+    pub codec_device: Option<String>,
+}
+
+impl StreamArgs {
+    /// The windows in latent frames (rounded to whole codes) for `config`'s latent rate.
+    pub fn flow_config(&self, config: &CodecConfig, codec: &CodecArgs) -> Result<FlowStreamConfig> {
+        let latents = |flag: &str, seconds: f64, allow_zero: bool| -> Result<usize> {
+            if !seconds.is_finite() || seconds < 0.0 || (seconds == 0.0 && !allow_zero) {
+                bail!("{flag} {seconds} is invalid: expected a positive number of seconds");
+            }
+            let codes = (seconds * config.latent_rate_hz() / LATENTS_PER_CODE as f64).round();
+            Ok(codes as usize * LATENTS_PER_CODE)
+        };
+        let flow = FlowStreamConfig {
+            window_latents: latents("--window", self.window, false)?,
+            context_latents: latents("--context", self.context, true)?,
+            first_window_latents: latents("--first-window", self.first_window, false)?,
+            solver: codec.solver()?,
+        };
+        flow.validate().with_context(|| {
+            format!(
+                "--window {} --context {} --first-window {}: expected 0 ≤ context < window and \
+                 0 < first window ≤ window (in latents of {:.0} ms)",
+                self.window,
+                self.context,
+                self.first_window,
+                1e3 / config.latent_rate_hz()
+            )
+        })?;
+        Ok(flow)
+    }
+
+    /// The codec's device: `--codec-device`, else a second stream on the LM's GPU (so the
+    /// codec's kernels never queue behind the LM's), else the LM's device.
+    pub fn codec_device(&self, lm_device: &Device) -> Result<Device> {
+        if let Some(spec) = &self.codec_device {
+            return resolve_device(spec).with_context(|| format!("--codec-device {spec}"));
+        }
+        match lm_device.location() {
+            DeviceLocation::Cuda { gpu_id } => Ok(Device::new_cuda_with_stream(gpu_id)?),
+            _ => Ok(lm_device.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StreamTo {
+    /// Raw interleaved PCM on standard output (logs stay on stderr)
+    Stdout,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct OutputArgs {
+    /// Write the song to this WAV file as it is generated (48 kHz stereo, 32-bit float)
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Stream raw PCM (48 kHz, stereo, interleaved) as it is generated
+    #[arg(long, value_enum, value_name = "TARGET")]
+    pub stream_to: Option<StreamTo>,
+    /// Sample format of --stream-to
+    #[arg(long, value_enum, default_value = "s16le")]
+    pub pcm: PcmFormat,
+}
+
+impl OutputArgs {
+    /// The file and pipe sinks asked for (the WAV file is created now, so a bad path fails
+    /// before the models load).
+    pub fn sinks(&self) -> Result<Vec<Box<dyn Sink>>> {
+        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        if let Some(path) = &self.out {
+            sinks.push(Box::new(WavSink::create(path)?));
+        }
+        if self.stream_to == Some(StreamTo::Stdout) {
+            sinks.push(Box::new(PcmSink::new(
+                std::io::stdout(),
+                self.pcm,
+                "stdout",
+            )));
+        }
+        Ok(sinks)
+    }
+}
+
+/// Every option of a streaming run.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub prompt: PromptArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub codec: CodecArgs,
+    #[command(flatten)]
+    pub stream: StreamArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Models loaded and inputs checked: ready to start generating.
+pub struct Session {
+    pub lm: LmBundle,
+    pub codec: Arc<HeartCodec>,
+    pub job_options: GenerationOptions,
+    pub prompt: Prompt,
+    pub pipeline: PipelineConfig,
+    pub info: RunInfo,
+    pub load_seconds: f64,
+}
+
+/// What the UI and the report say about a run's setup.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    pub model: String,
+    pub device: String,
+    pub codec_device: String,
+    pub dtype: String,
+    pub sampling: String,
+    pub codec: String,
+    pub seed: u64,
+}
+
+impl RunArgs {
+    /// Checks every option, then loads the models (the slow part).
+    pub fn prepare(&self) -> Result<Session> {
+        let seed = self.sampling.seed();
+        let sampling = self.sampling.params(seed)?;
+        let max_frames = self.sampling.max_frames()?;
+        self.codec.solver()?;
+        let tags = self.prompt.tags()?;
+        let lyrics = self.prompt.lyrics()?;
+        let device = self.model.device()?;
+        let codec_device = self.stream.codec_device(&device)?;
+        let choice = self.model.choice(&device, seed);
+        let dtype = self.model.lm_dtype(&device);
+        let lm = load_lm(&choice, &device, dtype)?;
+        let (codec, codec_seconds) = load_codec(
+            &choice,
+            &codec_device,
+            self.model.codec_precision(&codec_device),
+        )?;
+        let flow = self.stream.flow_config(&codec.config, &self.codec)?;
+        let prompt = Prompt::from_text(&tags, &lyrics, &lm.tokenizer, &lm.gen)?;
+        let info = RunInfo {
+            model: choice.describe(),
+            device: crate::device::describe(&device),
+            codec_device: crate::device::describe(&codec_device),
+            dtype: dtype_name(dtype).into(),
+            sampling: format!(
+                "temperature {} · top-k {} · cfg {} · seed {seed}",
+                sampling.temperature, sampling.topk, sampling.cfg_scale
+            ),
+            codec: format!(
+                "{} flow steps · guidance {} · first window {:.2} s",
+                flow.solver.num_steps,
+                flow.solver.guidance_scale,
+                flow.first_window_latents as f64 / codec.config.latent_rate_hz()
+            ),
+            seed,
+        };
+        let load_seconds = lm.load_seconds + codec_seconds;
+        if let ModelChoice::Synthetic { .. } = choice {
+            eprintln!(
+                "note: synthetic random weights make noise, not music (see README: real weights)"
+            );
+        }
+        Ok(Session {
+            job_options: GenerationOptions {
+                sampling,
+                max_frames,
+                stop_at_eos: !self.sampling.ignore_eos,
+            },
+            prompt,
+            pipeline: PipelineConfig::new(flow, seed),
+            codec,
+            lm,
+            info,
+            load_seconds,
+        })
+    }
+}
+
+impl Session {
+    /// Starts generating into `sinks`.
+    pub fn start(&self, sinks: Vec<Box<dyn Sink>>, control: Arc<RunControl>) -> Result<Pipeline> {
+        let job = LmJob {
+            model: self.lm.model.clone(),
+            gen: self.lm.gen,
+            prompt: self.prompt.clone(),
+            options: self.job_options,
+        };
+        Pipeline::start(job, self.codec.clone(), self.pipeline, sinks, control)
+    }
+}
+
+fn dtype_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::BF16 => "bf16",
+        DType::F16 => "f16",
+        _ => "f32",
+    }
+}
+
+/// Ctrl-C stops the run (a second one aborts it); installed once per process.
+pub fn stop_on_ctrl_c(control: &Arc<RunControl>) -> Result<()> {
+    let control = control.clone();
+    ctrlc::set_handler(move || control.interrupt()).context("cannot install the Ctrl-C handler")
+}

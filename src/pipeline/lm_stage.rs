@@ -1,0 +1,104 @@
+//! Stage 1: the LM, one code frame per step, into the codes ring.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+
+use super::control::RunControl;
+use super::metrics::Metrics;
+use super::ring::RingSender;
+use crate::lm::{FrameGenerator, GenConfig, GenerationOptions, HeartMuLa, Prompt};
+
+/// What the LM thread needs to make its generator (made on the thread that runs it: a
+/// captured CUDA graph belongs to the thread that captured it).
+pub struct LmJob {
+    pub model: Arc<HeartMuLa>,
+    pub gen: GenConfig,
+    pub prompt: Prompt,
+    pub options: GenerationOptions,
+}
+
+/// Replaces codes the codec cannot look up. The LM's vocabulary has special ids above the
+/// codebook (EOS among them); they can appear in codebooks 1–7, or anywhere with
+/// `--ignore-eos`. Each is replaced by the last valid code of its codebook (0 before any),
+/// which continues the sound instead of inventing one; replacements are counted.
+#[derive(Debug, Clone)]
+pub struct CodeSanitizer {
+    codebook_size: u32,
+    last: Vec<u32>,
+    pub replaced: usize,
+}
+
+impl CodeSanitizer {
+    pub fn new(codebook_size: usize, num_codebooks: usize) -> Self {
+        Self {
+            codebook_size: codebook_size as u32,
+            last: vec![0; num_codebooks],
+            replaced: 0,
+        }
+    }
+
+    pub fn clean(&mut self, frame: &mut [u32]) {
+        for (code, last) in frame.iter_mut().zip(self.last.iter_mut()) {
+            if *code < self.codebook_size {
+                *last = *code;
+            } else {
+                *code = *last;
+                self.replaced += 1;
+            }
+        }
+    }
+}
+
+/// What the LM stage reports when it ends.
+#[derive(Debug, Default, Clone)]
+pub struct LmReport {
+    /// Milliseconds of each frame (the first includes reading the prompt).
+    pub frame_ms: Vec<f64>,
+    /// Special codes replaced before the codec (see [`CodeSanitizer`]).
+    pub replaced_codes: usize,
+}
+
+pub fn run(
+    job: LmJob,
+    mut sanitizer: CodeSanitizer,
+    mut codes: RingSender<Vec<u32>>,
+    control: &RunControl,
+    metrics: &Metrics,
+) -> Result<LmReport> {
+    let mut generator = FrameGenerator::new(job.model, job.gen, job.prompt, job.options)?;
+    let mut report = LmReport::default();
+    while !control.stop_requested() {
+        let started = Instant::now();
+        let Some(mut frame) = generator.next_frame()? else {
+            break;
+        };
+        sanitizer.clean(&mut frame);
+        let took = started.elapsed();
+        metrics.lm.record(1, took);
+        report.frame_ms.push(took.as_secs_f64() * 1e3);
+        if codes.send(frame).is_err() {
+            break; // aborted: the report still says what was generated
+        }
+    }
+    report.replaced_codes = sanitizer.replaced;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_codes_hold_the_last_valid_code_of_their_codebook() {
+        let mut s = CodeSanitizer::new(512, 3);
+        let mut a = [513, 7, 511];
+        s.clean(&mut a);
+        assert_eq!(a, [0, 7, 511]);
+        let mut b = [5, 514, 512];
+        s.clean(&mut b);
+        assert_eq!(b, [5, 7, 511]);
+        assert_eq!(s.replaced, 3);
+    }
+}

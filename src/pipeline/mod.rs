@@ -1,0 +1,256 @@
+//! The streaming run: three threads joined by lock-free rings.
+//!
+//! ```text
+//!  LM thread ──codes ring──▶ flow thread ──latents ring──▶ decoder thread ──▶ sinks
+//!  (a frame / 80 ms)        (FlowStream windows)          (ScalarStream)     (device, stdout, WAV)
+//! ```
+//!
+//! Each ring is bounded: a stage that runs ahead blocks on a full ring, so memory stays
+//! bounded and nothing is dropped. Stages report over a crossbeam channel; any error stops
+//! the others (`RunControl::abort`) and reaches the user as one message.
+
+mod control;
+mod decode_stage;
+mod flow_stage;
+mod lm_stage;
+mod metrics;
+mod ring;
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::audio::Sink;
+use crate::codec::{FlowStream, FlowStreamConfig, GaussianNoise, HeartCodec};
+
+pub use self::control::{Aborted, Event, RunControl, Stage};
+pub use self::decode_stage::DecodeReport;
+pub use self::lm_stage::{CodeSanitizer, LmJob, LmReport};
+pub use self::metrics::{Levels, Metrics, StageMeter};
+pub use self::ring::{ring, Level, RingReceiver, RingSender};
+
+/// Streaming settings of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineConfig {
+    pub flow: FlowStreamConfig,
+    /// Seed of the flow-matching noise.
+    pub noise_seed: u64,
+    /// Latents per decoder step (audio reaches the sinks in pieces of this many).
+    pub decode_chunk_latents: usize,
+    /// Capacity of the codes ring, in frames.
+    pub codes_capacity: usize,
+    /// Capacity of the latents ring, in flow windows.
+    pub latents_capacity: usize,
+}
+
+impl PipelineConfig {
+    pub fn new(flow: FlowStreamConfig, noise_seed: u64) -> Self {
+        Self {
+            flow,
+            noise_seed,
+            decode_chunk_latents: 25,
+            // A full window of codes: the LM is never held back by a window in progress.
+            codes_capacity: flow.window_latents,
+            latents_capacity: 4,
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The song ended (EOS) or reached its length.
+    Completed,
+    /// Stopped by the user (Ctrl-C, `q`); the audio generated so far was delivered.
+    Stopped,
+    /// The output went away (closed pipe, lost device).
+    OutputClosed,
+}
+
+/// Everything measured over one run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub outcome: Outcome,
+    pub lm: LmReport,
+    pub decode: DecodeReport,
+    /// From the start of generation to the last sample handed to the sinks.
+    pub wall_seconds: f64,
+    /// From the start of generation to the first sample handed to the sinks.
+    pub ttfa_seconds: Option<f64>,
+}
+
+/// A run in progress.
+pub struct Pipeline {
+    control: Arc<RunControl>,
+    metrics: Arc<Metrics>,
+    events: Receiver<Event>,
+    failure: Arc<Mutex<Option<(Stage, anyhow::Error)>>>,
+    lm: JoinHandle<Option<LmReport>>,
+    flow: JoinHandle<Option<()>>,
+    decode: JoinHandle<Option<DecodeReport>>,
+}
+
+impl Pipeline {
+    /// Starts the three threads; generation begins at once.
+    pub fn start(
+        job: LmJob,
+        codec: Arc<HeartCodec>,
+        config: PipelineConfig,
+        sinks: Vec<Box<dyn Sink>>,
+        control: Arc<RunControl>,
+    ) -> Result<Pipeline> {
+        let flow = FlowStream::new(
+            &codec,
+            config.flow,
+            Box::new(GaussianNoise::new(config.noise_seed)),
+        )?;
+        let sanitizer = CodeSanitizer::new(
+            codec.config.codebook_size,
+            job.model.config.audio_num_codebooks,
+        );
+        let decode = decode_stage::DecodeStage {
+            scalar: codec.scalar.stream(),
+            sinks,
+            chunk_latents: config.decode_chunk_latents.max(1),
+        };
+        let metrics = Arc::new(Metrics::new(Instant::now()));
+        let (codes_tx, codes_rx, codes_level) = ring(config.codes_capacity, &control);
+        let (latents_tx, latents_rx, latents_level) = ring(config.latents_capacity, &control);
+        metrics.set_levels(Levels {
+            codes: Some(codes_level),
+            latents: Some(latents_level),
+            playback: None,
+        });
+        let (events_tx, events) = crossbeam_channel::unbounded();
+        let failure = Arc::new(Mutex::new(None));
+        let spawner = Spawner {
+            control: &control,
+            metrics: &metrics,
+            events: &events_tx,
+            failure: &failure,
+        };
+        let lm = spawner.spawn(Stage::Lm, move |c, m, _| {
+            lm_stage::run(job, sanitizer, codes_tx, c, m)
+        })?;
+        let flow = spawner.spawn(Stage::Flow, move |_, m, _| {
+            flow_stage::run(flow, codes_rx, latents_tx, m)
+        })?;
+        let decode = spawner.spawn(Stage::Decode, move |c, m, e| {
+            decode.run(latents_rx, c, m, e)
+        })?;
+        Ok(Pipeline {
+            control,
+            metrics,
+            events,
+            failure,
+            lm,
+            flow,
+            decode,
+        })
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn control(&self) -> &Arc<RunControl> {
+        &self.control
+    }
+
+    /// Stage notifications, for whoever watches the run.
+    pub fn events(&self) -> &Receiver<Event> {
+        &self.events
+    }
+
+    /// Whether all three stages have ended.
+    pub fn is_done(&self) -> bool {
+        self.lm.is_finished() && self.flow.is_finished() && self.decode.is_finished()
+    }
+
+    /// Waits for the stages; the first stage error, if any, is the run's error.
+    pub fn join(self) -> Result<RunReport> {
+        let lm = join_stage(self.lm, Stage::Lm)?;
+        let flow = join_stage(self.flow, Stage::Flow)?;
+        let decode = join_stage(self.decode, Stage::Decode)?;
+        let failure = self
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((stage, error)) = failure {
+            return Err(error.context(format!("the {} stage failed", stage.name())));
+        }
+        // Without a failure, a stage that saw the abort was stopped by the user: the LM and
+        // the decoder still report what they delivered.
+        let _ = flow;
+        let (Some(lm), Some(decode)) = (lm, decode) else {
+            return Err(anyhow!("the run was aborted"));
+        };
+        let outcome = if decode.output_closed {
+            Outcome::OutputClosed
+        } else if self.control.stop_requested() {
+            Outcome::Stopped
+        } else {
+            Outcome::Completed
+        };
+        Ok(RunReport {
+            outcome,
+            lm,
+            decode,
+            wall_seconds: decode.seconds,
+            ttfa_seconds: self.metrics.ttfa().map(|d| d.as_secs_f64()),
+        })
+    }
+}
+
+fn join_stage<T>(handle: JoinHandle<Option<T>>, stage: Stage) -> Result<Option<T>> {
+    handle
+        .join()
+        .map_err(|_| anyhow!("the {} thread panicked", stage.name()))
+}
+
+/// Starts stage threads that report their end and turn an error into an abort.
+struct Spawner<'a> {
+    control: &'a Arc<RunControl>,
+    metrics: &'a Arc<Metrics>,
+    events: &'a Sender<Event>,
+    failure: &'a Arc<Mutex<Option<(Stage, anyhow::Error)>>>,
+}
+
+impl Spawner<'_> {
+    fn spawn<T, F>(&self, stage: Stage, body: F) -> Result<JoinHandle<Option<T>>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&RunControl, &Metrics, &Sender<Event>) -> Result<T> + Send + 'static,
+    {
+        let control = self.control.clone();
+        let metrics = self.metrics.clone();
+        let events = self.events.clone();
+        let failure = self.failure.clone();
+        std::thread::Builder::new()
+            .name(format!("heartstream {}", stage.name()))
+            .spawn(move || match body(&control, &metrics, &events) {
+                Ok(value) => {
+                    let _ = events.send(Event::Finished(stage));
+                    Some(value)
+                }
+                Err(e) => {
+                    // An abort seen by this stage is another stage's failure, or the user's.
+                    if e.downcast_ref::<Aborted>().is_none() {
+                        control.abort();
+                        let message = format!("{e:#}");
+                        failure
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert((stage, e));
+                        let _ = events.send(Event::Failed(stage, message));
+                    }
+                    None
+                }
+            })
+            .with_context(|| format!("cannot start the {} thread", stage.name()))
+    }
+}

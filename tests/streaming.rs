@@ -1,0 +1,258 @@
+//! The streaming commands as users run them, on the CPU with the tiny synthetic model:
+//! raw PCM on stdout read by a real consumer (sox), a closed pipe, Ctrl-C during a WAV
+//! write, playback through a real audio server (PulseAudio, null sink), the terminal UI
+//! under a real pseudo-terminal (tmux), and the bench report.
+
+#[path = "streaming/support.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// Per channel samples of one LM frame (2 latents × 1920) and the channels.
+const SAMPLES_PER_FRAME: usize = 3840;
+const CHANNELS: usize = 2;
+
+#[test]
+fn stdout_carries_exactly_the_frames_audio_in_both_formats() {
+    for (pcm, bytes) in [("s16le", 2), ("f32le", 4)] {
+        let out = heartstream(&[
+            "generate",
+            "--synthetic",
+            "tiny",
+            "--max-seconds",
+            "2",
+            "--ignore-eos",
+            "--seed",
+            "5",
+            "--stream-to",
+            "stdout",
+            "--pcm",
+            pcm,
+        ]);
+        assert_success(&out);
+        // 2 s at 12.5 frames/s.
+        let frames = 25;
+        assert_eq!(
+            out.stdout.len(),
+            frames * SAMPLES_PER_FRAME * CHANNELS * bytes,
+            "{pcm}"
+        );
+        assert!(stderr(&out).contains("done: 25 frames"), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn sox_reads_the_raw_stream_into_a_wav_of_the_right_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("piped.wav");
+    let script = format!(
+        "set -o pipefail; {} generate --synthetic tiny --max-seconds 3 --ignore-eos --seed 2 \
+         --stream-to stdout | sox -t raw -r 48000 -e signed -b 16 -c 2 - {}",
+        bin(),
+        wav.display()
+    );
+    assert_success(&shell(&script));
+    let duration = shell(&format!("soxi -D {}", wav.display()));
+    assert_success(&duration);
+    let seconds: f64 = String::from_utf8_lossy(&duration.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    // 3 s → 38 frames (37.5 rounded) of 80 ms.
+    assert!((seconds - 38.0 * 0.08).abs() < 1e-6, "{seconds} s");
+    let reader = hound::WavReader::open(&wav).unwrap();
+    assert_eq!(reader.spec().sample_rate, 48_000);
+    assert_eq!(reader.spec().channels, 2);
+}
+
+#[test]
+fn a_closed_pipe_ends_the_run_cleanly_and_early() {
+    let started = Instant::now();
+    let script = format!(
+        "set -o pipefail; {} generate --synthetic tiny --max-seconds 600 --ignore-eos --seed 2 \
+         --stream-to stdout | head -c 1000 | wc -c",
+        bin()
+    );
+    let out = shell(&script);
+    assert_success(&out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1000");
+    assert!(stderr(&out).contains("output closed"), "{}", stderr(&out));
+    // Ten minutes of audio were asked for; the closed pipe stopped the run long before.
+    assert!(started.elapsed() < Duration::from_secs(120));
+}
+
+#[test]
+fn ctrl_c_mid_run_leaves_a_valid_wav_of_what_was_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("interrupted.wav");
+    let mut child = spawn(&[
+        "generate",
+        "--synthetic",
+        "tiny",
+        "--max-seconds",
+        "600",
+        "--ignore-eos",
+        "--seed",
+        "4",
+        "--out",
+        wav.to_str().unwrap(),
+    ]);
+    // Wait until more than a second of audio is on disk.
+    let one_second_bytes = 48_000 * CHANNELS * 4;
+    wait_for(Duration::from_secs(120), || {
+        std::fs::metadata(&wav).is_ok_and(|m| m.len() as usize > one_second_bytes)
+    });
+    interrupt(&child);
+    let out = wait_with_timeout(&mut child, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("stopped:"), "{}", stderr(&out));
+    let mut reader = hound::WavReader::open(&wav).unwrap();
+    let samples = reader.len() as usize;
+    assert!(samples > 48_000 * CHANNELS, "{samples} samples");
+    // The header was finalized: it counts exactly the samples the file holds.
+    let readable = reader.samples::<f32>().map(|s| s.unwrap()).count();
+    assert_eq!(readable, samples);
+    let header = std::fs::metadata(&wav).unwrap().len() as usize - samples * 4;
+    assert!(header < 100, "{header} bytes beyond the samples");
+    // Whole frames only: what the decoder finished, nothing cut mid-frame.
+    assert_eq!(samples % (SAMPLES_PER_FRAME * CHANNELS), 0);
+}
+
+#[test]
+fn play_runs_to_the_end_through_a_real_audio_server() {
+    let _server = AudioServer::start();
+    let out = heartstream(&[
+        "play",
+        "--synthetic",
+        "tiny",
+        "--max-seconds",
+        "2",
+        "--ignore-eos",
+        "--seed",
+        "6",
+    ]);
+    assert_success(&out);
+    let err = stderr(&out);
+    // 25 frames = 2.00 s played in full, underruns reported.
+    assert!(err.contains("played 2.00 s"), "{err}");
+    assert!(err.contains("underruns"), "{err}");
+}
+
+#[test]
+fn the_ui_quits_on_q_and_gives_the_terminal_back() {
+    let _server = AudioServer::start();
+    let tmux = Tmux::new(120, 40);
+    tmux.type_line("stty -g > before.txt");
+    tmux.type_line(&format!(
+        "{} play --synthetic tiny --max-seconds 600 --ignore-eos; echo EXIT=$?",
+        bin()
+    ));
+    tmux.wait_for_screen("time to first audio", Duration::from_secs(120));
+    tmux.wait_for_screen("underruns", Duration::from_secs(30));
+    assert!(
+        tmux.alternate_screen(),
+        "the UI draws on the alternate screen"
+    );
+    tmux.send_key("q");
+    tmux.wait_for_screen("EXIT=0", Duration::from_secs(60));
+    assert!(!tmux.alternate_screen(), "the alternate screen was left");
+    tmux.type_line("stty -g > after.txt; cmp before.txt after.txt && echo SAME-TTY");
+    tmux.wait_for_screen("SAME-TTY", Duration::from_secs(10));
+}
+
+#[test]
+fn bench_prints_one_json_line_with_every_figure() {
+    let out = heartstream(&[
+        "bench",
+        "--synthetic",
+        "tiny",
+        "--max-seconds",
+        "2",
+        "--ignore-eos",
+        "--seed",
+        "1",
+    ]);
+    assert_success(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let j: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(j["frames"], 25);
+    assert!((j["audio_seconds"].as_f64().unwrap() - 2.0).abs() < 1e-9);
+    let ttfa = j["ttfa_ms"].as_f64().unwrap();
+    assert!(ttfa > 0.0 && ttfa < 60_000.0, "{ttfa}");
+    for stage in ["overall", "lm", "flow", "decode"] {
+        assert!(j["rtf"][stage].as_f64().unwrap() > 0.0, "rtf.{stage}");
+    }
+    let lm = &j["lm_ms_per_frame"];
+    assert!(lm["p50"].as_f64().unwrap() <= lm["p90"].as_f64().unwrap());
+    assert!(j["load_ms"].as_f64().unwrap() >= 0.0);
+    assert!(j["underruns"].is_u64());
+    assert!(j["peak_rss_mib"].as_f64().unwrap() > 1.0);
+    assert!(j["peak_gpu_mib"].is_null(), "no GPU on the CPU");
+    assert_eq!(j["outcome"], "completed");
+}
+
+#[test]
+fn bad_streaming_options_get_one_clear_error() {
+    for (args, needle) in [
+        (vec!["generate", "--synthetic", "tiny"], "nothing to write"),
+        (
+            vec![
+                "generate",
+                "--synthetic",
+                "tiny",
+                "--out",
+                "/no/such/dir/a.wav",
+            ],
+            "/no/such/dir/a.wav",
+        ),
+        (
+            vec![
+                "generate",
+                "--synthetic",
+                "tiny",
+                "--stream-to",
+                "stdout",
+                "--window",
+                "0",
+            ],
+            "--window 0",
+        ),
+        (
+            vec![
+                "generate",
+                "--synthetic",
+                "tiny",
+                "--stream-to",
+                "stdout",
+                "--context",
+                "40",
+            ],
+            "--context 40",
+        ),
+        (
+            vec![
+                "generate",
+                "--synthetic",
+                "tiny",
+                "--stream-to",
+                "stdout",
+                "--codec-device",
+                "tpu",
+            ],
+            "--codec-device tpu",
+        ),
+        (
+            vec!["bench", "--synthetic", "tiny", "--stream-to", "stdout"],
+            "JSON report on stdout",
+        ),
+        (
+            vec!["play", "--synthetic", "tiny", "--preroll", "-1"],
+            "--preroll -1",
+        ),
+    ] {
+        fails_naming(&args, needle);
+    }
+}
