@@ -11,15 +11,19 @@ shared=${HEARTSTREAM_SHARED:-../shared}
 source "$shared/cuda/env.sh"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target-cuda}
 cargo build --release --features cuda
-executable() {  # the binary cargo builds for a test or bench target
-  local bin
-  bin=$(cargo "$@" --features cuda --no-run --message-format=json |
-    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
-  [ -n "$bin" ] || { echo "cargo $* built no executable" >&2; exit 1; }
+executable() {  # executable NAME CARGO-ARGS...: the binary cargo builds for target NAME
+  local name=$1 bin; shift
+  bin=$(cargo "$@" --features cuda --no-run --message-format=json | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
+        print(m["executable"])' "$name" | tail -1)
+  [ -n "$bin" ] || { echo "cargo $* built no executable $name" >&2; exit 1; }
   echo "$bin"
 }
-test_bin=$(executable test --release --test reference_parity)
-bench_bin=$(executable bench --bench lm_kernels)
+test_bin=$(executable reference_parity test --release --test reference_parity)
+bench_bin=$(executable lm_kernels bench --bench lm_kernels)
 mkdir -p gpu
 for pair in "$CARGO_TARGET_DIR/release/heartstream:heartstream" "$test_bin:reference_parity" \
             "$bench_bin:lm_kernels"; do
@@ -28,4 +32,7 @@ for pair in "$CARGO_TARGET_DIR/release/heartstream:heartstream" "$test_bin:refer
   xz -T2 -6 -f "gpu/$name"
 done
 cp "$shared/cuda/gpu-run.sh" gpu/
+# cpal links ALSA; GPU machines may lack it (run with LD_LIBRARY_PATH=gpu/lib, as gpu-bench.sh does).
+mkdir -p gpu/lib
+cp -L "$(ldconfig -p | sed -n 's/.*libasound.so.2 .*=> //p' | head -1)" gpu/lib/libasound.so.2
 ls -la gpu

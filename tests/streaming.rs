@@ -112,7 +112,11 @@ fn ctrl_c_mid_run_leaves_a_valid_wav_of_what_was_generated() {
     let samples = reader.len() as usize;
     assert!(samples > 48_000 * CHANNELS, "{samples} samples");
     // The header was finalized: it counts exactly the samples the file holds.
-    let readable = reader.samples::<f32>().map(|s| s.unwrap()).count();
+    let readable = reader
+        .samples::<f32>()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap()
+        .len();
     assert_eq!(readable, samples);
     let header = std::fs::metadata(&wav).unwrap().len() as usize - samples * 4;
     assert!(header < 100, "{header} bytes beyond the samples");

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::run::{stop_on_ctrl_c, RunArgs, StreamTo};
 use crate::audio::{ListenerSink, Sink};
 use crate::device::{gpu_memory_used, peak_rss};
-use crate::pipeline::{Outcome, RunControl, RunReport};
+use crate::pipeline::{Outcome, RunControl, RunReport, WindowTiming};
 use crate::stats::FrameTimes;
 use crate::tui::{watch, Display, Snapshot};
 
@@ -53,6 +53,8 @@ struct BenchReport {
     peak_rss_mib: Option<f64>,
     /// Device-wide memory in use on the GPU, sampled every 50 ms.
     peak_gpu_mib: Option<f64>,
+    /// Every flow-matching window: size, new latents, start and duration.
+    flow_windows: Vec<WindowTiming>,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -108,6 +110,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         replaced_codes: report.lm.replaced_codes,
         peak_rss_mib: peak_rss().map(mib),
         peak_gpu_mib: peak_gpu.get().map(mib),
+        flow_windows: report.windows.clone(),
     };
     println!("{}", serde_json::to_string(&out)?);
     Ok(())

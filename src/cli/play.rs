@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Result};
 use clap::Args;
 
 use super::generate::summary;
@@ -33,8 +33,8 @@ pub struct PlayArgs {
     pub buffer: f64,
 }
 
-const NO_DEVICE_ADVICE: &str = "cannot play audio here. Without an audio device, stream or \
-write instead:\n  heartstream generate --stream-to stdout | aplay -f S16_LE -c 2 -r 48000\n  \
+const NO_DEVICE_ADVICE: &str = "Without an audio device, stream or write instead:\n  \
+heartstream generate --stream-to stdout | aplay -f S16_LE -c 2 -r 48000\n  \
 heartstream generate --stream-to stdout | sox -t raw -r 48000 -e signed -b 16 -c 2 - song.flac\n  \
 heartstream generate --out song.wav";
 
@@ -56,7 +56,7 @@ pub fn run(args: PlayArgs) -> Result<()> {
         preroll_seconds: args.preroll,
         buffer_seconds: args.buffer,
     })
-    .context(NO_DEVICE_ADVICE)?;
+    .map_err(|e| anyhow!("cannot play audio here ({e:#}).\n{NO_DEVICE_ADVICE}"))?;
     sinks.push(Box::new(device_sink) as Box<dyn Sink>);
     let session = args.run.prepare()?;
     eprintln!(

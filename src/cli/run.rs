@@ -13,7 +13,10 @@ use crate::audio::{PcmFormat, PcmSink, Sink, WavSink};
 use crate::codec::{CodecConfig, FlowStreamConfig, HeartCodec, LATENTS_PER_CODE};
 use crate::lm::{GenerationOptions, Prompt};
 use crate::models::{load_codec, load_lm, LmBundle, ModelChoice};
-use crate::pipeline::{LmJob, Pipeline, PipelineConfig, RunControl};
+use crate::pipeline::{
+    warm_up_codec, warm_up_lm, LmJob, Pipeline, PipelineConfig, RunControl,
+    DEFAULT_YIELD_LEAD_SECONDS,
+};
 
 #[derive(Args, Debug, Clone)]
 pub struct StreamArgs {
@@ -45,6 +48,10 @@ pub struct StreamArgs {
     /// Where the codec runs (default: the LM's GPU on its own CUDA stream, or the CPU)
     #[arg(long, value_name = "DEVICE")]
     pub codec_device: Option<String>,
+    /// While less audio than this is buffered ahead of the listener, the LM waits for a
+    /// running flow-matching window (0: never wait; inf: always)
+    #[arg(long, hide = true, default_value_t = DEFAULT_YIELD_LEAD_SECONDS, value_name = "S")]
+    pub lm_yield_lead: f64,
 }
 
 impl StreamArgs {
@@ -153,6 +160,7 @@ pub struct Session {
     pub pipeline: PipelineConfig,
     pub info: RunInfo,
     pub load_seconds: f64,
+    pub yield_lead_seconds: f64,
 }
 
 /// What the UI and the report say about a run's setup.
@@ -205,24 +213,32 @@ impl RunArgs {
             ),
             seed,
         };
-        let load_seconds = lm.load_seconds + codec_seconds;
+        let mut load_seconds = lm.load_seconds + codec_seconds;
+        let options = GenerationOptions {
+            sampling,
+            max_frames,
+            stop_at_eos: !self.sampling.ignore_eos,
+        };
+        if device.is_cuda() || codec_device.is_cuda() {
+            let started = std::time::Instant::now();
+            warm_up_lm(&lm.model, lm.gen, &prompt, options)?;
+            warm_up_codec(&codec, &flow)?;
+            load_seconds += started.elapsed().as_secs_f64();
+        }
         if let ModelChoice::Synthetic { .. } = choice {
             eprintln!(
                 "note: synthetic random weights make noise, not music (see README: real weights)"
             );
         }
         Ok(Session {
-            job_options: GenerationOptions {
-                sampling,
-                max_frames,
-                stop_at_eos: !self.sampling.ignore_eos,
-            },
+            job_options: options,
             prompt,
             pipeline: PipelineConfig::new(flow, seed),
             codec,
             lm,
             info,
             load_seconds,
+            yield_lead_seconds: self.stream.lm_yield_lead,
         })
     }
 }
@@ -235,6 +251,7 @@ impl Session {
             gen: self.lm.gen,
             prompt: self.prompt.clone(),
             options: self.job_options,
+            yield_lead_seconds: self.yield_lead_seconds,
         };
         Pipeline::start(job, self.codec.clone(), self.pipeline, sinks, control)
     }

@@ -9,21 +9,33 @@ use super::metrics::Metrics;
 use super::ring::{RingReceiver, RingSender};
 use crate::codec::FlowStream;
 
+/// One flow-matching window as it ran.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct WindowTiming {
+    /// Latents solved (in-context prefix included) and new latents emitted.
+    pub size: usize,
+    pub new: usize,
+    /// When it started, from the start of generation, and how long it took.
+    pub start_ms: f64,
+    pub ms: f64,
+}
+
 pub fn run(
     mut flow: FlowStream,
     mut codes: RingReceiver<Vec<u32>>,
     mut latents: RingSender<Tensor>,
     metrics: &Metrics,
-) -> Result<()> {
+) -> Result<Vec<WindowTiming>> {
+    let mut windows = Vec::new();
     while let Some(frame) = codes.recv()? {
         flow.push(&frame)?;
-        emit_ready(&mut flow, false, &mut latents, metrics)?;
+        emit_ready(&mut flow, false, &mut latents, metrics, &mut windows)?;
     }
     // The LM has ended (or was stopped): the last, partial window runs on padded codes.
     if flow.codes_received() > 0 {
-        emit_ready(&mut flow, true, &mut latents, metrics)?;
+        emit_ready(&mut flow, true, &mut latents, metrics, &mut windows)?;
     }
-    Ok(())
+    Ok(windows)
 }
 
 fn emit_ready(
@@ -31,15 +43,37 @@ fn emit_ready(
     end_of_stream: bool,
     out: &mut RingSender<Tensor>,
     metrics: &Metrics,
+    timings: &mut Vec<WindowTiming>,
 ) -> Result<()> {
     loop {
+        let ready = end_of_stream || flow.codes_received() >= flow.next_plan().codes_needed();
+        if !ready {
+            return Ok(());
+        }
+        let plan = flow.next_plan();
         let started = Instant::now();
-        let Some(window) = flow.next_window(end_of_stream)? else {
+        metrics.set_flow_running(true);
+        let window = run_window(flow, end_of_stream);
+        metrics.set_flow_running(false);
+        let Some(window) = window? else {
             return Ok(());
         };
-        // Wait for the GPU so the stage's busy time is its real cost.
-        window.device().synchronize()?;
         metrics.flow.record(window.dim(0)?, started.elapsed());
+        timings.push(WindowTiming {
+            size: plan.size(),
+            new: window.dim(0)?,
+            start_ms: (started - metrics.start).as_secs_f64() * 1e3,
+            ms: started.elapsed().as_secs_f64() * 1e3,
+        });
         out.send(window)?;
     }
+}
+
+fn run_window(flow: &mut FlowStream, end_of_stream: bool) -> Result<Option<Tensor>> {
+    let window = flow.next_window(end_of_stream)?;
+    if let Some(w) = &window {
+        // Wait for the GPU: the stage's busy time is its real cost, and the LM may resume.
+        w.device().synchronize()?;
+    }
+    Ok(window)
 }

@@ -17,6 +17,21 @@ pub struct LmJob {
     pub gen: GenConfig,
     pub prompt: Prompt,
     pub options: GenerationOptions,
+    /// While less than this much audio is buffered ahead of the listener, the LM pauses
+    /// whenever a flow-matching window is running (see [`yield_to_codec`]).
+    pub yield_lead_seconds: f64,
+}
+
+/// Sharing one GPU, the LM's back-to-back frame steps slow the codec's many small kernels
+/// several-fold, and the codec decides when audio starts. While the listener's buffer is
+/// short, the LM (already far ahead of real time) waits for a running window to finish.
+fn yield_to_codec(lead_seconds: f64, control: &RunControl, metrics: &Metrics) {
+    while metrics.flow_running()
+        && metrics.audio_lead_seconds() < lead_seconds
+        && !control.stop_requested()
+    {
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
 }
 
 /// Replaces codes the codec cannot look up. The LM's vocabulary has special ids above the
@@ -67,9 +82,11 @@ pub fn run(
     control: &RunControl,
     metrics: &Metrics,
 ) -> Result<LmReport> {
+    let yield_below = job.yield_lead_seconds;
     let mut generator = FrameGenerator::new(job.model, job.gen, job.prompt, job.options)?;
     let mut report = LmReport::default();
     while !control.stop_requested() {
+        yield_to_codec(yield_below, control, metrics);
         let started = Instant::now();
         let Some(mut frame) = generator.next_frame()? else {
             break;

@@ -1,6 +1,6 @@
 //! Live counters of a run, written by the stages and read by the UI and the bench report.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,8 @@ pub struct Metrics {
     /// Stereo sample frames (per channel) handed to the sinks.
     pub decode: StageMeter,
     first_audio_ns: AtomicU64,
+    /// A flow-matching window is being computed.
+    flow_running: AtomicBool,
     levels: Mutex<Levels>,
 }
 
@@ -61,6 +63,7 @@ impl Metrics {
             flow: StageMeter::default(),
             decode: StageMeter::default(),
             first_audio_ns: AtomicU64::new(0),
+            flow_running: AtomicBool::new(false),
             levels: Mutex::new(Levels::default()),
         }
     }
@@ -79,6 +82,25 @@ impl Metrics {
             0 => None,
             ns => Some(Duration::from_nanos(ns)),
         }
+    }
+
+    pub fn set_flow_running(&self, running: bool) {
+        self.flow_running.store(running, Ordering::Release);
+    }
+
+    pub fn flow_running(&self) -> bool {
+        self.flow_running.load(Ordering::Acquire)
+    }
+
+    /// Seconds of audio delivered beyond what a listener who started at the first sample
+    /// has heard by now (0 before the first sample).
+    pub fn audio_lead_seconds(&self) -> f64 {
+        let Some(ttfa) = self.ttfa() else {
+            return 0.0;
+        };
+        let heard = self.start.elapsed().saturating_sub(ttfa).as_secs_f64();
+        let delivered = self.decode.items() as f64 / crate::audio::wav::SAMPLE_RATE as f64;
+        (delivered - heard).max(0.0)
     }
 
     pub fn set_levels(&self, levels: Levels) {
@@ -119,5 +141,21 @@ mod tests {
         m.lm.record(1, Duration::from_millis(500));
         assert_eq!(m.lm.items(), 4);
         assert!((m.lm.busy_seconds() - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_lead_is_audio_delivered_minus_audio_heard() {
+        let m = Metrics::new(Instant::now());
+        m.decode.record(48_000 * 10, Duration::ZERO);
+        assert_eq!(
+            m.audio_lead_seconds(),
+            0.0,
+            "no lead before the first sample"
+        );
+        m.first_audio();
+        let lead = m.audio_lead_seconds();
+        assert!(lead > 9.9 && lead <= 10.0, "{lead}");
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(m.audio_lead_seconds() < lead - 0.19);
     }
 }

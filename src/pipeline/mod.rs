@@ -15,6 +15,7 @@ mod flow_stage;
 mod lm_stage;
 mod metrics;
 mod ring;
+mod warm_up;
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -28,9 +29,11 @@ use crate::codec::{FlowStream, FlowStreamConfig, GaussianNoise, HeartCodec};
 
 pub use self::control::{Aborted, Event, RunControl, Stage};
 pub use self::decode_stage::DecodeReport;
+pub use self::flow_stage::WindowTiming;
 pub use self::lm_stage::{CodeSanitizer, LmJob, LmReport};
 pub use self::metrics::{Levels, Metrics, StageMeter};
 pub use self::ring::{ring, Level, RingReceiver, RingSender};
+pub use self::warm_up::{warm_up_codec, warm_up_lm};
 
 /// Streaming settings of a run.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +48,11 @@ pub struct PipelineConfig {
     /// Capacity of the latents ring, in flow windows.
     pub latents_capacity: usize,
 }
+
+/// Audio lead (seconds) under which the LM waits for running flow windows: measured on an
+/// H200 (BENCHMARKS.md), yielding while the lead is short cuts the time to first audio
+/// several-fold at no cost in throughput.
+pub const DEFAULT_YIELD_LEAD_SECONDS: f64 = 4.0;
 
 impl PipelineConfig {
     pub fn new(flow: FlowStreamConfig, noise_seed: u64) -> Self {
@@ -75,6 +83,8 @@ pub enum Outcome {
 pub struct RunReport {
     pub outcome: Outcome,
     pub lm: LmReport,
+    /// The flow-matching windows in order (empty if that stage was aborted).
+    pub windows: Vec<WindowTiming>,
     pub decode: DecodeReport,
     /// From the start of generation to the last sample handed to the sinks.
     pub wall_seconds: f64,
@@ -89,7 +99,7 @@ pub struct Pipeline {
     events: Receiver<Event>,
     failure: Arc<Mutex<Option<(Stage, anyhow::Error)>>>,
     lm: JoinHandle<Option<LmReport>>,
-    flow: JoinHandle<Option<()>>,
+    flow: JoinHandle<Option<Vec<WindowTiming>>>,
     decode: JoinHandle<Option<DecodeReport>>,
 }
 
@@ -185,7 +195,6 @@ impl Pipeline {
         }
         // Without a failure, a stage that saw the abort was stopped by the user: the LM and
         // the decoder still report what they delivered.
-        let _ = flow;
         let (Some(lm), Some(decode)) = (lm, decode) else {
             return Err(anyhow!("the run was aborted"));
         };
@@ -199,6 +208,7 @@ impl Pipeline {
         Ok(RunReport {
             outcome,
             lm,
+            windows: flow.unwrap_or_default(),
             decode,
             wall_seconds: decode.seconds,
             ttfa_seconds: self.metrics.ttfa().map(|d| d.as_secs_f64()),

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaFunction, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+    CudaFunction, CudaStream, DevicePtr, LaunchConfig,
 };
 use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
@@ -26,7 +26,7 @@ const SOURCES: [&str; 7] = [
 ];
 const MODULE: &str = "heartstream_lm";
 
-const FUNCTIONS: [&str; 15] = [
+const FUNCTIONS: [&str; 17] = [
     "gemv_f32",
     "gemv_bf16",
     "gemv_bf16_to_f32",
@@ -35,6 +35,8 @@ const FUNCTIONS: [&str; 15] = [
     "gemv_bf16_r4_b4",
     "silu_mul_f32",
     "silu_mul_bf16",
+    "rms_norm_f32",
+    "rms_norm_bf16",
     "rope_kv_f32",
     "rope_kv_bf16",
     "attention_f32",
@@ -98,19 +100,55 @@ impl Kernels {
         })
     }
 
+    /// Launches a kernel of this module as a programmatic dependent launch: it may start
+    /// while the previous kernel on the stream finishes, and waits for it (`griddepcontrol`)
+    /// before reading what it wrote. Inside a captured graph this removes most of the gap
+    /// between consecutive kernels, which the frame step has hundreds of.
     fn launch(&self, name: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
+        use candle_core::cuda_backend::cudarc::driver::sys;
         let func = &self.funcs[name];
-        let mut b = self.stream.launch_builder(func);
-        for a in args {
-            match a {
-                Arg::Ptr(p) => b.arg(p),
-                Arg::I32(v) => b.arg(v),
-                Arg::F32(v) => b.arg(v),
-                Arg::U64(v) => b.arg(v),
-            };
+        // Each parameter as 8 bytes; the kernel reads the first 4 of an i32/f32 (little endian).
+        let mut values: Vec<u64> = args
+            .iter()
+            .map(|a| match *a {
+                Arg::Ptr(p) | Arg::U64(p) => p,
+                Arg::I32(v) => v as u32 as u64,
+                Arg::F32(v) => v.to_bits() as u64,
+            })
+            .collect();
+        let mut params: Vec<*mut std::ffi::c_void> = values
+            .iter_mut()
+            .map(|v| v as *mut u64 as *mut std::ffi::c_void)
+            .collect();
+        // SAFETY: a zeroed attribute is a valid value of this C struct.
+        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        let config = sys::CUlaunchConfig {
+            gridDimX: cfg.grid_dim.0,
+            gridDimY: cfg.grid_dim.1,
+            gridDimZ: cfg.grid_dim.2,
+            blockDimX: cfg.block_dim.0,
+            blockDimY: cfg.block_dim.1,
+            blockDimZ: cfg.block_dim.2,
+            sharedMemBytes: cfg.shared_mem_bytes,
+            hStream: self.stream.cu_stream(),
+            attrs: &mut attr,
+            numAttrs: 1,
+        };
+        self.stream.context().bind_to_thread().w()?;
+        // SAFETY: `params` points at one value per kernel parameter, each alive for the call;
+        // every pointer among them comes from a live tensor of the size the kernel indexes.
+        unsafe {
+            sys::cuLaunchKernelEx(
+                &config,
+                func.cu_function(),
+                params.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
         }
-        // SAFETY: every pointer comes from a live tensor of the size the kernel indexes.
-        unsafe { b.launch(cfg) }.w()?;
+        .result()
+        .w()?;
         Ok(())
     }
 
@@ -209,6 +247,27 @@ impl Kernels {
             Arg::I32(k as i32),
         ];
         self.launch(kernel, cfg, &args)?;
+        Ok(y)
+    }
+
+    /// RMSNorm over the last dimension (`x·γ / rms(x)`, computed in f32).
+    pub fn rms_norm(&self, x: &Tensor, gamma: &Tensor, eps: f32) -> Result<Tensor> {
+        let k = gamma.dim(0)?;
+        let rows = x.elem_count() / k;
+        let y = self.alloc(x.dtype(), x.shape())?;
+        let cfg = LaunchConfig {
+            grid_dim: (rows as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let args = [
+            ptr(x)?,
+            ptr(gamma)?,
+            ptr(&y)?,
+            Arg::I32(k as i32),
+            Arg::F32(eps),
+        ];
+        self.launch(typed("rms_norm", x.dtype())?, cfg, &args)?;
         Ok(y)
     }
 
@@ -332,6 +391,8 @@ impl Kernels {
             Arg::I32(capacity as i32),
             Arg::I32(splits as i32),
             Arg::I32(keys as i32),
+            // Lanes sharing a key in the score pass: enough to cover its chunks, at most a warp.
+            Arg::I32(chunks.next_power_of_two().min(32) as i32),
         ];
         self.launch(typed("attention", q.dtype())?, cfg, &args)?;
         Ok(out)
@@ -465,6 +526,8 @@ fn typed(name: &'static str, dtype: DType) -> Result<&'static str> {
         ("rope_kv", DType::BF16) => "rope_kv_bf16",
         ("attention", DType::F32) => "attention_f32",
         ("attention", DType::BF16) => "attention_bf16",
+        ("rms_norm", DType::F32) => "rms_norm_f32",
+        ("rms_norm", DType::BF16) => "rms_norm_bf16",
         ("silu_mul", DType::F32) => "silu_mul_f32",
         ("silu_mul", DType::BF16) => "silu_mul_bf16",
         _ => bail!("no fused LM kernel {name} for {dtype:?}"),

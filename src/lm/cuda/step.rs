@@ -18,7 +18,7 @@ use super::kernels::Kernels;
 use crate::lm::kv_cache::KvCache;
 use crate::lm::model::HeartMuLa;
 use crate::lm::sampling::SamplingParams;
-use crate::lm::transformer::{last_position, Layer, Transformer};
+use crate::lm::transformer::{last_position, Layer, RmsNorm, Transformer};
 
 /// `HEARTSTREAM_CUDA_GRAPH=0` runs the same device-resident step without capturing it, to
 /// measure what the graph saves.
@@ -203,7 +203,11 @@ impl GpuFrameStep {
         for (layer, cache) in t.layers.iter().zip(caches) {
             h = self.layer(t, layer, &h, pos, cache)?;
         }
-        t.norm.forward(&h)
+        self.norm(&h, &t.norm)
+    }
+
+    fn norm(&self, x: &Tensor, norm: &RmsNorm) -> Result<Tensor> {
+        self.kernels.rms_norm(x, &norm.scale, norm.eps)
     }
 
     fn layer(
@@ -216,7 +220,7 @@ impl GpuFrameStep {
     ) -> Result<Tensor> {
         let attn = &layer.attn;
         let (k_cache, v_cache) = cache.buffers();
-        let qkv = self.linear(&layer.sa_norm.forward(x)?, attn.qkv.weight(), None)?;
+        let qkv = self.linear(&self.norm(x, &layer.sa_norm)?, attn.qkv.weight(), None)?;
         let (cos, sin) = t.rope.tables();
         let q = self.kernels.rope_kv(
             &qkv,
@@ -231,7 +235,11 @@ impl GpuFrameStep {
         let a = self.kernels.attention(&q, k_cache, v_cache, pos)?;
         // Residuals are added inside the products that feed them.
         let x = self.linear(&a, attn.output_proj.weight(), Some(x))?;
-        let gu = self.linear(&layer.mlp_norm.forward(&x)?, layer.mlp.w13.weight(), None)?;
+        let gu = self.linear(
+            &self.norm(&x, &layer.mlp_norm)?,
+            layer.mlp.w13.weight(),
+            None,
+        )?;
         let m = self.kernels.silu_mul(&gu, layer.mlp.hidden)?;
         self.linear(&m, layer.mlp.w2.weight(), Some(&x))
     }

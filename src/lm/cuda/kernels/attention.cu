@@ -3,21 +3,24 @@
 //
 // Split over keys (flash-decoding): grid (B·KV, T, S); block s takes keys [s·L, s·L + L) for
 // the G = H / KV query heads that share a kv head, so each cached row is read once per
-// group. Rows are read 16 bytes at a time: scores one key per thread, values by
+// group. Rows are read 16 bytes at a time: scores by LPK lanes per key, values by
 // (key subset, chunk). Each block leaves its partial (max, sum, Σ p·v) in `part`; the last
 // block of a (b, kv head, t) to finish — counted in `counters`, which it resets for the next
 // call — merges them. Block = subsets · chunks threads; dynamic shared memory
 // (G·D + G·L + subsets·G·D + 32) floats.
 
 #define ATTN_MAX_GROUP 4
+#define ATTN_UNROLL 4
 
 template <typename T>
 __device__ void attention(const T* q, const T* k_cache, const T* v_cache, const u32* pos, T* out,
                           float* part, u32* counters, int Tn, int H, int KV, int D, int CAP,
-                          int S, int L) {
+                          int S, int L, int LPK) {
     constexpr int VEC = 16 / sizeof(T);
     extern __shared__ float smem[];
     __shared__ bool is_last;
+    allow_dependents();
+    wait_for_producers();
     const int G = H / KV, chunks = D / VEC, subsets = blockDim.x / chunks;
     float* qs = smem;
     float* scores = qs + G * D;
@@ -36,22 +39,45 @@ __device__ void attention(const T* q, const T* k_cache, const T* v_cache, const 
     const T* kbase = k_cache + ((size_t)b * KV + kvh) * CAP * D;
     const T* vbase = v_cache + ((size_t)b * KV + kvh) * CAP * D;
 
-    for (int j = threadIdx.x; j < len; j += blockDim.x) {
-        const uint4* krow = reinterpret_cast<const uint4*>(kbase + (size_t)(j0 + j) * D);
-        float acc[ATTN_MAX_GROUP] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll 4
-        for (int c = 0; c < chunks; ++c) {
-            float x[VEC];
-            unpack(__ldg(krow + c), x, T());
+    // Scores: LPK lanes share a key (each a slice of its 16-byte chunks), a warp takes
+    // 32 / LPK keys at a time and issues the loads of ATTN_UNROLL such steps before reducing,
+    // so a few round trips to memory cover the block's keys whatever the head size.
+    const int keys_per_warp = 32 / LPK, lane = threadIdx.x & 31, sub_lane = lane % LPK;
+    const int stride = (blockDim.x >> 5) * keys_per_warp;
+    for (int base = (threadIdx.x >> 5) * keys_per_warp + lane / LPK; base - lane / LPK < len;
+         base += stride * ATTN_UNROLL) {
+        float acc[ATTN_UNROLL][ATTN_MAX_GROUP];
 #pragma unroll
-            for (int g = 0; g < ATTN_MAX_GROUP; ++g) {
-                if (g < G) {
+        for (int u = 0; u < ATTN_UNROLL; ++u) {
 #pragma unroll
-                    for (int e = 0; e < VEC; ++e) acc[g] += qs[g * D + c * VEC + e] * x[e];
+            for (int g = 0; g < ATTN_MAX_GROUP; ++g) acc[u][g] = 0.f;
+            int j = base + u * stride;
+            if (j >= len) continue;
+            const uint4* krow = reinterpret_cast<const uint4*>(kbase + (size_t)(j0 + j) * D);
+            for (int c = sub_lane; c < chunks; c += LPK) {
+                float x[VEC];
+                unpack(__ldg(krow + c), x, T());
+#pragma unroll
+                for (int g = 0; g < ATTN_MAX_GROUP; ++g) {
+                    if (g < G) {
+#pragma unroll
+                        for (int e = 0; e < VEC; ++e) acc[u][g] += qs[g * D + c * VEC + e] * x[e];
+                    }
                 }
             }
         }
-        for (int g = 0; g < G; ++g) scores[g * L + j] = acc[g];
+#pragma unroll
+        for (int u = 0; u < ATTN_UNROLL; ++u) {
+#pragma unroll
+            for (int g = 0; g < ATTN_MAX_GROUP; ++g) {
+                for (int o = LPK / 2; o > 0; o >>= 1)
+                    acc[u][g] += __shfl_xor_sync(0xffffffffu, acc[u][g], o);
+            }
+            int j = base + u * stride;
+            if (sub_lane == 0 && j < len) {
+                for (int g = 0; g < G; ++g) scores[g * L + j] = acc[u][g];
+            }
+        }
     }
     __syncthreads();
     float m[ATTN_MAX_GROUP], l[ATTN_MAX_GROUP];
@@ -142,8 +168,8 @@ __device__ void attention(const T* q, const T* k_cache, const T* v_cache, const 
 #define ATTENTION_ENTRY(T, NAME)                                                               \
     extern "C" __global__ void NAME(const T* q, const T* kc, const T* vc, const u32* pos,      \
         T* out, float* part, u32* counters, int Tn, int H, int KV, int D, int CAP, int S,      \
-        int L) {                                                                               \
-        attention<T>(q, kc, vc, pos, out, part, counters, Tn, H, KV, D, CAP, S, L);            \
+        int L, int LPK) {                                                                      \
+        attention<T>(q, kc, vc, pos, out, part, counters, Tn, H, KV, D, CAP, S, L, LPK);       \
     }
 
 ATTENTION_ENTRY(float, attention_f32)

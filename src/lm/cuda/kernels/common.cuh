@@ -64,3 +64,14 @@ __device__ float block_reduce(float v, float* scratch) {
     float r = lane < warps ? scratch[lane] : (IS_MAX ? -INF : 0.f);
     return IS_MAX ? warp_max(r) : warp_sum(r);
 }
+
+// Programmatic dependent launch (Hopper): every kernel of the step is launched so that it may
+// start while its predecessor finishes. It lets its own successor start at once, does its
+// independent work (loading weights), then waits until the predecessor's writes are visible
+// before it reads anything the step produced. Launched without the attribute, both are no-ops.
+__device__ __forceinline__ void allow_dependents() {
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
+__device__ __forceinline__ void wait_for_producers() {
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+}

@@ -10,6 +10,8 @@
 template <typename T, typename Y, int ROWS, int BATCH>
 __device__ void gemv(const T* x, const T* W, const Y* res, Y* y, int M, int N, int K) {
     constexpr int VEC = 16 / sizeof(T);
+    allow_dependents();
+    wait_for_producers();
     int lane = threadIdx.x & 31;
     int n0 = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * ROWS;
     if (n0 >= N) return;
@@ -68,19 +70,43 @@ __device__ void gemv(const T* x, const T* W, const Y* res, Y* y, int M, int N, i
     }
 }
 
-// The plain form: one output column per warp, the compiler left to pipeline the loads.
+// The plain form: one output column per warp, the compiler left to pipeline the loads; the
+// first loads of W are issued before waiting for the previous kernel (see common.cuh).
 template <typename T, typename Y>
 __device__ void gemv_simple(const T* x, const T* W, const Y* res, Y* y, int M, int N, int K) {
     constexpr int VEC = 16 / sizeof(T);
+    constexpr int EARLY = 4;  // loads of W issued before waiting for x
+    allow_dependents();
     int lane = threadIdx.x & 31;
     int n = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (n >= N) return;
-    const uint4* w = reinterpret_cast<const uint4*>(W + (size_t)n * K);
+    const uint4* w = reinterpret_cast<const uint4*>(W + (size_t)min(n, N - 1) * K);
     int chunks = K / VEC;
+    uint4 early[EARLY];
+#pragma unroll
+    for (int i = 0; i < EARLY; ++i) {
+        int c = lane + 32 * i;
+        if (c < chunks) early[i] = load_stream(w + c);
+    }
+    wait_for_producers();
+    if (n >= N) return;
     float acc[GEMV_MAX_M] = {0.f, 0.f, 0.f, 0.f};
     float wv[VEC], xv[VEC];
+#pragma unroll
+    for (int i = 0; i < EARLY; ++i) {
+        int c = lane + 32 * i;
+        if (c >= chunks) break;
+        unpack(early[i], wv, T());
+#pragma unroll
+        for (int m = 0; m < GEMV_MAX_M; ++m) {
+            if (m < M) {
+                unpack(__ldg(reinterpret_cast<const uint4*>(x + (size_t)m * K) + c), xv, T());
+#pragma unroll
+                for (int e = 0; e < VEC; ++e) acc[m] += wv[e] * xv[e];
+            }
+        }
+    }
 #pragma unroll 4
-    for (int c = lane; c < chunks; c += 32) {
+    for (int c = lane + 32 * EARLY; c < chunks; c += 32) {
         unpack(load_stream(w + c), wv, T());
 #pragma unroll
         for (int m = 0; m < GEMV_MAX_M; ++m) {

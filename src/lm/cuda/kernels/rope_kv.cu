@@ -4,6 +4,8 @@
 template <typename T>
 __device__ void rope_kv(const T* qkv, const float* cos_t, const float* sin_t, const u32* pos,
                         T* q_out, T* k_cache, T* v_cache, int Tn, int H, int KV, int D, int CAP) {
+    allow_dependents();
+    wait_for_producers();
     int bt = blockIdx.x, b = bt / Tn, t = bt % Tn, head = blockIdx.y, i = threadIdx.x;
     int half = D / 2;
     if (i >= half) return;

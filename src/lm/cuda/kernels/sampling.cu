@@ -65,6 +65,8 @@ extern "C" __global__ void sample_topk(const float* logits, int rows, int vocab,
     __shared__ float scratch[32];
     __shared__ float best_score[32];
     __shared__ int best_index[32];
+    allow_dependents();
+    wait_for_producers();
     bool guided = rows == 2 && cfg > 1.f;
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
         float c = logits[i];
