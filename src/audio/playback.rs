@@ -270,9 +270,12 @@ fn stream_of<T: SizedSample + FromSample<f32>>(
             cpal::ErrorKind::Xrun => {
                 state.underruns.fetch_add(1, Ordering::Relaxed);
             }
-            // The server moved the stream to another output: it keeps playing.
-            cpal::ErrorKind::DeviceChanged => tracing::warn!("audio device changed: {err}"),
-            _ => *state.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(err.to_string()),
+            // The device is gone; cpal's stream has stopped.
+            cpal::ErrorKind::DeviceNotAvailable | cpal::ErrorKind::StreamInvalidated => {
+                *state.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(err.to_string())
+            }
+            // Anything else (a moved stream, a transient backend error): the stream goes on.
+            _ => tracing::warn!("audio device: {err}"),
         }
     };
     let stream = device.build_output_stream(

@@ -35,10 +35,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
 /// The closing line of a run.
 pub fn summary(report: &RunReport) -> String {
     let audio = report.decode.samples as f64 / 48_000.0;
-    let how = match report.outcome {
-        Outcome::Completed => "done",
-        Outcome::Stopped => "stopped",
-        Outcome::OutputClosed => "output closed",
+    let how = match (report.outcome, &report.decode.output_closed) {
+        (Outcome::OutputClosed, Some(what)) => what.clone(),
+        (Outcome::OutputClosed, None) => "output closed".into(),
+        (Outcome::Completed, _) => "done".into(),
+        (Outcome::Stopped, _) => "stopped".into(),
     };
     let mut line = format!(
         "{how}: {} frames, {audio:.2} s of audio in {:.2} s",

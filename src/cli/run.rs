@@ -69,6 +69,8 @@ impl StreamArgs {
             context_latents: latents("--context", self.context, true)?,
             first_window_latents: latents("--first-window", self.first_window, false)?,
             solver: codec.solver()?,
+            // Streaming never re-solves a whole window for the last few latents.
+            pad_last_window: false,
         };
         flow.validate().with_context(|| {
             format!(

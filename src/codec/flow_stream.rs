@@ -25,6 +25,10 @@ pub struct FlowStreamConfig {
     /// The first window (no prefix); ≤ `window_latents`.
     pub first_window_latents: usize,
     pub solver: SolverParams,
+    /// At the end of the stream, run the last window at its scheduled size on codes repeated
+    /// from the start (heartlib's padding, needed to reproduce its latents); otherwise it
+    /// covers just the codes that are left, which costs far less when few are.
+    pub pad_last_window: bool,
 }
 
 impl FlowStreamConfig {
@@ -36,6 +40,7 @@ impl FlowStreamConfig {
             context_latents: g.context_latents,
             first_window_latents: g.window_latents,
             solver: SolverParams::default(),
+            pad_last_window: true,
         }
     }
 
@@ -128,6 +133,8 @@ pub struct FlowStream {
     noise: Box<dyn NoiseSource>,
     codes: CodeFrames,
     next: StreamWindow,
+    /// The window `next_window` ran last.
+    last: Option<StreamWindow>,
     /// The stream's last `context_latents` latents (fewer at the start), f32.
     tail: Tensor,
     /// Set once a window ran on padded codes: the stream is complete.
@@ -150,6 +157,7 @@ impl FlowStream {
             noise,
             codes: CodeFrames::empty(&codec.config),
             next,
+            last: None,
             tail,
             ended: false,
         })
@@ -176,6 +184,11 @@ impl FlowStream {
         self.codes.len()
     }
 
+    /// The window the last `next_window` call ran (its real size, for timing reports).
+    pub fn last_window(&self) -> Option<StreamWindow> {
+        self.last
+    }
+
     /// Latents emitted so far.
     pub fn latents_emitted(&self) -> usize {
         self.next.start
@@ -184,7 +197,8 @@ impl FlowStream {
     /// The next window's new latents `(n, latent_dim)` f32 once its codes have arrived, else
     /// `None`. With `end_of_stream`, a window short of codes runs anyway on the codes
     /// repeated from the start (heartlib's padding), at its scheduled size, and only the
-    /// latents of real codes (up to 2 · codes) are returned; `None` once all are out.
+    /// latents of real codes (up to 2 · codes) are returned — or, without
+    /// `pad_last_window`, runs on just the codes left; `None` once all are out.
     pub fn next_window(&mut self, end_of_stream: bool) -> Result<Option<Tensor>> {
         let total_latents = LATENTS_PER_CODE * self.codes.len();
         if end_of_stream && self.codes.is_empty() {
@@ -196,7 +210,10 @@ impl FlowStream {
         if self.ended || (end_of_stream && self.next.start >= total_latents) {
             return Ok(None);
         }
-        let w = self.next;
+        let mut w = self.next;
+        if end_of_stream && !self.config.pad_last_window {
+            w.new = w.new.min(total_latents - w.start);
+        }
         let complete = self.codes.len() >= w.codes_needed();
         if !complete && !end_of_stream {
             return Ok(None);
@@ -224,6 +241,7 @@ impl FlowStream {
             self.config.context_latents,
         )?;
         self.next = self.config.after(&w);
+        self.last = Some(w);
         Ok(Some(new.narrow(0, 0, emitted)?))
     }
 }
@@ -244,6 +262,7 @@ mod tests {
             context_latents: 104,
             first_window_latents: first,
             solver: SolverParams::default(),
+            pad_last_window: true,
         }
     }
 
@@ -293,6 +312,10 @@ mod tests {
     }
 
     fn tiny_stream(first: usize) -> FlowStream {
+        tiny_stream_padded(first, true)
+    }
+
+    fn tiny_stream_padded(first: usize, pad_last_window: bool) -> FlowStream {
         let codec = crate::codec::testing::tiny_codec();
         let config = FlowStreamConfig {
             window_latents: 16,
@@ -302,6 +325,7 @@ mod tests {
                 num_steps: 2,
                 guidance_scale: 1.25,
             },
+            pad_last_window,
         };
         FlowStream::new(
             &codec,
@@ -335,8 +359,28 @@ mod tests {
         // 13 codes = 26 latents; 24 are out, the last window runs on padded codes.
         let last = s.next_window(true).unwrap().unwrap();
         assert_eq!(last.dim(0).unwrap(), 2);
+        assert_eq!(
+            s.last_window().unwrap().size(),
+            4 + 12,
+            "padded to its scheduled size"
+        );
         assert!(s.next_window(true).unwrap().is_none());
         assert!(s.push(&[0; 8]).is_err(), "push after the end");
+    }
+
+    #[test]
+    fn an_unpadded_last_window_covers_only_the_codes_left() {
+        let mut s = tiny_stream_padded(4, false);
+        for frame in 0..13u32 {
+            s.push(&[frame; 8]).unwrap();
+            while s.next_window(false).unwrap().is_some() {}
+        }
+        let last = s.next_window(true).unwrap().unwrap();
+        assert_eq!(last.dim(0).unwrap(), 2);
+        let w = s.last_window().unwrap();
+        assert_eq!((w.context, w.new, w.size()), (4, 2, 6));
+        assert!(s.next_window(true).unwrap().is_none());
+        assert_eq!(s.latents_emitted(), 26);
     }
 
     #[test]

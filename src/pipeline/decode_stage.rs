@@ -12,14 +12,14 @@ use crate::audio::{is_closed, Sink};
 use crate::codec::ScalarStream;
 
 /// What the decoder stage reports when it ends.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct DecodeReport {
     /// Stereo sample frames handed to the sinks.
     pub samples: usize,
     /// Seconds from the start of generation to the last sample handed to the sinks.
     pub seconds: f64,
     /// A sink's reader went away (e.g. `| head -c`): the run ended early, cleanly.
-    pub output_closed: bool,
+    pub output_closed: Option<String>,
 }
 
 pub struct DecodeStage {
@@ -44,7 +44,7 @@ impl DecodeStage {
         let finished = self.finish_sinks();
         match decoded {
             Err(e) if is_closed(&e) => {
-                report.output_closed = true;
+                report.output_closed = Some(e.to_string());
                 let _ = events.send(Event::OutputClosed);
                 control.abort();
                 finished.map(|()| report)

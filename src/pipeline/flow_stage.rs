@@ -50,7 +50,6 @@ fn emit_ready(
         if !ready {
             return Ok(());
         }
-        let plan = flow.next_plan();
         let started = Instant::now();
         metrics.set_flow_running(true);
         let window = run_window(flow, end_of_stream);
@@ -59,8 +58,9 @@ fn emit_ready(
             return Ok(());
         };
         metrics.flow.record(window.dim(0)?, started.elapsed());
+        let ran = flow.last_window().unwrap_or(flow.next_plan());
         timings.push(WindowTiming {
-            size: plan.size(),
+            size: ran.size(),
             new: window.dim(0)?,
             start_ms: (started - metrics.start).as_secs_f64() * 1e3,
             ms: started.elapsed().as_secs_f64() * 1e3,

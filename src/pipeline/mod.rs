@@ -198,7 +198,7 @@ impl Pipeline {
         let (Some(lm), Some(decode)) = (lm, decode) else {
             return Err(anyhow!("the run was aborted"));
         };
-        let outcome = if decode.output_closed {
+        let outcome = if decode.output_closed.is_some() {
             Outcome::OutputClosed
         } else if self.control.stop_requested() {
             Outcome::Stopped
@@ -209,8 +209,8 @@ impl Pipeline {
             outcome,
             lm,
             windows: flow.unwrap_or_default(),
-            decode,
             wall_seconds: decode.seconds,
+            decode,
             ttfa_seconds: self.metrics.ttfa().map(|d| d.as_secs_f64()),
         })
     }

@@ -36,6 +36,7 @@ pub fn warm_up_codec(codec: &HeartCodec, flow: &FlowStreamConfig) -> Result<()> 
         context_latents: latents,
         first_window_latents: latents,
         solver: flow.solver,
+        pad_last_window: false,
     };
     let mut stream = FlowStream::new(codec, config, Box::new(GaussianNoise::new(0)))?;
     for _ in 0..latents / LATENTS_PER_CODE {
