@@ -79,21 +79,27 @@ pub fn load_lm(choice: &ModelChoice, device: &Device, dtype: DType) -> Result<Lm
     })
 }
 
-/// The codec of a run: loaded from the checkpoint's `HeartCodec-oss/`, or synthetic.
+/// The codec of a run: loaded from the checkpoint's `HeartCodec-oss/`, or synthetic; flow
+/// matching on `device`, the ScalarModel on `scalar_device`.
 pub fn load_codec(
     choice: &ModelChoice,
     device: &Device,
+    scalar_device: &Device,
     precision: CodecPrecision,
 ) -> Result<(Arc<HeartCodec>, f64)> {
     let start = Instant::now();
     let codec = match choice {
         ModelChoice::Checkpoint(root) => {
             let dir = CheckpointLayout::open(root)?.codec_dir()?;
-            HeartCodec::load(&dir, device, precision)?
+            HeartCodec::load_split(&dir, device, scalar_device, precision)?
         }
-        ModelChoice::Synthetic { size, seed } => {
-            HeartCodec::synthetic(synthetic_codec_config(*size), *seed, device, precision)?
-        }
+        ModelChoice::Synthetic { size, seed } => HeartCodec::synthetic_split(
+            synthetic_codec_config(*size),
+            *seed,
+            device,
+            scalar_device,
+            precision,
+        )?,
     };
     Ok((Arc::new(codec), start.elapsed().as_secs_f64()))
 }

@@ -42,7 +42,12 @@ pub struct DecodeArgs {
 pub fn run(args: DecodeArgs) -> Result<()> {
     let device = args.model.device()?;
     let choice = args.model.choice(&device, args.seed);
-    let (codec, load_seconds) = load_codec(&choice, &device, args.model.codec_precision(&device))?;
+    let (codec, load_seconds) = load_codec(
+        &choice,
+        &device,
+        &device,
+        args.model.codec_precision(&device),
+    )?;
     eprintln!(
         "loaded the codec of {} in {load_seconds:.1} s",
         choice.describe()

@@ -91,10 +91,16 @@ impl StreamArgs {
         if let Some(spec) = &self.codec_device {
             return resolve_device(spec).with_context(|| format!("--codec-device {spec}"));
         }
-        match lm_device.location() {
-            DeviceLocation::Cuda { gpu_id } => Ok(Device::new_cuda_with_stream(gpu_id)?),
-            _ => Ok(lm_device.clone()),
-        }
+        own_stream(lm_device)
+    }
+}
+
+/// The same GPU on a CUDA stream of its own (work on it never queues behind other stages'),
+/// or the device itself on the CPU.
+fn own_stream(device: &Device) -> Result<Device> {
+    match device.location() {
+        DeviceLocation::Cuda { gpu_id } => Ok(Device::new_cuda_with_stream(gpu_id)?),
+        _ => Ok(device.clone()),
     }
 }
 
@@ -191,9 +197,11 @@ impl RunArgs {
         let choice = self.model.choice(&device, seed);
         let dtype = self.model.lm_dtype(&device);
         let lm = load_lm(&choice, &device, dtype)?;
+        let scalar_device = own_stream(&codec_device)?;
         let (codec, codec_seconds) = load_codec(
             &choice,
             &codec_device,
+            &scalar_device,
             self.model.codec_precision(&codec_device),
         )?;
         let flow = self.stream.flow_config(&codec.config, &self.codec)?;

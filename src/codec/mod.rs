@@ -85,10 +85,21 @@ impl HeartCodec {
     /// Loads a heartlib HeartCodec folder (`config.json` + safetensors), validating every
     /// tensor name and shape first. Weight norm is folded into plain kernels here.
     pub fn load(dir: &Path, device: &Device, precision: CodecPrecision) -> Result<Self> {
+        Self::load_split(dir, device, device, precision)
+    }
+
+    /// As [`load`](Self::load), with the ScalarModel on `scalar_device` (e.g. its own CUDA
+    /// stream, so decoding never queues behind flow matching).
+    pub fn load_split(
+        dir: &Path,
+        device: &Device,
+        scalar_device: &Device,
+        precision: CodecPrecision,
+    ) -> Result<Self> {
         let config = CodecConfig::from_file(&dir.join("config.json"))?;
         let store = WeightStore::open(dir)?;
         let loader = Loader::new(Source::Checkpoint(store), codec_spec(&config), device)?;
-        Self::build(config, &loader, precision)
+        Self::build(config, &loader, scalar_device, precision)
             .with_context(|| format!("loading HeartCodec from {}", dir.display()))
     }
 
@@ -99,14 +110,32 @@ impl HeartCodec {
         device: &Device,
         precision: CodecPrecision,
     ) -> Result<Self> {
-        config.validate()?;
-        let loader = Loader::new(Source::Synthetic { seed }, codec_spec(&config), device)?;
-        Self::build(config, &loader, precision)
+        Self::synthetic_split(config, seed, device, device, precision)
     }
 
-    fn build(config: CodecConfig, loader: &Loader, precision: CodecPrecision) -> Result<Self> {
+    /// As [`synthetic`](Self::synthetic), with the ScalarModel on `scalar_device`.
+    pub fn synthetic_split(
+        config: CodecConfig,
+        seed: u64,
+        device: &Device,
+        scalar_device: &Device,
+        precision: CodecPrecision,
+    ) -> Result<Self> {
+        config.validate()?;
+        let loader = Loader::new(Source::Synthetic { seed }, codec_spec(&config), device)?;
+        Self::build(config, &loader, scalar_device, precision)
+    }
+
+    fn build(
+        config: CodecConfig,
+        loader: &Loader,
+        scalar_device: &Device,
+        precision: CodecPrecision,
+    ) -> Result<Self> {
         let flow = params::Params::new(loader, precision.flow).at("flow_matching");
-        let scalar = params::Params::new(loader, precision.scalar).at("scalar_model");
+        let scalar = params::Params::new(loader, precision.scalar)
+            .on(scalar_device)
+            .at("scalar_model");
         Ok(Self {
             flow: FlowMatching::load(&flow, &config)?,
             scalar: ScalarModel::load(&scalar, &config)?,

@@ -12,6 +12,8 @@ use crate::weights::Loader;
 pub(crate) struct Params<'a> {
     loader: &'a Loader,
     dtype: DType,
+    /// Where the tensors go (the loader's device unless moved with [`Params::on`]).
+    device: Device,
     prefix: String,
 }
 
@@ -20,7 +22,16 @@ impl<'a> Params<'a> {
         Self {
             loader,
             dtype,
+            device: loader.device().clone(),
             prefix: String::new(),
+        }
+    }
+
+    /// The same tensors, placed on `device` (e.g. another CUDA stream of the GPU).
+    pub fn on(&self, device: &Device) -> Params<'a> {
+        Self {
+            device: device.clone(),
+            ..self.clone()
         }
     }
 
@@ -29,7 +40,7 @@ impl<'a> Params<'a> {
     }
 
     pub fn device(&self) -> &Device {
-        self.loader.device()
+        &self.device
     }
 
     /// The submodule `name` of this one.
@@ -55,9 +66,11 @@ impl<'a> Params<'a> {
 
     pub fn tensor_as(&self, name: &str, dtype: DType) -> Result<Tensor> {
         let full = self.full_name(name);
-        self.loader
+        let tensor = self
+            .loader
             .get(&full, dtype)
-            .with_context(|| format!("loading HeartCodec tensor {full}"))
+            .with_context(|| format!("loading HeartCodec tensor {full}"))?;
+        Ok(tensor.to_device(&self.device)?)
     }
 
     pub fn linear(&self, name: &str, bias: bool) -> Result<Linear> {

@@ -8,7 +8,7 @@ mod quantize;
 mod stream;
 
 use anyhow::Result;
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use self::decoder::Decoder;
 use super::config::CodecConfig;
@@ -32,6 +32,7 @@ pub struct ScalarModel {
     samples_per_latent: usize,
     look_ahead_latents: usize,
     dtype: DType,
+    device: Device,
 }
 
 impl ScalarModel {
@@ -42,7 +43,13 @@ impl ScalarModel {
             samples_per_latent: c.samples_per_latent(),
             look_ahead_latents: c.look_ahead_latents(),
             dtype: p.dtype(),
+            device: p.device().clone(),
         })
+    }
+
+    /// Where the decoder runs; latents from elsewhere are copied here.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// Audio samples per latent frame (1920).

@@ -15,6 +15,7 @@ use crate::codec::latents::{check_finite, check_shape};
 
 pub struct ScalarStream {
     decoder: Decoder,
+    device: candle_core::Device,
     latent_channels: usize,
     samples_per_latent: usize,
     dtype: DType,
@@ -27,6 +28,7 @@ impl ScalarStream {
     pub(super) fn new(model: &ScalarModel) -> Self {
         Self {
             decoder: model.decoder.clone(),
+            device: model.device().clone(),
             latent_channels: model.latent_channels,
             samples_per_latent: model.samples_per_latent,
             dtype: model.dtype,
@@ -48,6 +50,8 @@ impl ScalarStream {
             return Ok(Tensor::zeros((STEREO, 0), DType::F32, latents.device())?);
         }
         check_finite(latents, self.latents_in)?;
+        // From the flow model's device (or stream) to the decoder's.
+        let latents = &latents.to_device(&self.device)?;
         self.latents_in += n;
         let stereo = self.stereo(&quantize(latents)?)?;
         let audio = self.decoder.step(&stereo)?;
