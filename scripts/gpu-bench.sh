@@ -28,11 +28,17 @@ for part in $parts; do
             2>> "$out/bench-stderr.txt"
         done
       done
+      # The LM never yielding to the codec (what the start-up yield buys).
+      run gpu/heartstream.xz bench --synthetic 3b --device cuda --max-seconds 20 --ignore-eos \
+        --seed 1 --lm-yield-lead 0 >> "$out/bench-noyield.jsonl" 2>> "$out/bench-stderr.txt"
       # The same without the CUDA graph, to show what capture saves.
       HEARTSTREAM_CUDA_GRAPH=0 run gpu/heartstream.xz bench --synthetic 3b --device cuda \
-        --max-seconds 20 --ignore-eos --seed 1 >> "$out/bench-nograph.jsonl" 2>> "$out/bench-stderr.txt" ;;
+        --max-seconds 20 --ignore-eos --seed 1 >> "$out/bench-nograph.jsonl" 2>> "$out/bench-stderr.txt"
+      # The LM alone (no codec on the GPU).
+      run gpu/heartstream.xz codes --synthetic 3b --device cuda --max-seconds 20 --ignore-eos \
+        --seed 1 --out /tmp/codes.json 2> "$out/codes.txt" ;;
     kernels)
       run gpu/lm_kernels.xz > "$out/kernels.txt" 2>&1 ;;
   esac
 done
-cat "$out"/summary.txt "$out"/*.jsonl 2>/dev/null
+cat "$out"/summary.txt "$out"/*.jsonl "$out"/codes.txt 2>/dev/null

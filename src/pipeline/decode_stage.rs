@@ -67,33 +67,33 @@ impl DecodeStage {
             while start < n {
                 let len = self.chunk_latents.min(n - start);
                 let started = Instant::now();
-                let pcm = self.scalar.push(&window.narrow(0, start, len)?)?;
+                let chunk = window.narrow(0, start, len)?;
+                let pcm = metrics.codec_work(|| to_host(self.scalar.push(&chunk)?))?;
                 self.deliver(&pcm, started, report, metrics)?;
                 start += len;
             }
         }
         let started = Instant::now();
-        let pcm = self.scalar.finish()?;
+        let pcm = metrics.codec_work(|| to_host(self.scalar.finish()?))?;
         self.deliver(&pcm, started, report, metrics)
     }
 
-    /// Copies `(2, m)` PCM to the host interleaved and hands it to the sinks.
+    /// Hands interleaved PCM to the sinks.
     fn deliver(
         &mut self,
-        pcm: &Tensor,
+        interleaved: &[f32],
         started: Instant,
         report: &mut DecodeReport,
         metrics: &Metrics,
     ) -> Result<()> {
-        let frames = pcm.dim(1)?;
+        let frames = interleaved.len() / 2;
         if frames == 0 {
             return Ok(());
         }
-        let interleaved: Vec<f32> = pcm.to_dtype(DType::F32)?.t()?.flatten_all()?.to_vec1()?;
         metrics.decode.record(frames, started.elapsed());
         metrics.first_audio();
         for sink in &mut self.sinks {
-            sink.write(&interleaved)?;
+            sink.write(interleaved)?;
         }
         report.samples += frames;
         Ok(())
@@ -108,4 +108,9 @@ impl DecodeStage {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// `(2, m)` PCM on any device → interleaved f32 on the host (waits for the decoder's GPU work).
+fn to_host(pcm: Tensor) -> Result<Vec<f32>> {
+    Ok(pcm.to_dtype(DType::F32)?.t()?.flatten_all()?.to_vec1()?)
 }

@@ -51,9 +51,7 @@ fn emit_ready(
             return Ok(());
         }
         let started = Instant::now();
-        metrics.set_flow_running(true);
-        let window = run_window(flow, end_of_stream);
-        metrics.set_flow_running(false);
+        let window = metrics.codec_work(|| run_window(flow, end_of_stream));
         let Some(window) = window? else {
             return Ok(());
         };

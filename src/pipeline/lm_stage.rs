@@ -18,15 +18,15 @@ pub struct LmJob {
     pub prompt: Prompt,
     pub options: GenerationOptions,
     /// While less than this much audio is buffered ahead of the listener, the LM pauses
-    /// whenever a flow-matching window is running (see [`yield_to_codec`]).
+    /// whenever the codec is computing (see [`yield_to_codec`]).
     pub yield_lead_seconds: f64,
 }
 
 /// Sharing one GPU, the LM's back-to-back frame steps slow the codec's many small kernels
 /// several-fold, and the codec decides when audio starts. While the listener's buffer is
-/// short, the LM (already far ahead of real time) waits for a running window to finish.
+/// short, the LM (already far ahead of real time) waits while the codec computes.
 fn yield_to_codec(lead_seconds: f64, control: &RunControl, metrics: &Metrics) {
-    while metrics.flow_running()
+    while metrics.codec_busy()
         && metrics.audio_lead_seconds() < lead_seconds
         && !control.stop_requested()
     {

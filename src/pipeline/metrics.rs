@@ -1,6 +1,6 @@
 //! Live counters of a run, written by the stages and read by the UI and the bench report.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -50,8 +50,8 @@ pub struct Metrics {
     /// Stereo sample frames (per channel) handed to the sinks.
     pub decode: StageMeter,
     first_audio_ns: AtomicU64,
-    /// A flow-matching window is being computed.
-    flow_running: AtomicBool,
+    /// Codec stages (flow matching, decoder) computing right now.
+    codec_busy: AtomicUsize,
     levels: Mutex<Levels>,
 }
 
@@ -63,7 +63,7 @@ impl Metrics {
             flow: StageMeter::default(),
             decode: StageMeter::default(),
             first_audio_ns: AtomicU64::new(0),
-            flow_running: AtomicBool::new(false),
+            codec_busy: AtomicUsize::new(0),
             levels: Mutex::new(Levels::default()),
         }
     }
@@ -84,12 +84,16 @@ impl Metrics {
         }
     }
 
-    pub fn set_flow_running(&self, running: bool) {
-        self.flow_running.store(running, Ordering::Release);
+    /// Runs `work` as codec work: while it runs, [`codec_busy`](Self::codec_busy) is true.
+    pub fn codec_work<T>(&self, work: impl FnOnce() -> T) -> T {
+        self.codec_busy.fetch_add(1, Ordering::AcqRel);
+        let result = work();
+        self.codec_busy.fetch_sub(1, Ordering::AcqRel);
+        result
     }
 
-    pub fn flow_running(&self) -> bool {
-        self.flow_running.load(Ordering::Acquire)
+    pub fn codec_busy(&self) -> bool {
+        self.codec_busy.load(Ordering::Acquire) > 0
     }
 
     /// Seconds of audio delivered beyond what a listener who started at the first sample
