@@ -17,20 +17,12 @@ const CHANNELS: usize = 2;
 #[test]
 fn stdout_carries_exactly_the_frames_audio_in_both_formats() {
     for (pcm, bytes) in [("s16le", 2), ("f32le", 4)] {
-        let out = heartstream(&[
+        let out = heartstream(&tiny(
             "generate",
-            "--synthetic",
-            "tiny",
-            "--max-seconds",
             "2",
-            "--ignore-eos",
-            "--seed",
             "5",
-            "--stream-to",
-            "stdout",
-            "--pcm",
-            pcm,
-        ]);
+            &["--stream-to", "stdout", "--pcm", pcm],
+        ));
         assert_success(&out);
         // 2 s at 12.5 frames/s.
         let frames = 25;
@@ -87,18 +79,12 @@ fn a_closed_pipe_ends_the_run_cleanly_and_early() {
 fn ctrl_c_mid_run_leaves_a_valid_wav_of_what_was_generated() {
     let dir = tempfile::tempdir().unwrap();
     let wav = dir.path().join("interrupted.wav");
-    let mut child = spawn(&[
+    let mut child = spawn(&tiny(
         "generate",
-        "--synthetic",
-        "tiny",
-        "--max-seconds",
         "600",
-        "--ignore-eos",
-        "--seed",
         "4",
-        "--out",
-        wav.to_str().unwrap(),
-    ]);
+        &["--out", wav.to_str().unwrap()],
+    ));
     // Wait until more than a second of audio is on disk.
     let one_second_bytes = 48_000 * CHANNELS * 4;
     wait_for(Duration::from_secs(120), || {
@@ -127,16 +113,7 @@ fn ctrl_c_mid_run_leaves_a_valid_wav_of_what_was_generated() {
 #[test]
 fn play_runs_to_the_end_through_a_real_audio_server() {
     let _server = AudioServer::start();
-    let out = heartstream(&[
-        "play",
-        "--synthetic",
-        "tiny",
-        "--max-seconds",
-        "2",
-        "--ignore-eos",
-        "--seed",
-        "6",
-    ]);
+    let out = heartstream(&tiny("play", "2", "6", &[]));
     assert_success(&out);
     let err = stderr(&out);
     // 25 frames = 2.00 s played in full, underruns reported.
@@ -168,16 +145,7 @@ fn the_ui_quits_on_q_and_gives_the_terminal_back() {
 
 #[test]
 fn bench_prints_one_json_line_with_every_figure() {
-    let out = heartstream(&[
-        "bench",
-        "--synthetic",
-        "tiny",
-        "--max-seconds",
-        "2",
-        "--ignore-eos",
-        "--seed",
-        "1",
-    ]);
+    let out = heartstream(&tiny("bench", "2", "1", &[]));
     assert_success(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.lines().count(), 1, "{stdout}");

@@ -14,6 +14,17 @@ use crate::models::{ModelChoice, SyntheticSize};
 const DEFAULT_TAGS: &str = include_str!("../../assets/tags.txt");
 const DEFAULT_LYRICS: &str = include_str!("../../assets/lyrics.txt");
 
+/// What every generating command takes: the model, the prompt and the sampling.
+#[derive(Args, Debug, Clone)]
+pub struct SongArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub prompt: PromptArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
     /// heartlib checkpoint folder: ckpt/ holding HeartMuLa-oss-3B/, HeartCodec-oss/,

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 
-use super::args::{ModelArgs, PromptArgs, SamplingArgs, FRAMES_PER_SECOND};
+use super::args::{SongArgs, FRAMES_PER_SECOND};
 use crate::lm::{FrameGenerator, GenerationOptions, Prompt};
 use crate::models::load_lm;
 use crate::stats::FrameTimes;
@@ -14,11 +14,7 @@ use crate::stats::FrameTimes;
 #[derive(Args, Debug)]
 pub struct CodesArgs {
     #[command(flatten)]
-    pub model: ModelArgs,
-    #[command(flatten)]
-    pub prompt: PromptArgs,
-    #[command(flatten)]
-    pub sampling: SamplingArgs,
+    pub song: SongArgs,
     /// Where to write the frames (JSON: frames × codebooks tokens)
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
@@ -29,12 +25,17 @@ pub struct CodesArgs {
 }
 
 pub fn run(args: CodesArgs) -> Result<()> {
-    let device = args.model.device()?;
-    let seed = args.sampling.seed();
-    let max_frames = args.sampling.max_frames()?;
-    let params = args.sampling.params(seed)?;
-    let choice = args.model.choice(&device, seed);
-    let lm = load_lm(&choice, &device, args.model.lm_dtype(&device))?;
+    let SongArgs {
+        model,
+        prompt,
+        sampling,
+    } = &args.song;
+    let device = model.device()?;
+    let seed = sampling.seed();
+    let max_frames = sampling.max_frames()?;
+    let params = sampling.params(seed)?;
+    let choice = model.choice(&device, seed);
+    let lm = load_lm(&choice, &device, model.lm_dtype(&device))?;
     eprintln!(
         "loaded {} on {} in {:.1} s (seed {seed})",
         choice.describe(),
@@ -42,16 +43,11 @@ pub fn run(args: CodesArgs) -> Result<()> {
         lm.load_seconds
     );
 
-    let prompt = Prompt::from_text(
-        &args.prompt.tags()?,
-        &args.prompt.lyrics()?,
-        &lm.tokenizer,
-        &lm.gen,
-    )?;
+    let prompt = Prompt::from_text(&prompt.tags()?, &prompt.lyrics()?, &lm.tokenizer, &lm.gen)?;
     let options = GenerationOptions {
         sampling: params,
         max_frames,
-        stop_at_eos: !args.sampling.ignore_eos,
+        stop_at_eos: !sampling.ignore_eos,
     };
     let mut generator = if args.host_steps {
         FrameGenerator::new_traced(lm.model.clone(), lm.gen, prompt, options)?

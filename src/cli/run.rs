@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, DeviceLocation};
 use clap::{Args, ValueEnum};
 
-use super::args::{resolve_device, CodecArgs, ModelArgs, PromptArgs, SamplingArgs};
+use super::args::{resolve_device, CodecArgs, SongArgs};
 use crate::audio::{PcmFormat, PcmSink, Sink, WavSink};
 use crate::codec::{CodecConfig, FlowStreamConfig, HeartCodec, LATENTS_PER_CODE};
 use crate::lm::{GenerationOptions, Prompt};
@@ -146,11 +146,7 @@ impl OutputArgs {
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     #[command(flatten)]
-    pub model: ModelArgs,
-    #[command(flatten)]
-    pub prompt: PromptArgs,
-    #[command(flatten)]
-    pub sampling: SamplingArgs,
+    pub song: SongArgs,
     #[command(flatten)]
     pub codec: CodecArgs,
     #[command(flatten)]
@@ -186,23 +182,23 @@ pub struct RunInfo {
 impl RunArgs {
     /// Checks every option, then loads the models (the slow part).
     pub fn prepare(&self) -> Result<Session> {
-        let seed = self.sampling.seed();
-        let sampling = self.sampling.params(seed)?;
-        let max_frames = self.sampling.max_frames()?;
+        let seed = self.song.sampling.seed();
+        let sampling = self.song.sampling.params(seed)?;
+        let max_frames = self.song.sampling.max_frames()?;
         self.codec.solver()?;
-        let tags = self.prompt.tags()?;
-        let lyrics = self.prompt.lyrics()?;
-        let device = self.model.device()?;
+        let tags = self.song.prompt.tags()?;
+        let lyrics = self.song.prompt.lyrics()?;
+        let device = self.song.model.device()?;
         let codec_device = self.stream.codec_device(&device)?;
-        let choice = self.model.choice(&device, seed);
-        let dtype = self.model.lm_dtype(&device);
+        let choice = self.song.model.choice(&device, seed);
+        let dtype = self.song.model.lm_dtype(&device);
         let lm = load_lm(&choice, &device, dtype)?;
         let scalar_device = own_stream(&codec_device)?;
         let (codec, codec_seconds) = load_codec(
             &choice,
             &codec_device,
             &scalar_device,
-            self.model.codec_precision(&codec_device),
+            self.song.model.codec_precision(&codec_device),
         )?;
         let flow = self.stream.flow_config(&codec.config, &self.codec)?;
         let prompt = Prompt::from_text(&tags, &lyrics, &lm.tokenizer, &lm.gen)?;
@@ -227,7 +223,7 @@ impl RunArgs {
         let options = GenerationOptions {
             sampling,
             max_frames,
-            stop_at_eos: !self.sampling.ignore_eos,
+            stop_at_eos: !self.song.sampling.ignore_eos,
         };
         if device.is_cuda() || codec_device.is_cuda() {
             let started = std::time::Instant::now();

@@ -1,5 +1,6 @@
 //! Running the binary, a shell, an audio server and a pseudo-terminal for the tests.
 
+use std::ffi::OsStr;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -8,14 +9,24 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_heartstream")
 }
 
-pub fn heartstream(args: &[&str]) -> Output {
+pub fn heartstream<S: AsRef<OsStr>>(args: &[S]) -> Output {
     Command::new(bin())
         .args(args)
         .output()
         .expect("the binary runs")
 }
 
-pub fn spawn(args: &[&str]) -> Child {
+/// `command` on the tiny synthetic model, exactly `seconds` long, seeded, then `extra`.
+pub fn tiny(command: &str, seconds: &str, seed: &str, extra: &[&str]) -> Vec<String> {
+    let base = [command, "--synthetic", "tiny", "--max-seconds", seconds];
+    base.iter()
+        .chain(&["--ignore-eos", "--seed", seed])
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+}
+
+pub fn spawn<S: AsRef<OsStr>>(args: &[S]) -> Child {
     Command::new(bin())
         .args(args)
         .stdout(Stdio::piped())

@@ -70,6 +70,22 @@ __device__ void gemv(const T* x, const T* W, const Y* res, Y* y, int M, int N, i
     }
 }
 
+// acc[m] += W chunk c · x[m] chunk c, for the M rows of x.
+template <typename T, int VEC>
+__device__ __forceinline__ void accumulate_chunk(uint4 w_chunk, const T* x, int K, int M, int c,
+                                                 float (&acc)[GEMV_MAX_M]) {
+    float wv[VEC], xv[VEC];
+    unpack(w_chunk, wv, T());
+#pragma unroll
+    for (int m = 0; m < GEMV_MAX_M; ++m) {
+        if (m < M) {
+            unpack(__ldg(reinterpret_cast<const uint4*>(x + (size_t)m * K) + c), xv, T());
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) acc[m] += wv[e] * xv[e];
+        }
+    }
+}
+
 // The plain form: one output column per warp, the compiler left to pipeline the loads; the
 // first loads of W are issued before waiting for the previous kernel (see common.cuh).
 template <typename T, typename Y>
@@ -90,32 +106,15 @@ __device__ void gemv_simple(const T* x, const T* W, const Y* res, Y* y, int M, i
     wait_for_producers();
     if (n >= N) return;
     float acc[GEMV_MAX_M] = {0.f, 0.f, 0.f, 0.f};
-    float wv[VEC], xv[VEC];
 #pragma unroll
     for (int i = 0; i < EARLY; ++i) {
         int c = lane + 32 * i;
         if (c >= chunks) break;
-        unpack(early[i], wv, T());
-#pragma unroll
-        for (int m = 0; m < GEMV_MAX_M; ++m) {
-            if (m < M) {
-                unpack(__ldg(reinterpret_cast<const uint4*>(x + (size_t)m * K) + c), xv, T());
-#pragma unroll
-                for (int e = 0; e < VEC; ++e) acc[m] += wv[e] * xv[e];
-            }
-        }
+        accumulate_chunk<T, VEC>(early[i], x, K, M, c, acc);
     }
 #pragma unroll 4
     for (int c = lane + 32 * EARLY; c < chunks; c += 32) {
-        unpack(load_stream(w + c), wv, T());
-#pragma unroll
-        for (int m = 0; m < GEMV_MAX_M; ++m) {
-            if (m < M) {
-                unpack(__ldg(reinterpret_cast<const uint4*>(x + (size_t)m * K) + c), xv, T());
-#pragma unroll
-                for (int e = 0; e < VEC; ++e) acc[m] += wv[e] * xv[e];
-            }
-        }
+        accumulate_chunk<T, VEC>(load_stream(w + c), x, K, M, c, acc);
     }
 #pragma unroll
     for (int m = 0; m < GEMV_MAX_M; ++m) acc[m] = warp_sum(acc[m]);
