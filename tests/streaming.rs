@@ -36,6 +36,25 @@ fn stdout_carries_exactly_the_frames_audio_in_both_formats() {
 }
 
 #[test]
+fn synthetic_weights_play_their_full_length() {
+    // Random weights emit end-of-song tokens by chance (seed 1 does within a second); a
+    // synthetic run ignores them, so the length is --max-seconds.
+    let out = heartstream(&[
+        "generate",
+        "--synthetic",
+        "tiny",
+        "--max-seconds",
+        "2",
+        "--seed",
+        "1",
+        "--stream-to",
+        "stdout",
+    ]);
+    assert_success(&out);
+    assert_eq!(out.stdout.len(), 25 * SAMPLES_PER_FRAME * CHANNELS * 2);
+}
+
+#[test]
 fn sox_reads_the_raw_stream_into_a_wav_of_the_right_length() {
     let dir = tempfile::tempdir().unwrap();
     let wav = dir.path().join("piped.wav");

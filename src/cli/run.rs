@@ -191,6 +191,8 @@ impl RunArgs {
         let device = self.song.model.device()?;
         let codec_device = self.stream.codec_device(&device)?;
         let choice = self.song.model.choice(&device, seed);
+        // Random weights end songs by chance: a synthetic run always lasts its full length.
+        let synthetic = matches!(choice, ModelChoice::Synthetic { .. });
         let dtype = self.song.model.lm_dtype(&device);
         let lm = load_lm(&choice, &device, dtype)?;
         let scalar_device = own_stream(&codec_device)?;
@@ -223,7 +225,7 @@ impl RunArgs {
         let options = GenerationOptions {
             sampling,
             max_frames,
-            stop_at_eos: !self.song.sampling.ignore_eos,
+            stop_at_eos: !self.song.sampling.ignore_eos && !synthetic,
         };
         if device.is_cuda() || codec_device.is_cuda() {
             let started = std::time::Instant::now();
@@ -231,9 +233,10 @@ impl RunArgs {
             warm_up_codec(&codec, &flow)?;
             load_seconds += started.elapsed().as_secs_f64();
         }
-        if let ModelChoice::Synthetic { .. } = choice {
+        if synthetic {
             eprintln!(
-                "note: synthetic random weights make noise, not music (see README: real weights)"
+                "note: synthetic random weights make noise, not music (see README: real weights); \
+                 their end-of-song tokens are ignored, so the run lasts --max-seconds"
             );
         }
         Ok(Session {
