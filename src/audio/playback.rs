@@ -93,8 +93,7 @@ impl Playback {
         let rb = Arc::new(HeapRb::<f32>::new(
             samples(options.buffer_seconds).max(4096),
         ));
-        let observed = rb.clone();
-        let level = Level::new(move || (observed.occupied_len(), observed.capacity().get()));
+        let level = Level::of(&rb);
         let (prod, cons) = rb.split();
         let state = Arc::new(PlaybackState::default());
         let player = Player {

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::run::{stop_on_ctrl_c, RunArgs, StreamTo};
 use crate::audio::{ListenerSink, Sink};
 use crate::device::{gpu_memory_used, peak_rss};
-use crate::pipeline::{Outcome, RunControl, RunReport, WindowTiming};
+use crate::pipeline::{RunControl, WindowTiming};
 use crate::stats::FrameTimes;
 use crate::tui::{watch, Display, Snapshot};
 
@@ -93,11 +93,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         flow_steps: session.pipeline.flow.solver.num_steps,
         first_window_s: session.pipeline.flow.first_window_latents as f64
             / session.codec.config.latent_rate_hz(),
-        outcome: outcome_name(&report),
+        outcome: report.outcome.name(),
         load_ms: session.load_seconds * 1e3,
         ttfa_ms: report.ttfa_seconds.map(|s| s * 1e3),
         rtf: Rtf {
-            overall: report.wall_seconds / audio_seconds(&report).max(1e-9),
+            overall: report.wall_seconds / report.audio_seconds().max(1e-9),
             lm: snapshot.lm.rtf,
             flow: snapshot.flow.rtf,
             decode: snapshot.decode.rtf,
@@ -105,7 +105,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         lm_ms_per_frame: FrameTimes::steady_state(&report.lm.frame_ms),
         prompt_frame_ms: report.lm.frame_ms.first().copied(),
         frames: report.lm.frame_ms.len(),
-        audio_seconds: audio_seconds(&report),
+        audio_seconds: report.audio_seconds(),
         underruns: arrivals.underruns(),
         replaced_codes: report.lm.replaced_codes,
         peak_rss_mib: peak_rss().map(mib),
@@ -114,16 +114,4 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     println!("{}", serde_json::to_string(&out)?);
     Ok(())
-}
-
-fn audio_seconds(report: &RunReport) -> f64 {
-    report.decode.samples as f64 / 48_000.0
-}
-
-fn outcome_name(report: &RunReport) -> &'static str {
-    match report.outcome {
-        Outcome::Completed => "completed",
-        Outcome::Stopped => "stopped",
-        Outcome::OutputClosed => "output closed",
-    }
 }

@@ -34,7 +34,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
 
 /// The closing line of a run.
 pub fn summary(report: &RunReport) -> String {
-    let audio = report.decode.samples as f64 / 48_000.0;
+    let audio = report.audio_seconds();
     let how = match (report.outcome, &report.decode.output_closed) {
         (Outcome::OutputClosed, Some(what)) => what.clone(),
         (Outcome::OutputClosed, None) => "output closed".into(),

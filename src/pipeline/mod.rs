@@ -92,6 +92,23 @@ pub struct RunReport {
     pub ttfa_seconds: Option<f64>,
 }
 
+impl RunReport {
+    /// Seconds of stereo audio handed to the sinks.
+    pub fn audio_seconds(&self) -> f64 {
+        self.decode.samples as f64 / crate::audio::wav::SAMPLE_RATE as f64
+    }
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Stopped => "stopped",
+            Outcome::OutputClosed => "output closed",
+        }
+    }
+}
+
 /// A run in progress.
 pub struct Pipeline {
     control: Arc<RunControl>,

@@ -38,9 +38,10 @@ impl Shared {
 pub struct Level(Arc<dyn Fn() -> (usize, usize) + Send + Sync>);
 
 impl Level {
-    /// A level read by `probe`, which returns `(occupied, capacity)`.
-    pub fn new(probe: impl Fn() -> (usize, usize) + Send + Sync + 'static) -> Self {
-        Self(Arc::new(probe))
+    /// The level of `rb`, read through a shared handle while its ends are in use.
+    pub fn of<T: Send + 'static>(rb: &Arc<HeapRb<T>>) -> Self {
+        let rb = rb.clone();
+        Self(Arc::new(move || (rb.occupied_len(), rb.capacity().get())))
     }
 
     /// `(occupied, capacity)`.
@@ -73,8 +74,7 @@ pub fn ring<T: Send + 'static>(
     control: &Arc<RunControl>,
 ) -> (RingSender<T>, RingReceiver<T>, Level) {
     let rb = Arc::new(HeapRb::<T>::new(capacity.max(1)));
-    let observed = rb.clone();
-    let level = Level::new(move || (observed.occupied_len(), observed.capacity().get()));
+    let level = Level::of(&rb);
     let (prod, cons) = rb.split();
     let shared = Arc::new(Shared {
         producer: OnceLock::new(),

@@ -8,7 +8,7 @@ use crate::pipeline::{Level, Metrics, StageMeter};
 /// Audio seconds per LM frame, per latent and per sample.
 const SECONDS_PER_FRAME: f64 = 0.08;
 const SECONDS_PER_LATENT: f64 = 0.04;
-const SECONDS_PER_SAMPLE: f64 = 1.0 / 48_000.0;
+const SECONDS_PER_SAMPLE: f64 = 1.0 / crate::audio::wav::SAMPLE_RATE as f64;
 
 /// Throughput of one stage.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
