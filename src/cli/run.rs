@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, DeviceLocation};
+use candle_core::{Device, DeviceLocation};
 use clap::{Args, ValueEnum};
 
 use super::args::{resolve_device, CodecArgs, SongArgs};
@@ -208,7 +208,7 @@ impl RunArgs {
             model: choice.describe(),
             device: crate::device::describe(&device),
             codec_device: crate::device::describe(&codec_device),
-            dtype: dtype_name(dtype).into(),
+            dtype: dtype.as_str().into(),
             sampling: format!(
                 "temperature {} · top-k {} · cfg {} · seed {seed}",
                 sampling.temperature, sampling.topk, sampling.cfg_scale
@@ -263,14 +263,6 @@ impl Session {
             yield_lead_seconds: self.yield_lead_seconds,
         };
         Pipeline::start(job, self.codec.clone(), self.pipeline, sinks, control)
-    }
-}
-
-fn dtype_name(dtype: DType) -> &'static str {
-    match dtype {
-        DType::BF16 => "bf16",
-        DType::F16 => "f16",
-        _ => "f32",
     }
 }
 
