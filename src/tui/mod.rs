@@ -11,7 +11,7 @@ use anyhow::Result;
 
 use crate::audio::Playback;
 use crate::cli::RunInfo;
-use crate::pipeline::{Event, Pipeline};
+use crate::pipeline::Pipeline;
 
 pub use self::snapshot::{Fill, Snapshot, StageRate};
 pub use self::view::render;
@@ -58,13 +58,6 @@ pub fn watch(
     let mut stall = Stall::default();
     loop {
         tick();
-        for event in pipeline.events().try_iter() {
-            if let Event::Failed(..) | Event::OutputClosed = event {
-                if let Some(p) = playback {
-                    p.mute();
-                }
-            }
-        }
         let snap = Snapshot::read(pipeline.metrics(), playback.map(Playback::stats));
         match screen.as_mut() {
             Some(screen) => {
@@ -78,9 +71,11 @@ pub fn watch(
                     eprintln!("{}", snap.progress_line());
                     last_line = Instant::now();
                 }
-                std::thread::sleep(TICK);
+                // A stage ending (or failing) wakes the loop at once.
+                let _ = pipeline.events().recv_timeout(TICK);
             }
         }
+        // A user's stop, a failed stage and a closed output all stop the run: silence now.
         if pipeline.control().stop_requested() {
             if let Some(p) = playback {
                 p.mute();
