@@ -60,7 +60,8 @@ impl PipelineConfig {
             flow,
             noise_seed,
             decode_chunk_latents: 25,
-            // A full window of codes: the LM is never held back by a window in progress.
+            // Two full windows of codes (a window holds window_latents / 2 frames): the LM is
+            // never held back by a window in progress.
             codes_capacity: flow.window_latents,
             latents_capacity: 4,
         }
