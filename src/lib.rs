@@ -9,6 +9,7 @@ pub mod cli;
 pub mod codec;
 pub mod codes_file;
 pub mod device;
+pub mod files;
 pub mod lm;
 pub mod models;
 pub mod pipeline;

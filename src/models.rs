@@ -104,6 +104,17 @@ pub fn load_codec(
     Ok((Arc::new(codec), start.elapsed().as_secs_f64()))
 }
 
+/// The codec's configuration alone (no weights read), to check options against it early.
+pub fn codec_config(choice: &ModelChoice) -> Result<CodecConfig> {
+    match choice {
+        ModelChoice::Checkpoint(root) => {
+            let dir = CheckpointLayout::open(root)?.codec_dir()?;
+            CodecConfig::from_file(&dir.join("config.json"))
+        }
+        ModelChoice::Synthetic { size, .. } => Ok(synthetic_codec_config(*size)),
+    }
+}
+
 /// The codec configuration of a synthetic model: heartlib's defaults for 3b; for tiny, the
 /// reference fixture's dimensions (same timing, small layers).
 pub fn synthetic_codec_config(size: SyntheticSize) -> CodecConfig {

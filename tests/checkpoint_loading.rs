@@ -281,3 +281,176 @@ fn prompt_plus_length_beyond_max_seq_len_is_refused() {
         .to_string();
     assert!(e.contains("max_seq_len"), "{e}");
 }
+
+/// A copy of the fixture's LM folder whose config.json is edited by `edit`.
+fn folder_with_config(edit: impl FnOnce(&mut serde_json::Value)) -> tempfile::TempDir {
+    let dir = folder_with(&fixture_tensors());
+    let path = dir.path().join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(&path, config.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn out_of_range_config_values_name_the_field_and_the_file() {
+    let backbone = |field: &'static str, value: serde_json::Value| {
+        move |c: &mut serde_json::Value| c["flavors"]["tiny-backbone"][field] = value
+    };
+    for (dir, needle) in [
+        (
+            folder_with_config(backbone("max_seq_len", (1u64 << 40).into())),
+            "max_seq_len 1099511627776",
+        ),
+        (
+            folder_with_config(backbone("max_seq_len", u64::MAX.into())),
+            "max_seq_len 18446744073709551615",
+        ),
+        (
+            folder_with_config(backbone("rope_base", 0.into())),
+            "rope_base 0",
+        ),
+        (
+            folder_with_config(backbone("rope_base", (-5).into())),
+            "rope_base -5",
+        ),
+        (
+            folder_with_config(backbone("norm_eps", (-1e-5).into())),
+            "norm_eps -0.00001",
+        ),
+        (
+            folder_with_config(backbone("num_layers", 0.into())),
+            "num_layers 0",
+        ),
+        (
+            folder_with_config(|c| c["audio_num_codebooks"] = 1.into()),
+            "audio_num_codebooks 1",
+        ),
+    ] {
+        let e = load_err(dir.path());
+        assert!(e.contains(needle), "{needle}: {e}");
+        assert!(
+            e.contains("config.json"),
+            "{needle}: the file is named: {e}"
+        );
+    }
+}
+
+#[test]
+fn non_finite_or_integer_weights_are_refused_by_name() {
+    let mut tensors = fixture_tensors();
+    let name = "backbone.layers.1.mlp.w2.weight";
+    let mut values: Vec<f32> = tensors[name].flatten_all().unwrap().to_vec1().unwrap();
+    values[7] = f32::NAN;
+    let shape = tensors[name].shape().clone();
+    tensors.insert(
+        name.into(),
+        Tensor::from_vec(values, shape, &Device::Cpu).unwrap(),
+    );
+    let e = load_err(folder_with(&tensors).path());
+    assert!(
+        e.contains(name) && e.contains("element 7 is not finite"),
+        "{e}"
+    );
+
+    // Every weight NaN (the all-NaN checkpoint): refused, not every code 0.
+    let nan: HashMap<String, Tensor> = fixture_tensors()
+        .into_iter()
+        .map(|(k, t)| (k, (t * f64::NAN).unwrap()))
+        .collect();
+    assert!(load_err(folder_with(&nan).path()).contains("not finite"));
+
+    // F32 bytes labelled I32 in the header (same size, so the file is otherwise valid).
+    let dir = folder_with(&fixture_tensors());
+    let file = dir.path().join("model.safetensors");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(bytes[8..8 + header_len].to_vec()).unwrap();
+    let relabelled = header.replacen("\"F32\"", "\"I32\"", 1);
+    bytes[8..8 + header_len].copy_from_slice(relabelled.as_bytes());
+    std::fs::write(&file, bytes).unwrap();
+    let e = load_err(dir.path());
+    assert!(
+        e.contains("stored as I32") && e.contains("floating-point"),
+        "{e}"
+    );
+}
+
+/// Overwrites the first element of tensor `name` (f32) in a safetensors file with `value`.
+fn poison_in_place(file: &Path, name: &str, value: f32) {
+    let mut bytes = std::fs::read(file).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let entry = &header[name];
+    assert_eq!(entry["dtype"], "F32", "{name}");
+    let start = 8 + header_len + entry["data_offsets"][0].as_u64().unwrap() as usize;
+    bytes[start..start + 4].copy_from_slice(&value.to_le_bytes());
+    std::fs::write(file, bytes).unwrap();
+}
+
+#[test]
+fn a_codec_weight_that_is_not_finite_is_refused_by_name() {
+    let fixture = fixture_lm().with_file_name("heartcodec");
+    let name = "scalar_model.decoder.1.convs.0.conv1.bias";
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture.join(file), dir.path().join(file)).unwrap();
+    }
+    poison_in_place(&dir.path().join("model.safetensors"), name, f32::INFINITY);
+    let precision = heartstream::codec::CodecPrecision::uniform(DType::F32);
+    let e = match heartstream::codec::HeartCodec::load(dir.path(), &Device::Cpu, precision) {
+        Ok(_) => panic!("loaded a codec with an infinite weight"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        e.contains(name) && e.contains("element 0 is not finite"),
+        "{e}"
+    );
+}
+
+#[test]
+fn special_files_and_escaping_index_entries_are_refused_by_name() {
+    // A folder named model.safetensors is not "missing".
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture_lm().join("config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("model.safetensors")).unwrap();
+    let e = load_err(dir.path());
+    assert!(e.contains("model.safetensors is a folder"), "{e}");
+
+    // A FIFO named config.json is refused at once instead of hanging the loader.
+    let dir = folder_with(&fixture_tensors());
+    let config = dir.path().join("config.json");
+    std::fs::remove_file(&config).unwrap();
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&config)
+        .status()
+        .unwrap()
+        .success());
+    let e = load_err(dir.path());
+    assert!(e.contains("config.json is a FIFO"), "{e}");
+
+    // Index entries may not leave the model folder.
+    for outside in [
+        "../HeartCodec-oss/model.safetensors",
+        "/etc/passwd",
+        "sub/model.safetensors",
+    ] {
+        let dir = folder_with(&fixture_tensors());
+        let index = serde_json::json!({"weight_map": {"backbone.norm.scale": outside}});
+        std::fs::write(
+            dir.path().join("model.safetensors.index.json"),
+            index.to_string(),
+        )
+        .unwrap();
+        let e = load_err(dir.path());
+        assert!(
+            e.contains(outside) && e.contains("expected a file name inside"),
+            "{e}"
+        );
+    }
+}

@@ -56,6 +56,7 @@ fn synthetic_weights_play_their_full_length() {
 
 #[test]
 fn sox_reads_the_raw_stream_into_a_wav_of_the_right_length() {
+    require(&["sox"]);
     let dir = tempfile::tempdir().unwrap();
     let wav = dir.path().join("piped.wav");
     let script = format!(
@@ -104,10 +105,15 @@ fn ctrl_c_mid_run_leaves_a_valid_wav_of_what_was_generated() {
         "4",
         &["--out", wav.to_str().unwrap()],
     ));
-    // Wait until more than a second of audio is on disk.
+    // Wait until more than a second of audio is on disk (in the file beside the target
+    // that becomes it when the run ends).
     let one_second_bytes = 48_000 * CHANNELS * 4;
     wait_for(Duration::from_secs(120), || {
-        std::fs::metadata(&wav).is_ok_and(|m| m.len() as usize > one_second_bytes)
+        std::fs::read_dir(dir.path()).unwrap().any(|e| {
+            e.unwrap()
+                .metadata()
+                .is_ok_and(|m| m.len() as usize > one_second_bytes)
+        })
     });
     interrupt(&child);
     let out = wait_with_timeout(&mut child, Duration::from_secs(60));

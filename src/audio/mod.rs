@@ -8,7 +8,7 @@ pub mod sink;
 pub mod wav;
 
 pub use listener::{Arrivals, ListenerSink};
-pub use pcm::{PcmFormat, PcmSink};
+pub use pcm::{interleave, PcmFormat, PcmSink};
 pub use playback::{Playback, PlaybackOptions};
 pub use sink::{is_closed, OutputClosed, Sink};
 pub use wav::WavSink;

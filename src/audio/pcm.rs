@@ -1,10 +1,30 @@
 //! Raw PCM for pipes: `--stream-to stdout`, interleaved little-endian samples.
 
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, IsTerminal, Write};
 
-use anyhow::Context;
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Tensor};
 
 use super::sink::{OutputClosed, Sink};
+
+/// `(2, samples)` PCM on any device → interleaved f32 on the host, refusing non-finite
+/// samples: a NaN must never reach a file or a speaker as silence or noise.
+pub fn interleave(stereo: &Tensor) -> Result<Vec<f32>> {
+    let (channels, _) = stereo.dims2()?;
+    if channels != 2 {
+        bail!("expected stereo PCM (2, samples), got {:?}", stereo.shape());
+    }
+    let samples: Vec<f32> = stereo.to_dtype(DType::F32)?.t()?.flatten_all()?.to_vec1()?;
+    if let Some(i) = samples.iter().position(|s| !s.is_finite()) {
+        bail!(
+            "the decoder produced a non-finite sample ({} at sample {} of this chunk): the \
+             codec's weights or its input are bad, so the output stops here",
+            samples[i],
+            i / 2
+        );
+    }
+    Ok(samples)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PcmFormat {
@@ -60,8 +80,54 @@ impl<W: Write + Send> PcmSink<W> {
     }
 }
 
+impl PcmSink<std::fs::File> {
+    /// `--stream-to stdout`, refused at once where the PCM would go nowhere useful: a
+    /// terminal, or a closed standard output (which the Rust runtime silently replaces
+    /// with /dev/null, so every write would "succeed").
+    pub fn stdout(format: PcmFormat) -> Result<Self> {
+        use std::os::fd::AsFd;
+        let out = std::io::stdout();
+        if out.is_terminal() {
+            bail!(
+                "--stream-to stdout: standard output is a terminal; pipe it into a player \
+                 (… | aplay -f S16_LE -c 2 -r 48000) or use --out FILE.wav"
+            );
+        }
+        if stdout_was_closed() {
+            bail!(
+                "--stream-to stdout: standard output is closed, so the audio has nowhere to go; \
+                 pipe it into a player or a file, or use --out FILE.wav"
+            );
+        }
+        // An unbuffered handle of our own: std's stdout would hide a write error as success.
+        let fd = out
+            .as_fd()
+            .try_clone_to_owned()
+            .context("--stream-to stdout: standard output cannot be written")?;
+        Ok(Self::new(std::fs::File::from(fd), format, "stdout"))
+    }
+}
+
+/// Whether fd 1 is the /dev/null that the Rust runtime opens (read-write) in place of a
+/// closed standard output. A shell's `>/dev/null` opens it write-only, so it is not mistaken.
+fn stdout_was_closed() -> bool {
+    // SAFETY: fstat/stat/fcntl only read into the zeroed structs passed; no memory is shared.
+    unsafe {
+        let mut out: libc::stat = std::mem::zeroed();
+        let mut null: libc::stat = std::mem::zeroed();
+        if libc::fstat(1, &mut out) != 0 {
+            return true;
+        }
+        let is_null = libc::stat(c"/dev/null".as_ptr(), &mut null) == 0
+            && (out.st_mode & libc::S_IFMT) == libc::S_IFCHR
+            && out.st_rdev == null.st_rdev;
+        let flags = libc::fcntl(1, libc::F_GETFL);
+        is_null && flags >= 0 && (flags & libc::O_ACCMODE) == libc::O_RDWR
+    }
+}
+
 impl<W: Write + Send> Sink for PcmSink<W> {
-    fn write(&mut self, interleaved: &[f32]) -> anyhow::Result<()> {
+    fn write(&mut self, interleaved: &[f32]) -> Result<()> {
         self.buffer.clear();
         self.format.encode(interleaved, &mut self.buffer);
         // Flushed per chunk: a reader downstream hears audio as soon as it exists.
@@ -72,7 +138,7 @@ impl<W: Write + Send> Sink for PcmSink<W> {
         result.map_err(|e| self.map_err(e))
     }
 
-    fn finish(&mut self) -> anyhow::Result<()> {
+    fn finish(&mut self) -> Result<()> {
         match self.writer.flush() {
             Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
             other => other.with_context(|| format!("flushing {}", self.name)),

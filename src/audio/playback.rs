@@ -78,6 +78,7 @@ pub struct PlaybackSink {
 impl Playback {
     /// Opens the default output device and starts its stream (silent until pre-rolled).
     pub fn start(options: PlaybackOptions) -> Result<(Playback, PlaybackSink)> {
+        silence_alsa_errors();
         let host = cpal::default_host();
         let device = host
             .default_output_device()
@@ -172,6 +173,34 @@ impl Playback {
         Ok(())
     }
 }
+
+/// alsa-lib prints every failed probe of a missing device to stderr before cpal returns the
+/// error that becomes our own message: drop its printing (the errors still come back).
+#[cfg(target_os = "linux")]
+fn silence_alsa_errors() {
+    use std::ffi::{c_char, c_int};
+    unsafe extern "C" fn ignore(
+        _: *const c_char,
+        _: c_int,
+        _: *const c_char,
+        _: c_int,
+        _: *const c_char,
+    ) {
+    }
+    type Fixed = unsafe extern "C" fn(*const c_char, c_int, *const c_char, c_int, *const c_char);
+    // SAFETY: the handler is declared variadic; a callee that reads none of the variadic
+    // arguments has the same calling convention on Linux targets (the caller cleans up).
+    unsafe {
+        let handler = std::mem::transmute::<
+            Fixed,
+            unsafe extern "C" fn(*const c_char, c_int, *const c_char, c_int, *const c_char, ...),
+        >(ignore);
+        alsa_sys::snd_lib_error_set_handler(Some(handler));
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn silence_alsa_errors() {}
 
 /// 48 kHz f32 stereo if the device offers it, else 48 kHz in any format, else its default.
 fn choose_config(device: &cpal::Device) -> Result<SupportedStreamConfig> {

@@ -8,7 +8,7 @@ use clap::Args;
 
 use crate::codec::{CodecPrecision, SolverParams};
 use crate::device::{parse_device, DtypeArg};
-use crate::lm::SamplingParams;
+use crate::lm::{GenerationOptions, SamplingParams};
 use crate::models::{ModelChoice, SyntheticSize};
 
 const DEFAULT_TAGS: &str = include_str!("../../assets/tags.txt");
@@ -159,8 +159,10 @@ pub struct SamplingArgs {
 pub const FRAMES_PER_SECOND: f64 = 12.5;
 
 impl SamplingArgs {
-    pub fn seed(&self) -> u64 {
-        self.seed.unwrap_or_else(|| {
+    /// The seed given, else one drawn from the clock and kept, so that every later call
+    /// (and the printed seed) agrees.
+    pub fn fix_seed(&mut self) -> u64 {
+        *self.seed.get_or_insert_with(|| {
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos());
@@ -178,6 +180,18 @@ impl SamplingArgs {
         };
         params.validate()?;
         Ok(params)
+    }
+
+    /// What the LM is asked for. Random weights end songs by chance, so a synthetic run
+    /// always lasts its full length.
+    pub fn generation(&mut self, choice: &ModelChoice) -> Result<GenerationOptions> {
+        let seed = self.fix_seed();
+        let synthetic = matches!(choice, ModelChoice::Synthetic { .. });
+        Ok(GenerationOptions {
+            sampling: self.params(seed)?,
+            max_frames: self.max_frames()?,
+            stop_at_eos: !self.ignore_eos && !synthetic,
+        })
     }
 
     /// Frames for --max-seconds; refuses a length that is not a positive number.

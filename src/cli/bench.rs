@@ -2,7 +2,9 @@
 
 use std::cell::Cell;
 
-use anyhow::{bail, Result};
+use std::io::Write;
+
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
 
@@ -32,6 +34,7 @@ struct Rtf {
 #[derive(Debug, Serialize)]
 struct BenchReport {
     model: String,
+    seed: u64,
     device: String,
     codec_device: String,
     dtype: String,
@@ -57,17 +60,17 @@ struct BenchReport {
     flow_windows: Vec<WindowTiming>,
 }
 
-pub fn run(args: BenchArgs) -> Result<()> {
+pub fn run(mut args: BenchArgs) -> Result<()> {
     if args.run.output.stream_to == Some(StreamTo::Stdout) {
         bail!("bench prints its JSON report on stdout: use --out FILE.wav instead of --stream-to stdout");
     }
-    let mut sinks = args.run.output.sinks()?;
-    let (listener, arrivals) = ListenerSink::new();
-    sinks.push(Box::new(listener) as Box<dyn Sink>);
     let session = args.run.prepare()?;
     let lm_device = session.lm.model.device().clone();
     let control = RunControl::new();
     stop_on_ctrl_c(&control)?;
+    let mut sinks = args.run.output.sinks()?;
+    let (listener, arrivals) = ListenerSink::new();
+    sinks.push(Box::new(listener) as Box<dyn Sink>);
     let peak_gpu = Cell::new(gpu_memory_used(&lm_device));
     let pipeline = session.start(sinks, control)?;
     let mut sample_gpu = || {
@@ -87,6 +90,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let out = BenchReport {
         model: session.info.model.clone(),
+        seed: session.info.seed,
         device: session.info.device.clone(),
         codec_device: session.info.codec_device.clone(),
         dtype: session.info.dtype.clone(),
@@ -112,6 +116,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         peak_gpu_mib: peak_gpu.get().map(mib),
         flow_windows: report.windows.clone(),
     };
-    println!("{}", serde_json::to_string(&out)?);
-    Ok(())
+    // A closed or full stdout is an error to report, not a panic (println! would panic).
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", serde_json::to_string(&out)?)
+        .and_then(|()| stdout.flush())
+        .context("cannot write the bench report to standard output")
 }

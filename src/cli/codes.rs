@@ -1,13 +1,16 @@
 //! `heartstream codes`: the LM alone, writing the generated frames to a JSON file.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 use super::args::{SongArgs, FRAMES_PER_SECOND};
-use crate::lm::{FrameGenerator, GenerationOptions, Prompt};
+use crate::files::OutputFile;
+use crate::lm::{FrameGenerator, Prompt};
 use crate::models::load_lm;
 use crate::stats::FrameTimes;
 
@@ -24,17 +27,18 @@ pub struct CodesArgs {
     pub host_steps: bool,
 }
 
-pub fn run(args: CodesArgs) -> Result<()> {
+pub fn run(mut args: CodesArgs) -> Result<()> {
+    // A bad --out fails before the model loads; the file is written only at the end.
+    OutputFile::check(&args.out, "--out")?;
     let SongArgs {
         model,
         prompt,
         sampling,
-    } = &args.song;
+    } = &mut args.song;
     let device = model.device()?;
-    let seed = sampling.seed();
-    let max_frames = sampling.max_frames()?;
-    let params = sampling.params(seed)?;
+    let seed = sampling.fix_seed();
     let choice = model.choice(&device, seed);
+    let options = sampling.generation(&choice)?;
     let lm = load_lm(&choice, &device, model.lm_dtype(&device))?;
     eprintln!(
         "loaded {} on {} in {:.1} s (seed {seed})",
@@ -44,35 +48,46 @@ pub fn run(args: CodesArgs) -> Result<()> {
     );
 
     let prompt = Prompt::from_text(&prompt.tags()?, &prompt.lyrics()?, &lm.tokenizer, &lm.gen)?;
-    let options = GenerationOptions {
-        sampling: params,
-        max_frames,
-        stop_at_eos: !sampling.ignore_eos,
-    };
     let mut generator = if args.host_steps {
         FrameGenerator::new_traced(lm.model.clone(), lm.gen, prompt, options)?
     } else {
         FrameGenerator::new(lm.model.clone(), lm.gen, prompt, options)?
     };
+    // Ctrl-C (or SIGTERM) ends the song early; the frames made so far are still written.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::Release))
+        .context("cannot install the Ctrl-C/SIGTERM handler")?;
     let start = Instant::now();
     let mut frames = Vec::new();
     let mut frame_ms = Vec::new();
     let mut last = start;
-    while let Some(frame) = generator.next_frame()? {
+    while !stop.load(Ordering::Acquire) {
+        let Some(frame) = generator.next_frame()? else {
+            break;
+        };
         frames.push(frame);
         let now = Instant::now();
         frame_ms.push((now - last).as_secs_f64() * 1e3);
         last = now;
     }
     let seconds = start.elapsed().as_secs_f64();
-    crate::codes_file::write(&args.out, &frames)?;
+    if frames.is_empty() {
+        anyhow::bail!(
+            "stopped before the first frame: {} was not written",
+            args.out.display()
+        );
+    }
+    let out = OutputFile::create(&args.out, "--out")?;
+    let target = out.target().to_path_buf();
+    crate::codes_file::write(out, FRAMES_PER_SECOND, &frames)?;
     let audio = frames.len() as f64 / FRAMES_PER_SECOND;
     eprintln!(
         "{} frames ({audio:.2} s of audio) in {seconds:.2} s: {:.2} frames/s, real-time factor {:.3} → {}",
         frames.len(),
         frames.len() as f64 / seconds,
-        seconds / audio,
-        args.out.display()
+        seconds / audio.max(1e-9),
+        target.display()
     );
     if let Some(steady) = FrameTimes::steady_state(&frame_ms) {
         eprintln!(

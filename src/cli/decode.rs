@@ -8,7 +8,9 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
 use super::args::{CodecArgs, ModelArgs};
-use crate::codec::{detokenize, CodeFrames, DetokenizeParams, GaussianNoise, Join};
+use crate::audio::{interleave, Sink, WavSink};
+use crate::codec::{detokenize, CodeFrames, CodeSanitizer, DetokenizeParams, GaussianNoise, Join};
+use crate::files::OutputFile;
 use crate::models::load_codec;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -40,6 +42,11 @@ pub struct DecodeArgs {
 }
 
 pub fn run(args: DecodeArgs) -> Result<()> {
+    let params = DetokenizeParams {
+        solver: args.codec.solver()?,
+        ..DetokenizeParams::default()
+    };
+    OutputFile::check(&args.out, "--out")?;
     let device = args.model.device()?;
     let choice = args.model.choice(&device, args.seed);
     let (codec, load_seconds) = load_codec(
@@ -49,16 +56,23 @@ pub fn run(args: DecodeArgs) -> Result<()> {
         args.model.codec_precision(&device),
     )?;
     eprintln!(
-        "loaded the codec of {} in {load_seconds:.1} s",
-        choice.describe()
+        "loaded the codec of {} in {load_seconds:.1} s (seed {})",
+        choice.describe(),
+        args.seed
     );
-    let frames = crate::codes_file::read(&args.codes, codec.config.num_quantizers)?;
+    let mut frames = crate::codes_file::read(&args.codes, codec.config.num_quantizers)?;
+    // As in the streaming pipeline: special ids (EOS, with `codes --ignore-eos`) hold the
+    // previous code of their codebook.
+    let mut sanitizer = CodeSanitizer::new(codec.config.codebook_size, codec.config.num_quantizers);
+    frames.iter_mut().for_each(|f| sanitizer.clean(f));
+    if sanitizer.replaced > 0 {
+        eprintln!(
+            "{} special codes (≥ codebook size {}) held at the previous code of their codebook",
+            sanitizer.replaced, codec.config.codebook_size
+        );
+    }
     let codes = CodeFrames::from_frames(&frames, &codec.config)
         .with_context(|| format!("--codes {}", args.codes.display()))?;
-    let params = DetokenizeParams {
-        solver: args.codec.solver()?,
-        ..DetokenizeParams::default()
-    };
     let join = match args.join {
         JoinArg::Reference => Join::Reference,
         JoinArg::Streaming => Join::Streaming,
@@ -72,9 +86,11 @@ pub fn run(args: DecodeArgs) -> Result<()> {
         join,
     )?;
     let seconds = start.elapsed().as_secs_f64();
-    let samples = out.audio.dim(1)?;
-    crate::audio::wav::write_all(&args.out, &out.audio)?;
-    let audio_seconds = samples as f64 / codec.config.sample_rate as f64;
+    let samples = interleave(&out.audio)?;
+    let mut wav = WavSink::create(&args.out, "--out")?;
+    wav.write(&samples)?;
+    wav.finish()?;
+    let audio_seconds = samples.len() as f64 / 2.0 / codec.config.sample_rate as f64;
     eprintln!(
         "{audio_seconds:.2} s of audio decoded in {seconds:.2} s (real-time factor {:.3}) → {}",
         seconds / audio_seconds,

@@ -13,19 +13,18 @@ pub struct GenerateArgs {
     pub run: RunArgs,
 }
 
-pub fn run(args: GenerateArgs) -> Result<()> {
-    let sinks = args.run.output.sinks()?;
-    if sinks.is_empty() {
+pub fn run(mut args: GenerateArgs) -> Result<()> {
+    if !args.run.output.any() {
         bail!("nothing to write: give --out FILE.wav and/or --stream-to stdout (or use `play`)");
     }
     let session = args.run.prepare()?;
     eprintln!(
-        "loaded {} in {:.1} s",
-        session.info.model, session.load_seconds
+        "loaded {} in {:.1} s (seed {})",
+        session.info.model, session.load_seconds, session.info.seed
     );
     let control = RunControl::new();
     stop_on_ctrl_c(&control)?;
-    let pipeline = session.start(sinks, control)?;
+    let pipeline = session.start(args.run.output.sinks()?, control)?;
     watch(&pipeline, &session.info, None, Display::Lines, &mut || {})?;
     let report = pipeline.join()?;
     eprintln!("{}", summary(&report));

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use clap::Args;
 
 use super::generate::summary;
@@ -33,12 +33,7 @@ pub struct PlayArgs {
     pub buffer: f64,
 }
 
-const NO_DEVICE_ADVICE: &str = "Without an audio device, stream or write instead:\n  \
-heartstream generate --stream-to stdout | aplay -f S16_LE -c 2 -r 48000\n  \
-heartstream generate --stream-to stdout | sox -t raw -r 48000 -e signed -b 16 -c 2 - song.flac\n  \
-heartstream generate --out song.wav";
-
-pub fn run(args: PlayArgs) -> Result<()> {
+pub fn run(mut args: PlayArgs) -> Result<()> {
     for (flag, v) in [("--preroll", args.preroll), ("--buffer", args.buffer)] {
         anyhow::ensure!(
             v.is_finite() && v >= 0.0,
@@ -51,30 +46,62 @@ pub fn run(args: PlayArgs) -> Result<()> {
         args.buffer,
         args.preroll
     );
-    let mut sinks = args.run.output.sinks()?;
-    let (playback, device_sink) = Playback::start(PlaybackOptions {
+    let seed = args.run.song.sampling.fix_seed();
+    let playback = match Playback::start(PlaybackOptions {
         preroll_seconds: args.preroll,
         buffer_seconds: args.buffer,
-    })
-    .map_err(|e| anyhow!("cannot play audio here ({e:#}).\n{NO_DEVICE_ADVICE}"))?;
-    sinks.push(Box::new(device_sink) as Box<dyn Sink>);
+    }) {
+        Ok(playing) => Some(playing),
+        Err(e) => {
+            without_device(&mut args.run, seed, &e);
+            None
+        }
+    };
     let session = args.run.prepare()?;
-    eprintln!(
-        "loaded {} in {:.1} s; playing on {} at {} Hz",
-        session.info.model, session.load_seconds, playback.device_name, playback.device_rate
-    );
+    let mut sinks = Vec::new();
+    let playback = match playback {
+        Some((playback, device_sink)) => {
+            sinks.push(Box::new(device_sink) as Box<dyn Sink>);
+            eprintln!(
+                "loaded {} in {:.1} s (seed {seed}); playing on {} at {} Hz",
+                session.info.model,
+                session.load_seconds,
+                playback.device_name,
+                playback.device_rate
+            );
+            Some(playback)
+        }
+        None => {
+            eprintln!(
+                "loaded {} in {:.1} s (seed {seed})",
+                session.info.model, session.load_seconds
+            );
+            None
+        }
+    };
     let control = RunControl::new();
     stop_on_ctrl_c(&control)?;
+    sinks.extend(args.run.output.sinks()?);
     let pipeline = session.start(sinks, control)?;
-    pipeline.metrics().set_playback_level(playback.level());
+    if let Some(p) = &playback {
+        pipeline.metrics().set_playback_level(p.level());
+    }
+    let display = match playback {
+        Some(_) => Display::for_stderr(),
+        None => Display::Lines,
+    };
     watch(
         &pipeline,
         &session.info,
-        Some(&playback),
-        Display::for_stderr(),
+        playback.as_ref(),
+        display,
         &mut || {},
     )?;
     let report = pipeline.join()?;
+    let Some(playback) = playback else {
+        eprintln!("{}", summary(&report));
+        return Ok(());
+    };
     if report.outcome == Outcome::Completed {
         playback.drain(Duration::from_secs(5))?;
     }
@@ -86,4 +113,20 @@ pub fn run(args: PlayArgs) -> Result<()> {
         stats.underruns
     );
     Ok(())
+}
+
+/// With no audio output (a server, a container), the song still gets made: into the
+/// `--out` file if one was given, else into `heartstream-SEED.wav` here, and the user is
+/// told where and how to listen.
+fn without_device(run: &mut RunArgs, seed: u64, error: &anyhow::Error) {
+    let out = run
+        .output
+        .out
+        .get_or_insert_with(|| format!("heartstream-{seed}.wav").into())
+        .clone();
+    eprintln!(
+        "no audio output here ({error:#}); writing the song to {} instead. To listen as it \
+         is made elsewhere: heartstream generate --stream-to stdout | aplay -f S16_LE -c 2 -r 48000",
+        out.display()
+    );
 }

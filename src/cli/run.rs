@@ -11,8 +11,9 @@ use clap::{Args, ValueEnum};
 use super::args::{resolve_device, CodecArgs, SongArgs};
 use crate::audio::{PcmFormat, PcmSink, Sink, WavSink};
 use crate::codec::{CodecConfig, FlowStreamConfig, HeartCodec, LATENTS_PER_CODE};
+use crate::files::OutputFile;
 use crate::lm::{GenerationOptions, Prompt};
-use crate::models::{load_codec, load_lm, LmBundle, ModelChoice};
+use crate::models::{codec_config, load_codec, load_lm, LmBundle, ModelChoice};
 use crate::pipeline::{
     warm_up_codec, warm_up_lm, LmJob, Pipeline, PipelineConfig, RunControl,
     DEFAULT_YIELD_LEAD_SECONDS,
@@ -124,19 +125,32 @@ pub struct OutputArgs {
 }
 
 impl OutputArgs {
-    /// The file and pipe sinks asked for (the WAV file is created now, so a bad path fails
-    /// before the models load).
+    /// Whether any file or pipe output was asked for.
+    pub fn any(&self) -> bool {
+        self.out.is_some() || self.stream_to.is_some()
+    }
+
+    /// Checks the outputs before anything slow runs: a bad path or a closed stdout fails in
+    /// milliseconds, and nothing is created yet (a run that fails while loading leaves an
+    /// existing file untouched).
+    pub fn check(&self) -> Result<()> {
+        if let Some(path) = &self.out {
+            OutputFile::check(path, "--out")?;
+        }
+        if self.stream_to == Some(StreamTo::Stdout) {
+            PcmSink::stdout(self.pcm)?;
+        }
+        Ok(())
+    }
+
+    /// The file and pipe sinks asked for, opened just before generation starts.
     pub fn sinks(&self) -> Result<Vec<Box<dyn Sink>>> {
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
         if let Some(path) = &self.out {
-            sinks.push(Box::new(WavSink::create(path)?));
+            sinks.push(Box::new(WavSink::create(path, "--out")?));
         }
         if self.stream_to == Some(StreamTo::Stdout) {
-            sinks.push(Box::new(PcmSink::new(
-                std::io::stdout(),
-                self.pcm,
-                "stdout",
-            )));
+            sinks.push(Box::new(PcmSink::stdout(self.pcm)?));
         }
         Ok(sinks)
     }
@@ -181,20 +195,25 @@ pub struct RunInfo {
 
 impl RunArgs {
     /// Checks every option, then loads the models (the slow part).
-    pub fn prepare(&self) -> Result<Session> {
-        let seed = self.song.sampling.seed();
-        let sampling = self.song.sampling.params(seed)?;
-        let max_frames = self.song.sampling.max_frames()?;
+    pub fn prepare(&mut self) -> Result<Session> {
+        let seed = self.song.sampling.fix_seed();
         self.codec.solver()?;
-        let tags = self.song.prompt.tags()?;
-        let lyrics = self.song.prompt.lyrics()?;
+        self.output.check()?;
         let device = self.song.model.device()?;
         let codec_device = self.stream.codec_device(&device)?;
         let choice = self.song.model.choice(&device, seed);
-        // Random weights end songs by chance: a synthetic run always lasts its full length.
-        let synthetic = matches!(choice, ModelChoice::Synthetic { .. });
+        let options = self.song.sampling.generation(&choice)?;
+        let sampling = options.sampling;
+        // The streaming flags are checked against the checkpoint's config before any weights load.
+        let flow = self
+            .stream
+            .flow_config(&codec_config(&choice)?, &self.codec)?;
+        let tags = self.song.prompt.tags()?;
+        let lyrics = self.song.prompt.lyrics()?;
         let dtype = self.song.model.lm_dtype(&device);
         let lm = load_lm(&choice, &device, dtype)?;
+        let prompt = Prompt::from_text(&tags, &lyrics, &lm.tokenizer, &lm.gen)?;
+        options.check_fits(&prompt, &lm.model.config)?;
         let scalar_device = own_stream(&codec_device)?;
         let (codec, codec_seconds) = load_codec(
             &choice,
@@ -202,8 +221,6 @@ impl RunArgs {
             &scalar_device,
             self.song.model.codec_precision(&codec_device),
         )?;
-        let flow = self.stream.flow_config(&codec.config, &self.codec)?;
-        let prompt = Prompt::from_text(&tags, &lyrics, &lm.tokenizer, &lm.gen)?;
         let info = RunInfo {
             model: choice.describe(),
             device: crate::device::describe(&device),
@@ -222,18 +239,13 @@ impl RunArgs {
             seed,
         };
         let mut load_seconds = lm.load_seconds + codec_seconds;
-        let options = GenerationOptions {
-            sampling,
-            max_frames,
-            stop_at_eos: !self.song.sampling.ignore_eos && !synthetic,
-        };
         if device.is_cuda() || codec_device.is_cuda() {
             let started = std::time::Instant::now();
             warm_up_lm(&lm.model, lm.gen, &prompt, options)?;
             warm_up_codec(&codec, &flow)?;
             load_seconds += started.elapsed().as_secs_f64();
         }
-        if synthetic {
+        if matches!(choice, ModelChoice::Synthetic { .. }) {
             eprintln!(
                 "note: synthetic random weights make noise, not music (see README: real weights); \
                  their end-of-song tokens are ignored, so the run lasts --max-seconds"
@@ -266,8 +278,11 @@ impl Session {
     }
 }
 
-/// Ctrl-C stops the run (a second one aborts it); installed once per process.
+/// Ctrl-C, SIGTERM and SIGHUP stop the run (the audio of the frames already generated is
+/// finished and every output finalized); a second one aborts it at once. Installed once per
+/// process.
 pub fn stop_on_ctrl_c(control: &Arc<RunControl>) -> Result<()> {
     let control = control.clone();
-    ctrlc::set_handler(move || control.interrupt()).context("cannot install the Ctrl-C handler")
+    ctrlc::set_handler(move || control.interrupt())
+        .context("cannot install the Ctrl-C/SIGTERM handler")
 }

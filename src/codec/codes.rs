@@ -100,6 +100,38 @@ impl CodeFrames {
     }
 }
 
+/// Replaces codes the codec cannot look up. The LM's vocabulary has special ids above the
+/// codebook (EOS among them); they can appear in codebooks 1–7, or anywhere with
+/// `--ignore-eos`. Each is replaced by the last valid code of its codebook (0 before any),
+/// which continues the sound instead of inventing one; replacements are counted.
+#[derive(Debug, Clone)]
+pub struct CodeSanitizer {
+    codebook_size: u32,
+    last: Vec<u32>,
+    pub replaced: usize,
+}
+
+impl CodeSanitizer {
+    pub fn new(codebook_size: usize, num_codebooks: usize) -> Self {
+        Self {
+            codebook_size: codebook_size as u32,
+            last: vec![0; num_codebooks],
+            replaced: 0,
+        }
+    }
+
+    pub fn clean(&mut self, frame: &mut [u32]) {
+        for (code, last) in frame.iter_mut().zip(self.last.iter_mut()) {
+            if *code < self.codebook_size {
+                *last = *code;
+            } else {
+                *code = *last;
+                self.replaced += 1;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +177,17 @@ mod tests {
     fn cyclic_padding_repeats_the_whole_sequence() {
         let codes = CodeFrames::from_frames(&[[0, 1], [2, 3], [4, 5]], &config()).unwrap();
         assert_eq!(codes.cyclic(2, 4).as_slice(), &[4, 5, 0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn special_codes_hold_the_last_valid_code_of_their_codebook() {
+        let mut s = CodeSanitizer::new(512, 3);
+        let mut a = [513, 7, 511];
+        s.clean(&mut a);
+        assert_eq!(a, [0, 7, 511]);
+        let mut b = [5, 514, 512];
+        s.clean(&mut b);
+        assert_eq!(b, [5, 7, 511]);
+        assert_eq!(s.replaced, 3);
     }
 }

@@ -10,6 +10,9 @@ use serde::Deserialize;
 /// code features ×2 (nearest) in time.
 pub const LATENTS_PER_CODE: usize = 2;
 
+/// The audio rate of the codec's output (48 kHz stereo), which the sinks are built for.
+pub const OUTPUT_SAMPLE_RATE: usize = 48_000;
+
 /// The window length heartlib's `detokenize` uses (its `duration` default), in seconds.
 pub const REFERENCE_WINDOW_SECONDS: f64 = 29.76;
 
@@ -87,8 +90,7 @@ impl Default for CodecConfig {
 impl CodecConfig {
     /// Reads and validates `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the HeartCodec config {}", path.display()))?;
+        let text = crate::files::read_regular(path, "the HeartCodec config.json")?;
         let config: Self = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a HeartCodec config", path.display()))?;
         config
@@ -97,8 +99,37 @@ impl CodecConfig {
         Ok(config)
     }
 
-    /// Rejects configurations the reference code would build differently from this port.
+    /// Rejects configurations the reference code would build differently from this port,
+    /// and values out of range, naming the field.
     pub fn validate(&self) -> Result<()> {
+        if self.sample_rate != OUTPUT_SAMPLE_RATE {
+            bail!(
+                "sample_rate {}: expected {OUTPUT_SAMPLE_RATE} (the released codec's rate, which \
+                 every heartstream output plays at)",
+                self.sample_rate
+            );
+        }
+        for (field, value) in [
+            ("dim", self.dim),
+            ("codebook_dim", self.codebook_dim),
+            ("attention_head_dim", self.attention_head_dim),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_layers", self.num_layers),
+            ("latent_hidden_dim", self.latent_hidden_dim),
+            ("init_channel", self.init_channel),
+            ("default_kernel_size", self.default_kernel_size),
+            ("res_kernel_size", self.res_kernel_size),
+        ] {
+            if value == 0 {
+                bail!("{field} 0 is invalid: expected a positive integer");
+            }
+        }
+        if self.upsample_factors.is_empty() || self.upsample_factors.contains(&0) {
+            bail!(
+                "upsample_factors {:?} is invalid: expected positive factors",
+                self.upsample_factors
+            );
+        }
         if self.norm_type != "ada_norm_single" {
             bail!(
                 "norm_type {:?}: only \"ada_norm_single\" is supported",
@@ -274,5 +305,39 @@ mod tests {
             ..CodecConfig::default()
         };
         assert!(c.validate().is_err());
+        for (c, needle) in [
+            (
+                CodecConfig {
+                    sample_rate: 44_100,
+                    ..CodecConfig::default()
+                },
+                "sample_rate 44100",
+            ),
+            (
+                CodecConfig {
+                    sample_rate: 0,
+                    ..CodecConfig::default()
+                },
+                "sample_rate 0",
+            ),
+            (
+                CodecConfig {
+                    num_layers: 0,
+                    ..CodecConfig::default()
+                },
+                "num_layers 0",
+            ),
+            (
+                CodecConfig {
+                    upsample_factors: vec![5, 0],
+                    upsample_kernel_sizes: vec![10, 0],
+                    ..CodecConfig::default()
+                },
+                "upsample_factors [5, 0]",
+            ),
+        ] {
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! heartlib's fixed-step Euler solver (`FlowMatching.solve_euler`) with classifier-free
 //! guidance, reproduced to the f32 rounding of its time accumulation.
 
+use std::sync::Arc;
+
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 
@@ -24,6 +26,30 @@ impl Default for SolverParams {
         }
     }
 }
+
+/// Asked between Euler steps whether a solve is still wanted: a stopped run must not wait
+/// for a window of many steps to finish.
+#[derive(Clone, Default)]
+pub struct Cancel(Option<Arc<dyn Fn() -> bool + Send + Sync>>);
+
+impl Cancel {
+    /// Cancels once `cancelled` returns true.
+    pub fn when(cancelled: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(cancelled)))
+    }
+
+    fn check(&self) -> Result<(), Cancelled> {
+        match &self.0 {
+            Some(cancelled) if cancelled() => Err(Cancelled),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A solve ended early by its [`Cancel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the flow-matching solve was cancelled")]
+pub struct Cancelled;
 
 /// `torch.linspace(0, 1, steps + 1)` in f32, with the CPU kernel's formula: the first half
 /// counts up from 0, the second half down from 1.
@@ -73,6 +99,7 @@ pub(super) fn solve(
     w: &Window,
     params: &SolverParams,
     dtype: DType,
+    cancel: &Cancel,
 ) -> Result<Tensor> {
     anyhow::ensure!(
         params.num_steps > 0,
@@ -95,6 +122,7 @@ pub(super) fn solve(
 
     let mut x = w.noise.clone();
     for (i, &(t, dt)) in steps.iter().enumerate() {
+        cancel.check()?;
         x = reset_prefix(&x, w, t)?;
         let batch = if guided {
             Tensor::cat(&[&x, &x], 0)?

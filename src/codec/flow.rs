@@ -9,7 +9,7 @@ use candle_nn::Linear;
 use super::codes::CodeFrames;
 use super::config::{CodecConfig, LATENTS_PER_CODE};
 use super::estimator::Estimator;
-use super::euler::{self, SolverParams};
+use super::euler::{self, Cancel, SolverParams};
 use super::latents::{check_finite, check_shape};
 use super::noise::NoiseSource;
 use super::params::Params;
@@ -25,6 +25,8 @@ pub struct FlowMatching {
     latent_dim: usize,
     dtype: DType,
     device: Device,
+    /// Asked between Euler steps (a stream's copy is cancelled with its run).
+    cancel: Cancel,
 }
 
 impl FlowMatching {
@@ -37,7 +39,14 @@ impl FlowMatching {
             latent_dim: c.out_channels,
             dtype: p.dtype(),
             device: p.device().clone(),
+            cancel: Cancel::default(),
         })
+    }
+
+    /// Every later solve of this copy stops between Euler steps once `cancel` says so,
+    /// failing with [`super::Cancelled`].
+    pub fn set_cancel(&mut self, cancel: Cancel) {
+        self.cancel = cancel;
     }
 
     /// Width of a latent frame (both stereo channels' latents side by side: 256).
@@ -112,7 +121,7 @@ impl FlowMatching {
             prefix,
             mu: &mu,
         };
-        Ok(euler::solve(&self.estimator, &window, params, self.dtype)?.squeeze(0)?)
+        Ok(euler::solve(&self.estimator, &window, params, self.dtype, &self.cancel)?.squeeze(0)?)
     }
 }
 
@@ -150,7 +159,7 @@ mod tests {
         // A prefix longer than the latents given is an error, not a panic.
         assert!(codec
             .flow
-            .inference_codes(&codes, &prefix, 6, 4, &params, &mut GaussianNoise::new(0))
+            .inference_codes(&codes, &prefix, 6, 4, &params, &mut GaussianNoise::new(0),)
             .is_err());
     }
 }

@@ -10,7 +10,7 @@ use candle_core::{DType, Tensor};
 use super::codes::CodeFrames;
 use super::config::{CodecConfig, LATENTS_PER_CODE, REFERENCE_WINDOW_SECONDS};
 use super::error::CodecInputError;
-use super::euler::SolverParams;
+use super::euler::{Cancel, SolverParams};
 use super::flow::FlowMatching;
 use super::noise::NoiseSource;
 use super::HeartCodec;
@@ -161,6 +161,12 @@ impl FlowStream {
             tail,
             ended: false,
         })
+    }
+
+    /// Makes every later window's solve stop between Euler steps once `cancel` says so
+    /// (the window then fails with [`super::Cancelled`]).
+    pub fn set_cancel(&mut self, cancel: Cancel) {
+        self.flow.set_cancel(cancel);
     }
 
     /// Appends one code frame (`num_quantizers` codes).

@@ -32,14 +32,16 @@ use candle_core::{DType, Device};
 
 use crate::weights::{Loader, Source, WeightStore};
 
-pub use self::codes::CodeFrames;
-pub use self::config::{CodecConfig, WindowGeometry, LATENTS_PER_CODE, REFERENCE_WINDOW_SECONDS};
+pub use self::codes::{CodeFrames, CodeSanitizer};
+pub use self::config::{
+    CodecConfig, WindowGeometry, LATENTS_PER_CODE, OUTPUT_SAMPLE_RATE, REFERENCE_WINDOW_SECONDS,
+};
 pub use self::detokenize::{
     detokenize, flow_windows, join_windows, DetokenizeParams, Detokenized, FlowWindows, Join,
 };
 pub use self::error::CodecInputError;
 pub use self::estimator::{Estimator, RopeTables, TimeConditioning};
-pub use self::euler::SolverParams;
+pub use self::euler::{Cancel, Cancelled, SolverParams};
 pub use self::flow::FlowMatching;
 pub use self::flow_stream::{FlowStream, FlowStreamConfig, StreamWindow};
 pub use self::noise::{GaussianNoise, NoiseSource, ReplayNoise};

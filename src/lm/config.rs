@@ -23,6 +23,10 @@ pub struct Flavor {
     pub scale_factor: f64,
 }
 
+/// The longest context a flavor may declare (Llama 3.2's 128k): larger values only make the
+/// RoPE table and KV cache allocations fail.
+const MAX_SEQ_LEN: usize = 131_072;
+
 fn default_norm_eps() -> f64 {
     1e-5
 }
@@ -63,19 +67,56 @@ impl Flavor {
         }
     }
 
+    /// Every field in range, each problem named with its field and value.
     fn validate(&self, name: &str) -> Result<()> {
-        let ok = self.num_layers > 0
-            && self.num_heads > 0
-            && self.num_kv_heads > 0
-            && self.embed_dim % self.num_heads == 0
-            && self.num_heads % self.num_kv_heads == 0
-            && self.head_dim() % 2 == 0
-            && self.max_seq_len > 0;
-        if !ok {
+        let field = |field: &str, value: &dyn std::fmt::Display, expected: &str| {
+            anyhow::anyhow!("flavor {name}: {field} {value} is invalid: expected {expected}")
+        };
+        for (f, v) in [
+            ("num_layers", self.num_layers),
+            ("num_heads", self.num_heads),
+            ("num_kv_heads", self.num_kv_heads),
+            ("embed_dim", self.embed_dim),
+            ("intermediate_dim", self.intermediate_dim),
+        ] {
+            if v == 0 {
+                return Err(field(f, &v, "a positive integer"));
+            }
+        }
+        if !(1..=MAX_SEQ_LEN).contains(&self.max_seq_len) {
+            return Err(field(
+                "max_seq_len",
+                &self.max_seq_len,
+                &format!("1 to {MAX_SEQ_LEN} positions (Llama 3.2's context)"),
+            ));
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0 && self.norm_eps < 1.0) {
+            return Err(field("norm_eps", &self.norm_eps, "a number in (0, 1)"));
+        }
+        if !(self.rope_base.is_finite() && self.rope_base > 1.0) {
+            return Err(field(
+                "rope_base",
+                &self.rope_base,
+                "a finite number above 1",
+            ));
+        }
+        if !(self.scale_factor.is_finite() && self.scale_factor >= 1.0) {
+            return Err(field(
+                "scale_factor",
+                &self.scale_factor,
+                "a finite number ≥ 1",
+            ));
+        }
+        if self.embed_dim % self.num_heads != 0 || self.head_dim() % 2 != 0 {
             bail!(
-                "flavor {name} is inconsistent: embed_dim {} must split into {} heads of even size, \
-                 and num_heads must be a multiple of num_kv_heads {}",
+                "flavor {name}: embed_dim {} must split into {} heads of even size",
                 self.embed_dim,
+                self.num_heads
+            );
+        }
+        if self.num_heads % self.num_kv_heads != 0 {
+            bail!(
+                "flavor {name}: num_heads {} must be a multiple of num_kv_heads {}",
                 self.num_heads,
                 self.num_kv_heads
             );
@@ -142,12 +183,7 @@ impl LmConfig {
     }
 
     pub fn from_file(path: &Path) -> Result<LmConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| {
-            format!(
-                "cannot read {}: expected the HeartMuLa config.json",
-                path.display()
-            )
-        })?;
+        let text = crate::files::read_regular(path, "the HeartMuLa config.json")?;
         Self::from_json(&text)
             .with_context(|| format!("invalid HeartMuLa config {}", path.display()))
     }
@@ -177,11 +213,21 @@ impl LmConfig {
             audio_num_codebooks: raw.audio_num_codebooks,
             muq_dim: raw.muq_dim,
         };
-        if config.audio_num_codebooks < 2
-            || config.audio_vocab_size == 0
-            || config.text_vocab_size == 0
-        {
-            bail!("audio_num_codebooks must be at least 2 and vocabularies non-empty");
+        if config.audio_num_codebooks < 2 {
+            bail!(
+                "audio_num_codebooks {} is invalid: expected at least 2 (codebook 0 and the \
+                 decoder's codebooks)",
+                config.audio_num_codebooks
+            );
+        }
+        for (f, v) in [
+            ("audio_vocab_size", config.audio_vocab_size),
+            ("text_vocab_size", config.text_vocab_size),
+            ("muq_dim", config.muq_dim),
+        ] {
+            if v == 0 {
+                bail!("{f} 0 is invalid: expected a positive integer");
+            }
         }
         Ok(config)
     }
@@ -215,8 +261,7 @@ impl Default for GenConfig {
 
 impl GenConfig {
     pub fn from_file(path: &Path) -> Result<GenConfig> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}: expected gen_config.json", path.display()))?;
+        let text = crate::files::read_regular(path, "gen_config.json")?;
         serde_json::from_str(&text).with_context(|| {
             format!(
                 "invalid {}: expected text_bos_id, text_eos_id, audio_eos_id, empty_id",

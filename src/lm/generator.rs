@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
 
-use super::config::GenConfig;
+use super::config::{GenConfig, LmConfig};
 use super::kv_cache::KvCache;
 use super::model::HeartMuLa;
 use super::prompt::Prompt;
@@ -36,6 +36,32 @@ pub struct GenerationOptions {
     pub max_frames: usize,
     /// Stop at the end-of-song token (heartlib's rule); otherwise run to `max_frames`.
     pub stop_at_eos: bool,
+}
+
+impl GenerationOptions {
+    /// Checks the options against the model and returns the KV-cache positions the song
+    /// needs: the prompt, then one position per frame after the first.
+    pub fn check_fits(&self, prompt: &Prompt, config: &LmConfig) -> Result<usize> {
+        self.sampling.validate_for(config.audio_vocab_size)?;
+        let max_frames = self.max_frames;
+        if max_frames == 0 {
+            bail!("the requested length is 0 frames: ask for at least 0.08 s (one frame)");
+        }
+        // Frame k ≥ 1 is fed at position len − 1 + k, so the last frame needs len + max − 1 slots.
+        let capacity = prompt.len() + max_frames - 1;
+        let limit = config.backbone.max_seq_len;
+        if capacity > limit {
+            let fit = (limit + 1).saturating_sub(prompt.len());
+            bail!(
+                "the prompt ({} tokens) plus the {max_frames} frames asked for needs {capacity} \
+                 positions, beyond the backbone's max_seq_len {limit}: shorten the lyrics or ask \
+                 for at most {:.2} s ({fit} frames)",
+                prompt.len(),
+                fit as f64 * 0.08
+            );
+        }
+        Ok(capacity)
+    }
 }
 
 enum Steps {
@@ -97,23 +123,7 @@ impl FrameGenerator {
         prompt: Prompt,
         options: GenerationOptions,
     ) -> Result<Self> {
-        let config = &model.config;
-        options.sampling.validate_for(config.audio_vocab_size)?;
-        let max_frames = options.max_frames;
-        if max_frames == 0 {
-            bail!("the requested length is 0 frames: ask for at least 0.08 s (one frame)");
-        }
-        // Frame k ≥ 1 is fed at position len − 1 + k, so the last frame needs len + max − 1 slots.
-        let capacity = prompt.len() + max_frames - 1;
-        let limit = config.backbone.max_seq_len;
-        if capacity > limit {
-            bail!(
-                "the prompt ({} tokens) plus {max_frames} frames needs {capacity} positions, beyond the \
-                 backbone's max_seq_len {limit}: shorten the lyrics or ask for at most {} s",
-                prompt.len(),
-                limit.saturating_sub(prompt.len()) as f64 * 0.08 + 0.08
-            );
-        }
+        let capacity = options.check_fits(&prompt, &model.config)?;
         let batch = options.sampling.batch();
         let (backbone_caches, decoder_caches) = model.new_caches(batch, capacity)?;
         Ok(Self {

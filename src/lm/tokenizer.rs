@@ -15,13 +15,9 @@ pub enum TextTokenizer {
 
 impl TextTokenizer {
     pub fn from_file(path: &Path) -> Result<Self> {
-        if !path.is_file() {
-            anyhow::bail!(
-                "{} is missing: expected the Llama-3 tokenizer.json of HeartMuLaGen",
-                path.display()
-            );
-        }
-        let tok = tokenizers::Tokenizer::from_file(path)
+        let text = crate::files::read_regular(path, "the Llama-3 tokenizer.json of HeartMuLaGen")?;
+        let tok = text
+            .parse::<tokenizers::Tokenizer>()
             .map_err(|e| anyhow!("{e}"))
             .with_context(|| format!("{} is not a valid tokenizer.json", path.display()))?;
         Ok(TextTokenizer::Hf(Box::new(tok)))

@@ -3,12 +3,12 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use super::control::{Aborted, Event, RunControl};
 use super::metrics::Metrics;
 use super::ring::RingReceiver;
-use crate::audio::{is_closed, Sink};
+use crate::audio::{interleave, is_closed, Sink};
 use crate::codec::ScalarStream;
 
 /// What the decoder stage reports when it ends.
@@ -21,6 +21,9 @@ pub struct DecodeReport {
     /// A sink's reader went away (e.g. `| head -c`): the run ended early, cleanly.
     pub output_closed: Option<String>,
 }
+
+/// Interleaved samples per write to the sinks: 4096 stereo frames, 85 ms of audio.
+const DELIVERY_SAMPLES: usize = 8192;
 
 pub struct DecodeStage {
     pub scalar: ScalarStream,
@@ -38,7 +41,7 @@ impl DecodeStage {
         events: &crossbeam_channel::Sender<Event>,
     ) -> Result<DecodeReport> {
         let mut report = DecodeReport::default();
-        let decoded = self.decode_all(&mut latents, &mut report, metrics);
+        let decoded = self.decode_all(&mut latents, &mut report, control, metrics);
         report.seconds = metrics.start.elapsed().as_secs_f64();
         // Every way out finishes every sink: a stopped run still leaves a valid WAV.
         let finished = self.finish_sinks();
@@ -59,43 +62,46 @@ impl DecodeStage {
         &mut self,
         latents: &mut RingReceiver<Tensor>,
         report: &mut DecodeReport,
+        control: &RunControl,
         metrics: &Metrics,
     ) -> Result<()> {
         while let Some(window) = latents.recv()? {
             let n = window.dim(0)?;
             let mut start = 0;
             while start < n {
+                control.check()?;
                 let len = self.chunk_latents.min(n - start);
                 let started = Instant::now();
                 let chunk = window.narrow(0, start, len)?;
-                let pcm = metrics.codec_work(|| to_host(self.scalar.push(&chunk)?))?;
-                self.deliver(&pcm, started, report, metrics)?;
+                let pcm = metrics.codec_work(|| interleave(&self.scalar.push(&chunk)?))?;
+                metrics.decode.record(pcm.len() / 2, started.elapsed());
+                self.deliver(&pcm, report, control, metrics)?;
                 start += len;
             }
         }
         let started = Instant::now();
-        let pcm = metrics.codec_work(|| to_host(self.scalar.finish()?))?;
-        self.deliver(&pcm, started, report, metrics)
+        let pcm = metrics.codec_work(|| interleave(&self.scalar.finish()?))?;
+        metrics.decode.record(pcm.len() / 2, started.elapsed());
+        self.deliver(&pcm, report, control, metrics)
     }
 
-    /// Hands interleaved PCM to the sinks.
+    /// Hands interleaved PCM to the sinks in short pieces, so that an abort is honoured
+    /// even while a slow reader (a real-time pipe) holds a sink's writes back.
     fn deliver(
         &mut self,
         interleaved: &[f32],
-        started: Instant,
         report: &mut DecodeReport,
+        control: &RunControl,
         metrics: &Metrics,
     ) -> Result<()> {
-        let frames = interleaved.len() / 2;
-        if frames == 0 {
-            return Ok(());
+        for piece in interleaved.chunks(DELIVERY_SAMPLES) {
+            control.check()?;
+            metrics.first_audio();
+            for sink in &mut self.sinks {
+                sink.write(piece)?;
+            }
+            report.samples += piece.len() / 2;
         }
-        metrics.decode.record(frames, started.elapsed());
-        metrics.first_audio();
-        for sink in &mut self.sinks {
-            sink.write(interleaved)?;
-        }
-        report.samples += frames;
         Ok(())
     }
 
@@ -108,9 +114,4 @@ impl DecodeStage {
         }
         first_error.map_or(Ok(()), Err)
     }
-}
-
-/// `(2, m)` PCM on any device → interleaved f32 on the host (waits for the decoder's GPU work).
-fn to_host(pcm: Tensor) -> Result<Vec<f32>> {
-    Ok(pcm.to_dtype(DType::F32)?.t()?.flatten_all()?.to_vec1()?)
 }

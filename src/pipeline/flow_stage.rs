@@ -5,9 +5,10 @@ use std::time::Instant;
 use anyhow::Result;
 use candle_core::Tensor;
 
+use super::control::Aborted;
 use super::metrics::Metrics;
 use super::ring::{RingReceiver, RingSender};
-use crate::codec::FlowStream;
+use crate::codec::{Cancelled, FlowStream};
 
 /// One flow-matching window as it ran.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -68,7 +69,14 @@ fn emit_ready(
 }
 
 fn run_window(flow: &mut FlowStream, end_of_stream: bool) -> Result<Option<Tensor>> {
-    let window = flow.next_window(end_of_stream)?;
+    let window = flow.next_window(end_of_stream).map_err(|e| {
+        // Cancelled by the run's abort: the abort is the stage's outcome, not a failure.
+        if e.downcast_ref::<Cancelled>().is_some() {
+            Aborted.into()
+        } else {
+            e
+        }
+    })?;
     if let Some(w) = &window {
         // Wait for the GPU: the stage's busy time is its real cost, and the LM may resume.
         w.device().synchronize()?;

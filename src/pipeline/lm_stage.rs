@@ -8,6 +8,7 @@ use anyhow::Result;
 use super::control::RunControl;
 use super::metrics::Metrics;
 use super::ring::RingSender;
+use crate::codec::CodeSanitizer;
 use crate::lm::{FrameGenerator, GenConfig, GenerationOptions, HeartMuLa, Prompt};
 
 /// What the LM thread needs to make its generator (made on the thread that runs it: a
@@ -31,38 +32,6 @@ fn yield_to_codec(lead_seconds: f64, control: &RunControl, metrics: &Metrics) {
         && !control.stop_requested()
     {
         std::thread::sleep(std::time::Duration::from_micros(100));
-    }
-}
-
-/// Replaces codes the codec cannot look up. The LM's vocabulary has special ids above the
-/// codebook (EOS among them); they can appear in codebooks 1–7, or anywhere with
-/// `--ignore-eos`. Each is replaced by the last valid code of its codebook (0 before any),
-/// which continues the sound instead of inventing one; replacements are counted.
-#[derive(Debug, Clone)]
-pub struct CodeSanitizer {
-    codebook_size: u32,
-    last: Vec<u32>,
-    pub replaced: usize,
-}
-
-impl CodeSanitizer {
-    pub fn new(codebook_size: usize, num_codebooks: usize) -> Self {
-        Self {
-            codebook_size: codebook_size as u32,
-            last: vec![0; num_codebooks],
-            replaced: 0,
-        }
-    }
-
-    pub fn clean(&mut self, frame: &mut [u32]) {
-        for (code, last) in frame.iter_mut().zip(self.last.iter_mut()) {
-            if *code < self.codebook_size {
-                *last = *code;
-            } else {
-                *code = *last;
-                self.replaced += 1;
-            }
-        }
     }
 }
 
@@ -101,21 +70,4 @@ pub fn run(
     }
     report.replaced_codes = sanitizer.replaced;
     Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn special_codes_hold_the_last_valid_code_of_their_codebook() {
-        let mut s = CodeSanitizer::new(512, 3);
-        let mut a = [513, 7, 511];
-        s.clean(&mut a);
-        assert_eq!(a, [0, 7, 511]);
-        let mut b = [5, 514, 512];
-        s.clean(&mut b);
-        assert_eq!(b, [5, 7, 511]);
-        assert_eq!(s.replaced, 3);
-    }
 }

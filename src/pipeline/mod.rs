@@ -25,12 +25,14 @@ use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::audio::Sink;
-use crate::codec::{FlowStream, FlowStreamConfig, GaussianNoise, HeartCodec};
+use crate::codec::{
+    Cancel, CodeSanitizer, FlowStream, FlowStreamConfig, GaussianNoise, HeartCodec,
+};
 
 pub use self::control::{Aborted, Event, RunControl, Stage};
 pub use self::decode_stage::DecodeReport;
 pub use self::flow_stage::WindowTiming;
-pub use self::lm_stage::{CodeSanitizer, LmJob, LmReport};
+pub use self::lm_stage::{LmJob, LmReport};
 pub use self::metrics::{Levels, Metrics, StageMeter};
 pub use self::ring::{ring, Level, RingReceiver, RingSender};
 pub use self::warm_up::{warm_up_codec, warm_up_lm};
@@ -130,11 +132,14 @@ impl Pipeline {
         sinks: Vec<Box<dyn Sink>>,
         control: Arc<RunControl>,
     ) -> Result<Pipeline> {
-        let flow = FlowStream::new(
+        let mut flow = FlowStream::new(
             &codec,
             config.flow,
             Box::new(GaussianNoise::new(config.noise_seed)),
         )?;
+        // An aborted run stops a window between Euler steps, not after its last one.
+        let watched = control.clone();
+        flow.set_cancel(Cancel::when(move || watched.aborted()));
         let sanitizer = CodeSanitizer::new(
             codec.config.codebook_size,
             job.model.config.audio_num_codebooks,

@@ -56,6 +56,7 @@ pub fn watch(
     };
     let mut last_line = Instant::now();
     let mut stall = Stall::default();
+    let mut told_stop = false;
     loop {
         tick();
         let snap = Snapshot::read(pipeline.metrics(), playback.map(Playback::stats));
@@ -73,6 +74,14 @@ pub fn watch(
                 }
                 // A stage ending (or failing) wakes the loop at once.
                 let _ = pipeline.events().recv_timeout(TICK);
+                let control = pipeline.control();
+                if control.stop_requested() && !control.aborted() && !told_stop {
+                    eprintln!(
+                        "stopping: finishing the audio of the frames already generated \
+                         (Ctrl-C again to stop at once)"
+                    );
+                    told_stop = true;
+                }
             }
         }
         // A user's stop, a failed stage and a closed output all stop the run: silence now.

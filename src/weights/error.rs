@@ -16,6 +16,13 @@ pub enum WeightsError {
     #[error("{path} is missing: expected {expected}")]
     MissingFile { path: PathBuf, expected: String },
 
+    #[error("{path} is {found}: expected {expected}")]
+    NotRegular {
+        path: PathBuf,
+        found: &'static str,
+        expected: String,
+    },
+
     #[error(
         "{path} is a PyTorch pickle file; heartstream loads only safetensors \
          (model.safetensors or model-0000N-of-0000M.safetensors with model.safetensors.index.json)"

@@ -5,6 +5,7 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
 use super::WeightsError;
+use crate::files::Entry;
 
 const SINGLE: &str = "model.safetensors";
 const INDEX: &str = "model.safetensors.index.json";
@@ -23,11 +24,15 @@ pub struct WeightStore {
 
 impl WeightStore {
     pub fn open(dir: &Path) -> Result<Self, WeightsError> {
-        if !dir.is_dir() {
-            return Err(WeightsError::MissingFolder {
-                dir: dir.to_path_buf(),
-                expected: LAYOUT,
-            });
+        match Entry::at(dir) {
+            Entry::Folder => {}
+            Entry::Nothing => {
+                return Err(WeightsError::MissingFolder {
+                    dir: dir.to_path_buf(),
+                    expected: LAYOUT,
+                });
+            }
+            other => return Err(not_regular(dir, other, "a model folder")),
         }
         let shard_paths = shard_files(dir)?;
         let mut files = Vec::with_capacity(shard_paths.len());
@@ -70,11 +75,14 @@ impl WeightStore {
             reason: "not present in any safetensors file".to_string(),
         })?;
         let (path, st) = &self.files[i];
-        let err = |e: candle_core::Error| WeightsError::Tensor {
+        let fail = |reason: String| WeightsError::Tensor {
             name: name.to_string(),
             path: path.clone(),
-            reason: e.to_string(),
+            reason,
         };
+        let err = |e: candle_core::Error| fail(e.to_string());
+        let view = st.get(name).map_err(err)?;
+        check_values(view.dtype(), view.data()).map_err(fail)?;
         let host = st.load(name, &Device::Cpu).map_err(err)?;
         host.to_device(device)
             .and_then(|t| t.to_dtype(dtype))
@@ -84,7 +92,7 @@ impl WeightStore {
     /// With an index file, every tensor it names must be in the shard it names.
     fn check_index(&self) -> Result<(), WeightsError> {
         let index_path = self.dir.join(INDEX);
-        if !index_path.is_file() {
+        if Entry::at(&index_path) != Entry::File {
             return Ok(());
         }
         for (name, file) in read_index(&index_path)? {
@@ -106,28 +114,22 @@ impl WeightStore {
 /// single `model.safetensors`. Pickle checkpoints are refused by name.
 fn shard_files(dir: &Path) -> Result<Vec<PathBuf>, WeightsError> {
     let index_path = dir.join(INDEX);
-    if index_path.is_file() {
-        let mut names: Vec<String> = read_index(&index_path)?.into_values().collect();
-        names.sort();
-        names.dedup();
-        return names
-            .into_iter()
-            .map(|n| {
-                let p = dir.join(&n);
-                if p.is_file() {
-                    Ok(p)
-                } else {
-                    Err(WeightsError::MissingFile {
-                        path: p,
-                        expected: format!("a shard listed by {}", index_path.display()),
-                    })
-                }
-            })
-            .collect();
+    match Entry::at(&index_path) {
+        Entry::File => return indexed_shards(dir, &index_path),
+        Entry::Nothing => {}
+        other => return Err(not_regular(&index_path, other, "the shard index (JSON)")),
     }
     let single = dir.join(SINGLE);
-    if single.is_file() {
-        return Ok(vec![single]);
+    match Entry::at(&single) {
+        Entry::File => return Ok(vec![single]),
+        Entry::Nothing => {}
+        other => {
+            return Err(not_regular(
+                &single,
+                other,
+                "the model weights (safetensors)",
+            ))
+        }
     }
     if let Some(pickle) = find_pickle(dir) {
         return Err(WeightsError::Pickle { path: pickle });
@@ -135,6 +137,106 @@ fn shard_files(dir: &Path) -> Result<Vec<PathBuf>, WeightsError> {
     Err(WeightsError::MissingFile {
         path: single,
         expected: format!("the model weights ({LAYOUT})"),
+    })
+}
+
+/// The shards an index names, each a file inside `dir`: an entry may not reach outside the
+/// model folder (`../other/model.safetensors`, `/etc/passwd`).
+fn indexed_shards(dir: &Path, index_path: &Path) -> Result<Vec<PathBuf>, WeightsError> {
+    let mut names: Vec<String> = read_index(index_path)?.into_values().collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|n| {
+            if !is_plain_file_name(&n) {
+                return Err(WeightsError::BadIndex {
+                    path: index_path.to_path_buf(),
+                    reason: format!(
+                        "names the shard {n:?}: expected a file name inside {} \
+                         (no folders, no \"..\", no absolute paths)",
+                        dir.display()
+                    ),
+                });
+            }
+            let p = dir.join(&n);
+            match Entry::at(&p) {
+                Entry::File => Ok(p),
+                Entry::Nothing => Err(WeightsError::MissingFile {
+                    path: p,
+                    expected: format!("a shard listed by {}", index_path.display()),
+                }),
+                other => Err(not_regular(&p, other, "a safetensors shard")),
+            }
+        })
+        .collect()
+}
+
+/// One normal path component: what a shard's name in the official index is.
+fn is_plain_file_name(name: &str) -> bool {
+    let mut parts = Path::new(name).components();
+    matches!(
+        (parts.next(), parts.next()),
+        (Some(std::path::Component::Normal(_)), None)
+    )
+}
+
+fn not_regular(path: &Path, found: Entry, expected: &str) -> WeightsError {
+    WeightsError::NotRegular {
+        path: path.to_path_buf(),
+        found: found.describe(),
+        expected: expected.to_string(),
+    }
+}
+
+/// Weights must be floating point and finite: integer data under a weight's name, or a NaN
+/// or infinity anywhere, would otherwise turn into silent garbage (every code 0, NaN audio).
+fn check_values(dtype: safetensors::Dtype, data: &[u8]) -> Result<(), String> {
+    use safetensors::Dtype;
+    let found = match dtype {
+        Dtype::F32 => {
+            first_non_finite::<4>(data, |b| u32::from_le_bytes(b) & 0x7f80_0000 == 0x7f80_0000)
+        }
+        Dtype::BF16 => first_non_finite::<2>(data, |b| u16::from_le_bytes(b) & 0x7f80 == 0x7f80),
+        Dtype::F16 => first_non_finite::<2>(data, |b| u16::from_le_bytes(b) & 0x7c00 == 0x7c00),
+        other => {
+            return Err(format!(
+                "stored as {other:?}: expected floating-point weights (F32, BF16 or F16)"
+            ))
+        }
+    };
+    match found {
+        Some(i) => Err(format!(
+            "element {i} is not finite (NaN or infinity): the checkpoint is corrupt"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The index of the first element whose bytes `bad` flags. Large tensors are scanned on
+/// every core: the check must not add seconds to loading a 15 GB checkpoint.
+fn first_non_finite<const N: usize>(data: &[u8], bad: fn([u8; N]) -> bool) -> Option<usize> {
+    const PER_THREAD: usize = 64 << 20;
+    let scan = |bytes: &[u8]| {
+        bytes
+            .chunks_exact(N)
+            .position(|b| bad(b.try_into().expect("chunks of N bytes")))
+    };
+    if data.len() <= PER_THREAD {
+        return scan(data);
+    }
+    let threads = std::thread::available_parallelism().map_or(4, |n| n.get());
+    let chunk = data.len().div_ceil(threads).next_multiple_of(N);
+    std::thread::scope(|s| {
+        let scans: Vec<_> = data
+            .chunks(chunk)
+            .enumerate()
+            .map(|(k, part)| s.spawn(move || scan(part).map(|i| k * chunk / N + i)))
+            .collect();
+        scans
+            .into_iter()
+            .filter_map(|h| h.join().ok().flatten())
+            .min()
     })
 }
 
@@ -156,7 +258,8 @@ fn read_index(path: &Path) -> Result<HashMap<String, String>, WeightsError> {
         path: path.to_path_buf(),
         reason,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let text = crate::files::read_regular(path, "the shard index (JSON)")
+        .map_err(|e| bad(format!("{e:#}")))?;
     let index: Index = serde_json::from_str(&text).map_err(|e| {
         bad(format!(
             "expected {{\"weight_map\": {{tensor: file}}}}: {e}"

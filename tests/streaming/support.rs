@@ -1,9 +1,30 @@
 //! Running the binary, a shell, an audio server and a pseudo-terminal for the tests.
+//! Shared by several test binaries, each of which uses only part of it.
+#![allow(dead_code)]
 
 use std::ffi::OsStr;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// Makes sure the Debian packages a test drives are installed, with the project's own
+/// installer (the one the build uses for ALSA): a fresh clone's `cargo test` sets up what it
+/// needs, and names the packages where it cannot.
+pub fn require(packages: &[&str]) {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-packages");
+    let out = Command::new(script)
+        .arg("the streaming tests")
+        .args(packages)
+        .output()
+        .expect("scripts/install-packages runs");
+    assert!(
+        out.status.success(),
+        "the tests need {packages:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_heartstream")
@@ -77,11 +98,7 @@ pub fn wait_for(timeout: Duration, mut ready: impl FnMut() -> bool) {
 }
 
 pub fn interrupt(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(child, "INT");
 }
 
 pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Output {
@@ -101,13 +118,19 @@ static AUDIO: Mutex<()> = Mutex::new(());
 
 impl AudioServer {
     pub fn start() -> AudioServer {
+        require(&[
+            "pulseaudio",
+            "pulseaudio-utils",
+            "libasound2-plugins",
+            "alsa-utils",
+        ]);
         let guard = AUDIO.lock().unwrap_or_else(|e| e.into_inner());
         let running = |cmd: &str| shell(cmd).status.success();
         if !running("pulseaudio --check") {
             let out = shell("pulseaudio --daemonize --exit-idle-time=-1 --log-target=stderr");
             assert!(
                 out.status.success() || running("pulseaudio --check"),
-                "cannot start PulseAudio (.ci/run installs it): {}",
+                "cannot start PulseAudio: {}",
                 stderr(&out)
             );
         }
@@ -130,6 +153,7 @@ pub struct Tmux {
 
 impl Tmux {
     pub fn new(width: u16, height: u16) -> Tmux {
+        require(&["tmux"]);
         let dir = tempfile::tempdir().unwrap();
         let socket = format!("heartstream-test-{}", std::process::id());
         let t = Tmux { socket, dir };
@@ -140,7 +164,7 @@ impl Tmux {
             .arg(t.dir.path())
             .args(["bash", "--norc", "--noprofile"])
             .status()
-            .expect("tmux runs (.ci/run installs it)");
+            .expect("tmux runs");
         assert!(status.success());
         t
     }
@@ -208,4 +232,63 @@ impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.command().arg("kill-server").status();
     }
+}
+
+/// The reference fixture laid out as heartlib's `ckpt/` folder, with a word-level
+/// tokenizer.json (the fixture models have no Llama tokenizer; ids stay below their
+/// text vocabulary).
+pub fn tiny_checkpoint() -> tempfile::TempDir {
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference-tiny");
+    let dir = tempfile::tempdir().unwrap();
+    for (from, to) in [
+        ("heartmula", "HeartMuLa-oss-3B"),
+        ("heartcodec", "HeartCodec-oss"),
+    ] {
+        let target = dir.path().join(to);
+        std::fs::create_dir(&target).unwrap();
+        for file in ["config.json", "model.safetensors"] {
+            std::fs::copy(fixture.join(from).join(file), target.join(file)).unwrap();
+        }
+    }
+    std::fs::copy(
+        fixture.join("gen_config.json"),
+        dir.path().join("gen_config.json"),
+    )
+    .unwrap();
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "unk_token": "[UNK]",
+                  "vocab": {"[UNK]": 0, "<tag>": 1, "</tag>": 2, "piano": 3, "la": 4}}
+    });
+    std::fs::write(dir.path().join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    dir
+}
+
+/// Edits a JSON file in place.
+pub fn edit_json(path: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    edit(&mut value);
+    std::fs::write(path, value.to_string()).unwrap();
+}
+
+/// The regular files directly in `dir`, by name.
+pub fn files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
