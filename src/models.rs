@@ -29,6 +29,12 @@ pub enum ModelChoice {
 }
 
 impl ModelChoice {
+    /// Whether a song asked to stop at the end-of-song token does: random weights emit it by
+    /// chance, so a synthetic model always runs to the length asked for.
+    pub fn stops_at_eos(&self, requested: bool) -> bool {
+        requested && !matches!(self, ModelChoice::Synthetic { .. })
+    }
+
     pub fn describe(&self) -> String {
         match self {
             ModelChoice::Checkpoint(dir) => dir.display().to_string(),

@@ -166,6 +166,18 @@ mod tests {
         assert_eq!(f32::from_le_bytes(out[4..8].try_into().unwrap()), -0.75);
     }
 
+    #[test]
+    fn interleaving_refuses_non_finite_samples() {
+        let dev = candle_core::Device::Cpu;
+        let pcm = Tensor::new(&[[0.5f32, 0.25], [-0.5, -0.25]], &dev).unwrap();
+        assert_eq!(interleave(&pcm).unwrap(), vec![0.5, -0.5, 0.25, -0.25]);
+        let bad = Tensor::new(&[[0.5f32, f32::NAN], [-0.5, -0.25]], &dev).unwrap();
+        let err = interleave(&bad).unwrap_err().to_string();
+        assert!(err.contains("NaN at sample 1"), "{err}");
+        let mono = Tensor::new(&[[0.5f32]], &dev).unwrap();
+        assert!(interleave(&mono).is_err());
+    }
+
     struct ClosedPipe;
     impl Write for ClosedPipe {
         fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {

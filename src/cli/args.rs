@@ -182,15 +182,13 @@ impl SamplingArgs {
         Ok(params)
     }
 
-    /// What the LM is asked for. Random weights end songs by chance, so a synthetic run
-    /// always lasts its full length.
+    /// What the LM is asked for (see [`ModelChoice::stops_at_eos`]).
     pub fn generation(&mut self, choice: &ModelChoice) -> Result<GenerationOptions> {
         let seed = self.fix_seed();
-        let synthetic = matches!(choice, ModelChoice::Synthetic { .. });
         Ok(GenerationOptions {
             sampling: self.params(seed)?,
             max_frames: self.max_frames()?,
-            stop_at_eos: !self.ignore_eos && !synthetic,
+            stop_at_eos: choice.stops_at_eos(!self.ignore_eos),
         })
     }
 

@@ -65,7 +65,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         bail!("bench prints its JSON report on stdout: use --out FILE.wav instead of --stream-to stdout");
     }
     let session = args.run.prepare()?;
-    let lm_device = session.lm.model.device().clone();
+    let lm_device = session.engine.config().device.clone();
     let control = RunControl::new();
     stop_on_ctrl_c(&control)?;
     let mut sinks = args.run.output.sinks()?;
@@ -94,11 +94,11 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         device: session.info.device.clone(),
         codec_device: session.info.codec_device.clone(),
         dtype: session.info.dtype.clone(),
-        flow_steps: session.pipeline.flow.solver.num_steps,
-        first_window_s: session.pipeline.flow.first_window_latents as f64
-            / session.codec.config.latent_rate_hz(),
+        flow_steps: session.request.flow.solver.num_steps,
+        first_window_s: session.request.flow.first_window_latents as f64
+            / session.engine.codec_config().latent_rate_hz(),
         outcome: report.outcome.name(),
-        load_ms: session.load_seconds * 1e3,
+        load_ms: session.load_seconds() * 1e3,
         ttfa_ms: report.ttfa_seconds.map(|s| s * 1e3),
         rtf: Rtf {
             overall: report.wall_seconds / report.audio_seconds().max(1e-9),

@@ -20,7 +20,9 @@ pub fn run(mut args: GenerateArgs) -> Result<()> {
     let session = args.run.prepare()?;
     eprintln!(
         "loaded {} in {:.1} s (seed {})",
-        session.info.model, session.load_seconds, session.info.seed
+        session.info.model,
+        session.load_seconds(),
+        session.info.seed
     );
     let control = RunControl::new();
     stop_on_ctrl_c(&control)?;

@@ -65,7 +65,7 @@ pub fn run(mut args: PlayArgs) -> Result<()> {
             eprintln!(
                 "loaded {} in {:.1} s (seed {seed}); playing on {} at {} Hz",
                 session.info.model,
-                session.load_seconds,
+                session.load_seconds(),
                 playback.device_name,
                 playback.device_rate
             );
@@ -74,7 +74,8 @@ pub fn run(mut args: PlayArgs) -> Result<()> {
         None => {
             eprintln!(
                 "loaded {} in {:.1} s (seed {seed})",
-                session.info.model, session.load_seconds
+                session.info.model,
+                session.load_seconds()
             );
             None
         }

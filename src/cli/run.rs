@@ -5,26 +5,26 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, DeviceLocation};
+use candle_core::Device;
 use clap::{Args, ValueEnum};
 
 use super::args::{resolve_device, CodecArgs, SongArgs};
 use crate::audio::{PcmFormat, PcmSink, Sink, WavSink};
-use crate::codec::{CodecConfig, FlowStreamConfig, HeartCodec, LATENTS_PER_CODE};
-use crate::files::OutputFile;
-use crate::lm::{GenerationOptions, Prompt};
-use crate::models::{codec_config, load_codec, load_lm, LmBundle, ModelChoice};
-use crate::pipeline::{
-    warm_up_codec, warm_up_lm, LmJob, Pipeline, PipelineConfig, RunControl,
-    DEFAULT_YIELD_LEAD_SECONDS,
+use crate::codec::{
+    latents_of, CodecConfig, FlowStreamConfig, STREAM_CONTEXT_SECONDS, STREAM_FIRST_WINDOW_SECONDS,
+    STREAM_WINDOW_SECONDS,
 };
+use crate::engine::{Engine, EngineConfig, SongRequest};
+use crate::files::OutputFile;
+use crate::models::{codec_config, ModelChoice};
+use crate::pipeline::{Pipeline, RunControl, DEFAULT_YIELD_LEAD_SECONDS};
 
 #[derive(Args, Debug, Clone)]
 pub struct StreamArgs {
     /// Longest flow-matching window in seconds, in-context prefix included (heartlib: 29.76)
     #[arg(
         long,
-        default_value_t = 29.76,
+        default_value_t = STREAM_WINDOW_SECONDS,
         value_name = "S",
         allow_negative_numbers = true
     )]
@@ -32,7 +32,7 @@ pub struct StreamArgs {
     /// In-context prefix of each window after the first, in seconds (heartlib: 4.16)
     #[arg(
         long,
-        default_value_t = 4.16,
+        default_value_t = STREAM_CONTEXT_SECONDS,
         value_name = "S",
         allow_negative_numbers = true
     )]
@@ -41,7 +41,7 @@ pub struct StreamArgs {
     /// to --window
     #[arg(
         long,
-        default_value_t = 0.64,
+        default_value_t = STREAM_FIRST_WINDOW_SECONDS,
         value_name = "S",
         allow_negative_numbers = true
     )]
@@ -62,16 +62,14 @@ impl StreamArgs {
             if !seconds.is_finite() || seconds < 0.0 || (seconds == 0.0 && !allow_zero) {
                 bail!("{flag} {seconds} is invalid: expected a positive number of seconds");
             }
-            let codes = (seconds * config.latent_rate_hz() / LATENTS_PER_CODE as f64).round();
-            Ok(codes as usize * LATENTS_PER_CODE)
+            Ok(latents_of(config, seconds))
         };
         let flow = FlowStreamConfig {
             window_latents: latents("--window", self.window, false)?,
             context_latents: latents("--context", self.context, true)?,
             first_window_latents: latents("--first-window", self.first_window, false)?,
             solver: codec.solver()?,
-            // Streaming never re-solves a whole window for the last few latents.
-            pad_last_window: false,
+            ..FlowStreamConfig::streaming(config)
         };
         flow.validate().with_context(|| {
             format!(
@@ -86,22 +84,13 @@ impl StreamArgs {
         Ok(flow)
     }
 
-    /// The codec's device: `--codec-device`, else a second stream on the LM's GPU (so the
-    /// codec's kernels never queue behind the LM's), else the LM's device.
-    pub fn codec_device(&self, lm_device: &Device) -> Result<Device> {
-        if let Some(spec) = &self.codec_device {
-            return resolve_device(spec).with_context(|| format!("--codec-device {spec}"));
-        }
-        own_stream(lm_device)
-    }
-}
-
-/// The same GPU on a CUDA stream of its own (work on it never queues behind other stages'),
-/// or the device itself on the CPU.
-fn own_stream(device: &Device) -> Result<Device> {
-    match device.location() {
-        DeviceLocation::Cuda { gpu_id } => Ok(Device::new_cuda_with_stream(gpu_id)?),
-        _ => Ok(device.clone()),
+    /// `--codec-device`, if given (the default is the engine's: a second stream on the
+    /// LM's GPU, so the codec's kernels never queue behind the LM's).
+    pub fn codec_device(&self) -> Result<Option<Device>> {
+        self.codec_device
+            .as_deref()
+            .map(|spec| resolve_device(spec).with_context(|| format!("--codec-device {spec}")))
+            .transpose()
     }
 }
 
@@ -171,14 +160,9 @@ pub struct RunArgs {
 
 /// Models loaded and inputs checked: ready to start generating.
 pub struct Session {
-    pub lm: LmBundle,
-    pub codec: Arc<HeartCodec>,
-    pub job_options: GenerationOptions,
-    pub prompt: Prompt,
-    pub pipeline: PipelineConfig,
+    pub engine: Engine,
+    pub request: SongRequest,
     pub info: RunInfo,
-    pub load_seconds: f64,
-    pub yield_lead_seconds: f64,
 }
 
 /// What the UI and the report say about a run's setup.
@@ -200,51 +184,32 @@ impl RunArgs {
         self.codec.solver()?;
         self.output.check()?;
         let device = self.song.model.device()?;
-        let codec_device = self.stream.codec_device(&device)?;
         let choice = self.song.model.choice(&device, seed);
-        let options = self.song.sampling.generation(&choice)?;
-        let sampling = options.sampling;
+        let generation = self.song.sampling.generation(&choice)?;
         // The streaming flags are checked against the checkpoint's config before any weights load.
         let flow = self
             .stream
             .flow_config(&codec_config(&choice)?, &self.codec)?;
         let tags = self.song.prompt.tags()?;
         let lyrics = self.song.prompt.lyrics()?;
-        let dtype = self.song.model.lm_dtype(&device);
-        let lm = load_lm(&choice, &device, dtype)?;
-        let prompt = Prompt::from_text(&tags, &lyrics, &lm.tokenizer, &lm.gen)?;
-        options.check_fits(&prompt, &lm.model.config)?;
-        let scalar_device = own_stream(&codec_device)?;
-        let (codec, codec_seconds) = load_codec(
-            &choice,
-            &codec_device,
-            &scalar_device,
-            self.song.model.codec_precision(&codec_device),
-        )?;
-        let info = RunInfo {
-            model: choice.describe(),
-            device: crate::device::describe(&device),
-            codec_device: crate::device::describe(&codec_device),
-            dtype: dtype.as_str().into(),
-            sampling: format!(
-                "temperature {} · top-k {} · cfg {} · seed {seed}",
-                sampling.temperature, sampling.topk, sampling.cfg_scale
-            ),
-            codec: format!(
-                "{} flow steps · guidance {} · first window {:.2} s",
-                flow.solver.num_steps,
-                flow.solver.guidance_scale,
-                flow.first_window_latents as f64 / codec.config.latent_rate_hz()
-            ),
-            seed,
-        };
-        let mut load_seconds = lm.load_seconds + codec_seconds;
-        if device.is_cuda() || codec_device.is_cuda() {
-            let started = std::time::Instant::now();
-            warm_up_lm(&lm.model, lm.gen, &prompt, options)?;
-            warm_up_codec(&codec, &flow)?;
-            load_seconds += started.elapsed().as_secs_f64();
+        let mut config = EngineConfig::new(choice.clone(), device)?;
+        if let Some(codec_device) = self.stream.codec_device()? {
+            config.codec_device = codec_device;
         }
+        config.dtype = self.song.model.lm_dtype(&config.device);
+        config.codec_precision = self.song.model.codec_precision(&config.codec_device);
+        let request = SongRequest {
+            tags,
+            lyrics,
+            generation,
+            flow,
+            noise_seed: seed,
+            yield_lead_seconds: self.stream.lm_yield_lead,
+        };
+        let mut engine = Engine::load(config)?;
+        engine.prompt(&request)?;
+        engine.warm_up(&request)?;
+        let info = RunInfo::of(&engine, &request, &choice);
         if matches!(choice, ModelChoice::Synthetic { .. }) {
             eprintln!(
                 "note: synthetic random weights make noise, not music (see README: real weights); \
@@ -252,29 +217,46 @@ impl RunArgs {
             );
         }
         Ok(Session {
-            job_options: options,
-            prompt,
-            pipeline: PipelineConfig::new(flow, seed),
-            codec,
-            lm,
+            engine,
+            request,
             info,
-            load_seconds,
-            yield_lead_seconds: self.stream.lm_yield_lead,
         })
+    }
+}
+
+impl RunInfo {
+    fn of(engine: &Engine, request: &SongRequest, choice: &ModelChoice) -> Self {
+        let config = engine.config();
+        let sampling = request.generation.sampling;
+        let flow = request.flow;
+        Self {
+            model: choice.describe(),
+            device: crate::device::describe(&config.device),
+            codec_device: crate::device::describe(&config.codec_device),
+            dtype: config.dtype.as_str().into(),
+            sampling: format!(
+                "temperature {} · top-k {} · cfg {} · seed {}",
+                sampling.temperature, sampling.topk, sampling.cfg_scale, sampling.seed
+            ),
+            codec: format!(
+                "{} flow steps · guidance {} · first window {:.2} s",
+                flow.solver.num_steps,
+                flow.solver.guidance_scale,
+                flow.first_window_latents as f64 / engine.codec_config().latent_rate_hz()
+            ),
+            seed: sampling.seed,
+        }
     }
 }
 
 impl Session {
     /// Starts generating into `sinks`.
     pub fn start(&self, sinks: Vec<Box<dyn Sink>>, control: Arc<RunControl>) -> Result<Pipeline> {
-        let job = LmJob {
-            model: self.lm.model.clone(),
-            gen: self.lm.gen,
-            prompt: self.prompt.clone(),
-            options: self.job_options,
-            yield_lead_seconds: self.yield_lead_seconds,
-        };
-        Pipeline::start(job, self.codec.clone(), self.pipeline, sinks, control)
+        self.engine.start(&self.request, sinks, control)
+    }
+
+    pub fn load_seconds(&self) -> f64 {
+        self.engine.load_seconds
     }
 }
 

@@ -109,27 +109,7 @@ impl CodecConfig {
                 self.sample_rate
             );
         }
-        for (field, value) in [
-            ("dim", self.dim),
-            ("codebook_dim", self.codebook_dim),
-            ("attention_head_dim", self.attention_head_dim),
-            ("num_attention_heads", self.num_attention_heads),
-            ("num_layers", self.num_layers),
-            ("latent_hidden_dim", self.latent_hidden_dim),
-            ("init_channel", self.init_channel),
-            ("default_kernel_size", self.default_kernel_size),
-            ("res_kernel_size", self.res_kernel_size),
-        ] {
-            if value == 0 {
-                bail!("{field} 0 is invalid: expected a positive integer");
-            }
-        }
-        if self.upsample_factors.is_empty() || self.upsample_factors.contains(&0) {
-            bail!(
-                "upsample_factors {:?} is invalid: expected positive factors",
-                self.upsample_factors
-            );
-        }
+        self.check_ranges()?;
         if self.norm_type != "ada_norm_single" {
             bail!(
                 "norm_type {:?}: only \"ada_norm_single\" is supported",
@@ -184,6 +164,66 @@ impl CodecConfig {
             bail!("num_samples, codebook_size and num_quantizers must be positive");
         }
         Ok(())
+    }
+
+    fn check_ranges(&self) -> Result<()> {
+        use crate::limits::{check, check_all, MAX_COUNT, MAX_KERNEL, MAX_VOCAB, MAX_WIDTH};
+        for (field, value) in [
+            ("dim", self.dim),
+            ("codebook_dim", self.codebook_dim),
+            ("attention_head_dim", self.attention_head_dim),
+            ("in_channels", self.in_channels),
+            ("out_channels", self.out_channels),
+            ("latent_hidden_dim", self.latent_hidden_dim),
+            ("init_channel", self.init_channel),
+        ] {
+            check(field, value, 1..=MAX_WIDTH)?;
+        }
+        for (field, value) in [
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_layers", self.num_layers),
+            ("num_quantizers", self.num_quantizers),
+            ("num_samples", self.num_samples),
+            ("num_bands", self.num_bands),
+        ] {
+            check(field, value, 1..=MAX_COUNT)?;
+        }
+        check("num_layers_2", self.num_layers_2, 0..=MAX_COUNT)?;
+        check(
+            "inner width (num_attention_heads * attention_head_dim)",
+            self.inner_dim(),
+            1..=MAX_WIDTH,
+        )?;
+        check("codebook_size", self.codebook_size, 1..=MAX_VOCAB)?;
+        for (field, value) in [
+            ("default_kernel_size", self.default_kernel_size),
+            ("delay_kernel_size", self.delay_kernel_size),
+            ("res_kernel_size", self.res_kernel_size),
+        ] {
+            check(field, value, 1..=MAX_KERNEL)?;
+        }
+        for (field, values) in [
+            ("upsample_factors", &self.upsample_factors),
+            ("upsample_kernel_sizes", &self.upsample_kernel_sizes),
+            ("downsample_factors", &self.downsample_factors),
+            ("downsample_kernel_sizes", &self.downsample_kernel_sizes),
+        ] {
+            check_all(field, values, 1..=MAX_KERNEL)?;
+        }
+        // The hop is a product of factors: bound it too (48 kHz at ≥ 1 latent per second).
+        let hop = self
+            .upsample_factors
+            .iter()
+            .try_fold(self.num_samples, |a, &f| a.checked_mul(f));
+        match hop {
+            Some(h) if h <= OUTPUT_SAMPLE_RATE => Ok(()),
+            _ => bail!(
+                "upsample_factors {:?} × num_samples {}: expected at most {OUTPUT_SAMPLE_RATE} \
+                 samples per latent frame",
+                self.upsample_factors,
+                self.num_samples
+            ),
+        }
     }
 
     /// Width of the first transformer stack.

@@ -31,7 +31,25 @@ pub struct FlowStreamConfig {
     pub pad_last_window: bool,
 }
 
+/// heartstream's streaming windows, in seconds: heartlib's window and context, and a short
+/// first window so that audio starts early (later windows double up to the full one).
+pub const STREAM_WINDOW_SECONDS: f64 = REFERENCE_WINDOW_SECONDS;
+pub const STREAM_CONTEXT_SECONDS: f64 = 4.16;
+pub const STREAM_FIRST_WINDOW_SECONDS: f64 = 0.64;
+
 impl FlowStreamConfig {
+    /// The default streaming windows for `config`'s latent rate, solved with `solver`.
+    pub fn streaming(config: &CodecConfig) -> Self {
+        Self {
+            window_latents: latents_of(config, STREAM_WINDOW_SECONDS),
+            context_latents: latents_of(config, STREAM_CONTEXT_SECONDS),
+            first_window_latents: latents_of(config, STREAM_FIRST_WINDOW_SECONDS),
+            solver: SolverParams::default(),
+            // Streaming never re-solves a whole window for the last few latents.
+            pad_last_window: false,
+        }
+    }
+
     /// heartlib's windows: 744-latent windows, 104 latents of context, no short first window.
     pub fn reference(config: &CodecConfig) -> Self {
         let g = config.window_geometry(REFERENCE_WINDOW_SECONDS);
@@ -250,6 +268,12 @@ impl FlowStream {
         self.last = Some(w);
         Ok(Some(new.narrow(0, 0, emitted)?))
     }
+}
+
+/// `seconds` in latent frames of `config`, rounded to whole codes.
+pub fn latents_of(config: &CodecConfig, seconds: f64) -> usize {
+    let codes = (seconds * config.latent_rate_hz() / LATENTS_PER_CODE as f64).round();
+    codes as usize * LATENTS_PER_CODE
 }
 
 fn last_frames(x: &Tensor, n: usize) -> Result<Tensor> {

@@ -43,7 +43,10 @@ pub use self::error::CodecInputError;
 pub use self::estimator::{Estimator, RopeTables, TimeConditioning};
 pub use self::euler::{Cancel, Cancelled, SolverParams};
 pub use self::flow::FlowMatching;
-pub use self::flow_stream::{FlowStream, FlowStreamConfig, StreamWindow};
+pub use self::flow_stream::{
+    latents_of, FlowStream, FlowStreamConfig, StreamWindow, STREAM_CONTEXT_SECONDS,
+    STREAM_FIRST_WINDOW_SECONDS, STREAM_WINDOW_SECONDS,
+};
 pub use self::noise::{GaussianNoise, NoiseSource, ReplayNoise};
 pub use self::rvq::ResidualVq;
 pub use self::scalar::{ScalarModel, ScalarStream};

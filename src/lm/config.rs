@@ -72,16 +72,20 @@ impl Flavor {
         let field = |field: &str, value: &dyn std::fmt::Display, expected: &str| {
             anyhow::anyhow!("flavor {name}: {field} {value} is invalid: expected {expected}")
         };
+        use crate::limits::{check, MAX_COUNT, MAX_WIDTH};
+        let named = |e: anyhow::Error| anyhow::anyhow!("flavor {name}: {e}");
         for (f, v) in [
             ("num_layers", self.num_layers),
             ("num_heads", self.num_heads),
             ("num_kv_heads", self.num_kv_heads),
+        ] {
+            check(f, v, 1..=MAX_COUNT).map_err(named)?;
+        }
+        for (f, v) in [
             ("embed_dim", self.embed_dim),
             ("intermediate_dim", self.intermediate_dim),
         ] {
-            if v == 0 {
-                return Err(field(f, &v, "a positive integer"));
-            }
+            check(f, v, 1..=4 * MAX_WIDTH).map_err(named)?;
         }
         if !(1..=MAX_SEQ_LEN).contains(&self.max_seq_len) {
             return Err(field(
@@ -213,22 +217,16 @@ impl LmConfig {
             audio_num_codebooks: raw.audio_num_codebooks,
             muq_dim: raw.muq_dim,
         };
-        if config.audio_num_codebooks < 2 {
-            bail!(
-                "audio_num_codebooks {} is invalid: expected at least 2 (codebook 0 and the \
-                 decoder's codebooks)",
-                config.audio_num_codebooks
-            );
-        }
-        for (f, v) in [
-            ("audio_vocab_size", config.audio_vocab_size),
-            ("text_vocab_size", config.text_vocab_size),
-            ("muq_dim", config.muq_dim),
-        ] {
-            if v == 0 {
-                bail!("{f} 0 is invalid: expected a positive integer");
-            }
-        }
+        use crate::limits::{check, MAX_COUNT, MAX_VOCAB, MAX_WIDTH};
+        // Codebook 0 comes from the backbone, the others from the decoder: at least two.
+        check(
+            "audio_num_codebooks",
+            config.audio_num_codebooks,
+            2..=MAX_COUNT,
+        )?;
+        check("audio_vocab_size", config.audio_vocab_size, 1..=MAX_VOCAB)?;
+        check("text_vocab_size", config.text_vocab_size, 1..=MAX_VOCAB)?;
+        check("muq_dim", config.muq_dim, 1..=MAX_WIDTH)?;
         Ok(config)
     }
 

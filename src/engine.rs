@@ -1,0 +1,255 @@
+//! The engine as a library: load both models once, then make songs — each streamed into
+//! sinks, or pulled as PCM chunks by the caller. The command line is one user of this API;
+//! a server is another.
+
+use std::sync::Arc;
+
+use anyhow::{anyhow, Result};
+use candle_core::{DType, Device, DeviceLocation};
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::audio::{OutputClosed, Sink};
+use crate::codec::{CodecConfig, CodecPrecision, FlowStreamConfig, HeartCodec};
+use crate::lm::{GenerationOptions, Prompt, SamplingParams};
+use crate::models::{load_codec, load_lm, LmBundle, ModelChoice};
+use crate::pipeline::{
+    warm_up_codec, warm_up_lm, LmJob, Pipeline, PipelineConfig, RunControl, RunReport,
+    DEFAULT_YIELD_LEAD_SECONDS,
+};
+
+/// Which weights, and where each model runs.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub model: ModelChoice,
+    /// The LM's device.
+    pub device: Device,
+    /// Flow matching's device; the ScalarModel runs there too, on a CUDA stream of its own.
+    pub codec_device: Device,
+    /// The LM's dtype (its logits are always f32).
+    pub dtype: DType,
+    pub codec_precision: CodecPrecision,
+}
+
+impl EngineConfig {
+    /// `model` on `device`: bf16 on a GPU and f32 on the CPU, the codec on a second CUDA
+    /// stream of the same GPU (its kernels never queue behind the LM's).
+    pub fn new(model: ModelChoice, device: Device) -> Result<Self> {
+        let dtype = if device.is_cuda() {
+            DType::BF16
+        } else {
+            DType::F32
+        };
+        Ok(Self {
+            model,
+            codec_device: own_stream(&device)?,
+            device,
+            dtype,
+            codec_precision: CodecPrecision::with_flow(dtype),
+        })
+    }
+}
+
+/// The same GPU on a CUDA stream of its own, or the device itself on the CPU.
+pub fn own_stream(device: &Device) -> Result<Device> {
+    match device.location() {
+        DeviceLocation::Cuda { gpu_id } => Ok(Device::new_cuda_with_stream(gpu_id)?),
+        _ => Ok(device.clone()),
+    }
+}
+
+/// Both models, loaded.
+pub struct Engine {
+    lm: LmBundle,
+    codec: Arc<HeartCodec>,
+    config: EngineConfig,
+    /// Seconds spent loading (weights, and warm-up on a GPU).
+    pub load_seconds: f64,
+}
+
+/// One song to make.
+#[derive(Debug, Clone)]
+pub struct SongRequest {
+    pub tags: String,
+    pub lyrics: String,
+    pub generation: GenerationOptions,
+    pub flow: FlowStreamConfig,
+    /// Seed of the flow-matching noise (the LM's is `generation.sampling.seed`).
+    pub noise_seed: u64,
+    /// While less audio than this is buffered ahead of the listener, the LM waits for a
+    /// running flow-matching window.
+    pub yield_lead_seconds: f64,
+}
+
+impl SongRequest {
+    /// A song of at most `max_frames` frames with heartlib's sampling and the default
+    /// streaming windows, seeded by `seed`.
+    pub fn new(
+        tags: &str,
+        lyrics: &str,
+        max_frames: usize,
+        seed: u64,
+        codec: &CodecConfig,
+    ) -> Self {
+        Self {
+            tags: tags.to_string(),
+            lyrics: lyrics.to_string(),
+            generation: GenerationOptions {
+                sampling: SamplingParams {
+                    seed,
+                    ..SamplingParams::default()
+                },
+                max_frames,
+                stop_at_eos: true,
+            },
+            flow: FlowStreamConfig::streaming(codec),
+            noise_seed: seed,
+            yield_lead_seconds: DEFAULT_YIELD_LEAD_SECONDS,
+        }
+    }
+}
+
+impl Engine {
+    /// Loads both models (and, on a GPU, pays the one-time kernel and graph costs).
+    pub fn load(config: EngineConfig) -> Result<Self> {
+        let started = std::time::Instant::now();
+        let lm = load_lm(&config.model, &config.device, config.dtype)?;
+        let scalar_device = own_stream(&config.codec_device)?;
+        let (codec, _) = load_codec(
+            &config.model,
+            &config.codec_device,
+            &scalar_device,
+            config.codec_precision,
+        )?;
+        let engine = Self {
+            lm,
+            codec,
+            config,
+            load_seconds: 0.0,
+        };
+        Ok(Self {
+            load_seconds: started.elapsed().as_secs_f64(),
+            ..engine
+        })
+    }
+
+    /// Runs a few frames and a small window with `request`'s settings, so that kernel
+    /// loading, handle creation and graph capture happen now rather than in a song.
+    pub fn warm_up(&mut self, request: &SongRequest) -> Result<()> {
+        if !(self.config.device.is_cuda() || self.config.codec_device.is_cuda()) {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let prompt = self.prompt(request)?;
+        warm_up_lm(&self.lm.model, self.lm.gen, &prompt, request.generation)?;
+        warm_up_codec(&self.codec, &request.flow)?;
+        self.load_seconds += started.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn codec_config(&self) -> &CodecConfig {
+        &self.codec.config
+    }
+
+    pub fn lm(&self) -> &LmBundle {
+        &self.lm
+    }
+
+    /// The prompt of `request`, checked against the model (vocabulary, context length).
+    pub fn prompt(&self, request: &SongRequest) -> Result<Prompt> {
+        let prompt = Prompt::from_text(
+            &request.tags,
+            &request.lyrics,
+            &self.lm.tokenizer,
+            &self.lm.gen,
+        )?;
+        request
+            .generation
+            .check_fits(&prompt, &self.lm.model.config)?;
+        request.flow.validate()?;
+        Ok(prompt)
+    }
+
+    /// Starts `request` streaming into `sinks`; `control` stops it.
+    pub fn start(
+        &self,
+        request: &SongRequest,
+        sinks: Vec<Box<dyn Sink>>,
+        control: Arc<RunControl>,
+    ) -> Result<Pipeline> {
+        let options = GenerationOptions {
+            stop_at_eos: self
+                .config
+                .model
+                .stops_at_eos(request.generation.stop_at_eos),
+            ..request.generation
+        };
+        let job = LmJob {
+            model: self.lm.model.clone(),
+            gen: self.lm.gen,
+            prompt: self.prompt(request)?,
+            options,
+            yield_lead_seconds: request.yield_lead_seconds,
+        };
+        let config = PipelineConfig::new(request.flow, request.noise_seed);
+        Pipeline::start(job, self.codec.clone(), config, sinks, control)
+    }
+
+    /// Starts `request` with its audio delivered to the caller, chunk by chunk.
+    pub fn song(&self, request: &SongRequest) -> Result<Song> {
+        let (sender, chunks) = crossbeam_channel::bounded(CHUNKS_IN_FLIGHT);
+        let control = RunControl::new();
+        let pipeline = self.start(request, vec![Box::new(ChunkSink { sender })], control)?;
+        Ok(Song { pipeline, chunks })
+    }
+}
+
+/// Chunks buffered between the decoder and a caller that reads slowly: the decoder waits
+/// beyond that, which holds generation back to the reader's pace.
+const CHUNKS_IN_FLIGHT: usize = 8;
+
+/// A song being made; its audio arrives as interleaved stereo f32 chunks at 48 kHz.
+pub struct Song {
+    pipeline: Pipeline,
+    chunks: Receiver<Vec<f32>>,
+}
+
+impl Song {
+    /// The next chunk, waiting for it; `None` once the song has ended (or was stopped).
+    pub fn next_chunk(&self) -> Option<Vec<f32>> {
+        self.chunks.recv().ok()
+    }
+
+    /// Stops generating; the audio of the frames already made still arrives.
+    pub fn stop(&self) {
+        self.pipeline.control().stop();
+    }
+
+    /// Ends the song (whatever was not read is dropped) and reports on it.
+    pub fn finish(self) -> Result<RunReport> {
+        let Song { pipeline, chunks } = self;
+        // A reader that went away ends the run cleanly instead of blocking the decoder.
+        drop(chunks);
+        pipeline.join()
+    }
+}
+
+/// The decoder's end of a [`Song`]'s chunk channel.
+struct ChunkSink {
+    sender: Sender<Vec<f32>>,
+}
+
+impl Sink for ChunkSink {
+    fn write(&mut self, interleaved: &[f32]) -> Result<()> {
+        self.sender
+            .send(interleaved.to_vec())
+            .map_err(|_| anyhow!(OutputClosed("the song's reader".into())))
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
