@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
 # The GPU measurements of BENCHMARKS.md, on a machine with an NVIDIA GPU and the binaries that
 # scripts/package-gpu.sh put in gpu/. Writes each result to $OUT (default: gpu-results/).
-#   bash scripts/gpu-bench.sh [parity] [bench] [kernels]      (default: all three)
+#   bash scripts/gpu-bench.sh [parity] [codec] [bench] [variants] [long] [decode] [kernels]
+# (default: parity codec bench long decode)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu-results}
 mkdir -p "$out"
 export LD_LIBRARY_PATH=$PWD/gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# The LM kernels' disk cache lives with the results' machine, not in the repository.
+export HEARTSTREAM_CACHE_DIR=${HEARTSTREAM_CACHE_DIR:-/tmp/heartstream-cache}
 run() { bash gpu/gpu-run.sh "$@"; }
-parts=${*:-parity bench kernels}
+song() {  # song NAME SECONDS SEED [ARGS...]: one bench run appended to $out/NAME.jsonl
+  local name=$1 seconds=$2 seed=$3; shift 3
+  run gpu/heartstream.xz bench --synthetic 3b --device cuda --max-seconds "$seconds" \
+    --ignore-eos --seed "$seed" "$@" >> "$out/$name.jsonl" 2>> "$out/bench-stderr.txt"
+  echo "$name seed $seed exit $?" >> "$out/summary.txt"
+}
+parts=${*:-parity codec bench long decode}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt"
 for part in $parts; do
   case $part in
@@ -19,26 +28,35 @@ for part in $parts; do
       HEARTSTREAM_TEST_DEVICE=cuda HEARTSTREAM_TEST_DTYPE=bf16 run gpu/reference_parity.xz \
         --test-threads 1 --nocapture > "$out/parity-bf16.txt" 2>&1
       echo "parity bf16 exit $?" >> "$out/summary.txt" ;;
+    codec)
+      # Window shapes eager vs captured, ScalarModel f32 vs bf16, at full size.
+      run gpu/codec.xz > "$out/codec.txt" 2>&1
+      echo "codec bench exit $?" >> "$out/summary.txt" ;;
     bench)
-      # Full-size synthetic weights made on the GPU; 20 s of audio; three runs per setting.
-      for steps in 10 5; do
-        for i in 1 2 3; do
-          run gpu/heartstream.xz bench --synthetic 3b --device cuda --max-seconds 20 \
-            --ignore-eos --seed "$i" --flow-steps "$steps" >> "$out/bench-steps$steps.jsonl" \
-            2>> "$out/bench-stderr.txt"
-        done
-      done
-      # The LM never yielding to the codec (what the start-up yield buys).
-      run gpu/heartstream.xz bench --synthetic 3b --device cuda --max-seconds 20 --ignore-eos \
-        --seed 1 --lm-yield-lead 0 >> "$out/bench-noyield.jsonl" 2>> "$out/bench-stderr.txt"
-      # The same without the CUDA graph, to show what capture saves.
-      HEARTSTREAM_CUDA_GRAPH=0 run gpu/heartstream.xz bench --synthetic 3b --device cuda \
-        --max-seconds 20 --ignore-eos --seed 1 >> "$out/bench-nograph.jsonl" 2>> "$out/bench-stderr.txt"
-      # The LM alone (no codec on the GPU).
-      run gpu/heartstream.xz codes --synthetic 3b --device cuda --max-seconds 20 --ignore-eos \
-        --seed 1 --out /tmp/codes.json 2> "$out/codes.txt" ;;
+      # 20 s songs, full-size random weights made on the GPU; three seeds per setting.
+      for seed in 1 2 3; do song bench-steps10 20 "$seed"; done
+      for seed in 1 2 3; do song bench-steps5 20 "$seed" --flow-steps 5; done ;;
+    variants)
+      # What each piece buys: flow graphs off, normal codec priority, no LM yield, bf16 decoder.
+      HEARTSTREAM_FLOW_GRAPH=0 song variant-noflowgraph 20 1
+      song variant-normalpriority 20 1 --codec-normal-priority
+      song variant-noyield 20 1 --lm-yield-lead 0
+      song variant-noyield-normalpriority 20 1 --lm-yield-lead 0 --codec-normal-priority
+      song variant-decoder-bf16 20 1 --decoder-dtype bf16 ;;
+    long)
+      # A 3-minute song.
+      song long-180s 180 1 ;;
+    decode)
+      # The codec alone on 180 s of codes (2,250 frames), as the stream decodes them.
+      python3 -c 'import json,random; r=random.Random(7); print(json.dumps({"frames":[[r.randrange(8192) for _ in range(8)] for _ in range(2250)]}))' > /tmp/codes-180s.json
+      run gpu/heartstream.xz decode --synthetic 3b --device cuda --codes /tmp/codes-180s.json \
+        --join streaming --out /tmp/decoded.wav > "$out/decode.txt" 2>&1
+      echo "decode exit $?" >> "$out/summary.txt"
+      run gpu/heartstream.xz decode --synthetic 3b --device cuda --codes /tmp/codes-180s.json \
+        --join streaming --decoder-dtype bf16 --out /tmp/decoded.wav >> "$out/decode.txt" 2>&1
+      echo "decode bf16 exit $?" >> "$out/summary.txt" ;;
     kernels)
       run gpu/lm_kernels.xz > "$out/kernels.txt" 2>&1 ;;
   esac
 done
-cat "$out"/summary.txt "$out"/*.jsonl "$out"/codes.txt 2>/dev/null
+cat "$out"/summary.txt

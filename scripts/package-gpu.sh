@@ -24,9 +24,10 @@ for line in sys.stdin:
 }
 test_bin=$(executable reference_parity test --release --test reference_parity)
 bench_bin=$(executable lm_kernels bench --bench lm_kernels)
+codec_bin=$(executable codec bench --bench codec)
 mkdir -p gpu
 for pair in "$CARGO_TARGET_DIR/release/heartstream:heartstream" "$test_bin:reference_parity" \
-            "$bench_bin:lm_kernels"; do
+            "$bench_bin:lm_kernels" "$codec_bin:codec"; do
   src=${pair%%:*}; name=${pair##*:}
   strip -o "gpu/$name" "$src"
   xz -T2 -6 -f "gpu/$name"

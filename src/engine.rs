@@ -28,6 +28,9 @@ pub struct EngineConfig {
     /// The LM's dtype (its logits are always f32).
     pub dtype: DType,
     pub codec_precision: CodecPrecision,
+    /// Run the codec's CUDA streams at the GPU's highest priority, so its kernels take free
+    /// multiprocessors before the LM's.
+    pub codec_priority: bool,
 }
 
 impl EngineConfig {
@@ -45,6 +48,7 @@ impl EngineConfig {
             device,
             dtype,
             codec_precision: CodecPrecision::with_flow(dtype),
+            codec_priority: true,
         })
     }
 }
@@ -64,6 +68,26 @@ pub struct Engine {
     config: EngineConfig,
     /// Seconds spent loading (weights, and warm-up on a GPU).
     pub load_seconds: f64,
+    /// Where the loading time went.
+    pub load: LoadReport,
+}
+
+/// Where start-up time goes, in milliseconds.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LoadReport {
+    /// The LM's weights (read or generated, converted, uploaded), its kernels included.
+    pub lm_weights_ms: f64,
+    pub codec_weights_ms: f64,
+    /// Getting the LM's own kernels (NVRTC, or the disk cache), part of `lm_weights_ms`.
+    pub lm_kernels_ms: Option<f64>,
+    pub lm_kernels_from_disk_cache: Option<bool>,
+    /// A few throw-away frames: kernel loading, cuBLAS handles, the frame step's capture.
+    pub lm_warm_up_ms: f64,
+    /// Preparing (capturing) the Euler step of every window shape, and one small window.
+    pub codec_warm_up_ms: f64,
+    pub window_shapes_prepared: usize,
+    /// The priority the codec's streams run at (lower is more urgent), on a GPU.
+    pub codec_stream_priority: Option<i32>,
 }
 
 /// One song to make.
@@ -114,21 +138,34 @@ impl Engine {
         let started = std::time::Instant::now();
         let lm = load_lm(&config.model, &config.device, config.dtype)?;
         let scalar_device = own_stream(&config.codec_device)?;
-        let (codec, _) = load_codec(
+        let mut load = LoadReport {
+            lm_weights_ms: lm.load_seconds * 1e3,
+            ..LoadReport::default()
+        };
+        #[cfg(feature = "cuda")]
+        {
+            if config.codec_priority {
+                load.codec_stream_priority = crate::gpu::raise_priority(&config.codec_device)?;
+                crate::gpu::raise_priority(&scalar_device)?;
+            }
+            if let Some(build) = crate::lm::cuda::Kernels::build() {
+                load.lm_kernels_ms = Some(build.ms);
+                load.lm_kernels_from_disk_cache = Some(build.from_disk_cache);
+            }
+        }
+        let (codec, codec_seconds) = load_codec(
             &config.model,
             &config.codec_device,
             &scalar_device,
             config.codec_precision,
         )?;
-        let engine = Self {
+        load.codec_weights_ms = codec_seconds * 1e3;
+        Ok(Self {
             lm,
             codec,
             config,
-            load_seconds: 0.0,
-        };
-        Ok(Self {
             load_seconds: started.elapsed().as_secs_f64(),
-            ..engine
+            load,
         })
     }
 
@@ -141,7 +178,10 @@ impl Engine {
         let started = std::time::Instant::now();
         let prompt = self.prompt(request)?;
         warm_up_lm(&self.lm.model, self.lm.gen, &prompt, request.generation)?;
-        warm_up_codec(&self.codec, &request.flow)?;
+        let lm_done = std::time::Instant::now();
+        self.load.window_shapes_prepared = warm_up_codec(&self.codec, &request.flow)?;
+        self.load.lm_warm_up_ms = (lm_done - started).as_secs_f64() * 1e3;
+        self.load.codec_warm_up_ms = lm_done.elapsed().as_secs_f64() * 1e3;
         self.load_seconds += started.elapsed().as_secs_f64();
         Ok(())
     }

@@ -44,6 +44,8 @@ pub mod codes_file;
 pub mod device;
 pub mod engine;
 pub mod files;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod limits;
 pub mod lm;
 pub mod models;

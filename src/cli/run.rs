@@ -53,6 +53,9 @@ pub struct StreamArgs {
     /// running flow-matching window (0: never wait; inf: always)
     #[arg(long, hide = true, default_value_t = DEFAULT_YIELD_LEAD_SECONDS, value_name = "S")]
     pub lm_yield_lead: f64,
+    /// Leave the codec's CUDA streams at normal priority (to measure what priority buys)
+    #[arg(long, hide = true)]
+    pub codec_normal_priority: bool,
 }
 
 impl StreamArgs {
@@ -197,6 +200,7 @@ impl RunArgs {
             config.codec_device = codec_device;
         }
         config.dtype = self.song.model.lm_dtype(&config.device);
+        config.codec_priority = !self.stream.codec_normal_priority;
         config.codec_precision = self.song.model.codec_precision(&config.codec_device);
         let request = SongRequest {
             tags,

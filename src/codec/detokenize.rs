@@ -18,6 +18,15 @@ pub struct DetokenizeParams {
     pub solver: SolverParams,
 }
 
+impl DetokenizeParams {
+    /// The `(size, prefix)` of the windows `detokenize` solves for `config`: the first
+    /// without in-context latents, the rest with the overlap.
+    pub fn window_shapes(&self, config: &super::CodecConfig) -> Vec<(usize, usize)> {
+        let g = config.window_geometry(self.window_seconds);
+        vec![(g.window_latents, 0), (g.window_latents, g.context_latents)]
+    }
+}
+
 impl Default for DetokenizeParams {
     fn default() -> Self {
         Self {
@@ -107,6 +116,8 @@ pub fn flow_windows(
         g.window_codes
     );
     let flow = &codec.flow;
+    // Every window has one of two shapes: prepared (captured) once, reused by each window.
+    flow.prepare_windows(&params.window_shapes(config), &params.solver)?;
     let (device, dim) = (flow.device(), flow.latent_dim());
     // `first_latent`: the "true latents" of window 0, whose in-context prefix is empty, so
     // they are drawn (keeping the random stream in step) but never read.

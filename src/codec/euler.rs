@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 
-use super::estimator::Estimator;
+use super::estimator::{Estimator, RopeTables, TimeConditioning};
 
 /// How many Euler steps, and how strongly the code condition is enforced.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -93,12 +93,160 @@ pub(super) struct Window<'a> {
     pub mu: &'a Tensor,
 }
 
-/// Integrates from the noise to latents, `(1, frames, channels)` f32.
+/// What fixes the work of one Euler step: windows of the same shape run the same kernels,
+/// so one captured step serves them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StepShape {
+    pub frames: usize,
+    pub prefix: usize,
+    /// The CFG weight's bits (`None`: the conditional branch alone).
+    guidance: Option<u64>,
+}
+
+impl StepShape {
+    pub fn new(frames: usize, prefix: usize, params: &SolverParams) -> Self {
+        Self {
+            frames,
+            prefix,
+            guidance: (params.guidance_scale > 1.0).then(|| params.guidance_scale.to_bits()),
+        }
+    }
+
+    fn guidance(&self) -> Option<f64> {
+        self.guidance.map(f64::from_bits)
+    }
+}
+
+/// Everything one Euler step reads and writes, at addresses that stay fixed for a window
+/// shape, so the step can be captured once and replayed (see `step_graphs`). Per step the
+/// host only copies the step's scalars and timestep conditioning in; per window, its
+/// inputs.
+pub(super) struct StepBuffers {
+    pub shape: StepShape,
+    /// `(1, frames, channels)` f32: the state, updated in place by each step.
+    pub x: Tensor,
+    noise: Tensor,
+    incontext: Tensor,
+    /// `(batch, frames, channels + dim)` in the estimator's dtype: each CFG row's
+    /// in-context latents and code condition (row 0 unconditional, μ = 0).
+    condition: Tensor,
+    /// f32 `[noise weight, t, dt]` of the current step.
+    scalars: Tensor,
+    time: TimeConditioning,
+    rope: RopeTables,
+    dtype: DType,
+}
+
+impl StepBuffers {
+    pub fn new(estimator: &Estimator, shape: StepShape, dims: (usize, usize)) -> Result<Self> {
+        let (channels, cond_dim) = dims;
+        let (dtype, device) = (estimator.dtype(), estimator.device());
+        let batch = if shape.guidance.is_some() { 2 } else { 1 };
+        let latents = || Tensor::zeros((1, shape.frames, channels), DType::F32, device);
+        Ok(Self {
+            x: latents()?,
+            noise: latents()?,
+            incontext: latents()?,
+            condition: Tensor::zeros((batch, shape.frames, channels + cond_dim), dtype, device)?,
+            scalars: Tensor::zeros(3, DType::F32, device)?,
+            time: estimator.time_conditioning(&[0.0])?.row_buffers()?,
+            rope: estimator.rope(shape.frames)?,
+            shape,
+            dtype,
+        })
+    }
+
+    /// Copies a window's inputs in and starts the state at its noise.
+    pub fn load(&self, w: &Window) -> Result<()> {
+        let condition = match self.shape.guidance {
+            Some(_) => {
+                let incontext = Tensor::cat(&[w.incontext, w.incontext], 0)?;
+                let mu = Tensor::cat(&[&w.mu.zeros_like()?, w.mu], 0)?;
+                Tensor::cat(&[&incontext.to_dtype(self.dtype)?, &mu], 2)?
+            }
+            None => Tensor::cat(&[&w.incontext.to_dtype(self.dtype)?, w.mu], 2)?,
+        };
+        self.condition.slice_set(&condition.contiguous()?, 0, 0)?;
+        self.noise.slice_set(w.noise, 0, 0)?;
+        self.incontext.slice_set(w.incontext, 0, 0)?;
+        self.x.slice_set(w.noise, 0, 0)?;
+        Ok(())
+    }
+
+    /// Selects step `i` of `table` (rows `[noise weight, t, dt]`) and of `time`.
+    fn set_step(&self, table: &Tensor, time: &TimeConditioning, i: usize) -> Result<()> {
+        self.scalars.slice_set(&table.get(i)?, 0, 0)?;
+        time.copy_row(i, &self.time)?;
+        Ok(())
+    }
+
+    /// One Euler step, `x ← x + dt · v(x, t)`, reading and writing only these buffers.
+    pub fn step(&self, estimator: &Estimator) -> Result<()> {
+        let scalar = |i: usize| self.scalars.narrow(0, i, 1);
+        let p = self.shape.prefix;
+        // The prefix follows the straight path from its noise to the known latents:
+        // x[:, :p] = (1 − (1 − 1e-6)·t)·noise[:, :p] + t·incontext[:, :p].
+        let x = if p == 0 {
+            self.x.clone()
+        } else {
+            let path = (self.noise.narrow(1, 0, p)?.broadcast_mul(&scalar(0)?)?
+                + self.incontext.narrow(1, 0, p)?.broadcast_mul(&scalar(1)?)?)?;
+            replace_prefix(&self.x, &path, p)?
+        };
+        let batch = match self.shape.guidance {
+            Some(_) => Tensor::cat(&[&x, &x], 0)?,
+            None => x.clone(),
+        };
+        let input = Tensor::cat(&[&batch.to_dtype(self.dtype)?, &self.condition], 2)?;
+        let v = estimator
+            .forward(&input, &self.time, &self.rope)?
+            .to_dtype(DType::F32)?;
+        let v = match self.shape.guidance() {
+            Some(g) => {
+                let uncond = v.narrow(0, 0, 1)?;
+                let cond = v.narrow(0, 1, 1)?;
+                (&uncond + (cond - &uncond)?.affine(g, 0.0)?)?
+            }
+            None => v,
+        };
+        let next = (x + v.broadcast_mul(&scalar(2)?)?)?;
+        self.x.slice_set(&next, 0, 0)?;
+        Ok(())
+    }
+}
+
+/// `[noise weight, t, dt]` of every step, `(steps, 3)` f32 on `device`.
+fn step_table(steps: &[(f32, f32)], device: &candle_core::Device) -> Result<Tensor> {
+    let rows: Vec<f32> = steps
+        .iter()
+        .flat_map(|&(t, dt)| [1f32 - (1f64 - 1e-6) as f32 * t, t, dt])
+        .collect();
+    Ok(Tensor::from_vec(rows, (steps.len(), 3), device)?)
+}
+
+/// How a solve runs its steps: on buffers of its own, eagerly, or on captured ones.
+pub(super) trait StepRunner {
+    fn buffers(&self) -> &StepBuffers;
+    fn run_step(&self, estimator: &Estimator) -> Result<()>;
+}
+
+impl StepRunner for StepBuffers {
+    fn buffers(&self) -> &StepBuffers {
+        self
+    }
+
+    fn run_step(&self, estimator: &Estimator) -> Result<()> {
+        self.step(estimator)
+    }
+}
+
+/// Integrates from the noise to latents, `(1, frames, channels)` f32, running each step
+/// on `runner`, whose buffers have the window's shape.
 pub(super) fn solve(
     estimator: &Estimator,
     w: &Window,
     params: &SolverParams,
-    dtype: DType,
+    runner: &dyn StepRunner,
     cancel: &Cancel,
 ) -> Result<Tensor> {
     anyhow::ensure!(
@@ -109,56 +257,16 @@ pub(super) fn solve(
     let times: Vec<f32> = steps.iter().map(|&(t, _)| t).collect();
     // Everything that does not depend on x is built once per window, outside the loop.
     let time = estimator.time_conditioning(&times)?;
-    let rope = estimator.rope(w.noise.dim(1)?)?;
-    let guided = params.guidance_scale > 1.0;
-    let condition = if guided {
-        // Batch row 0 unconditional (μ = 0), row 1 conditional, as the reference orders them.
-        let incontext = Tensor::cat(&[w.incontext, w.incontext], 0)?;
-        let mu = Tensor::cat(&[&w.mu.zeros_like()?, w.mu], 0)?;
-        Tensor::cat(&[&incontext.to_dtype(dtype)?, &mu], 2)?
-    } else {
-        Tensor::cat(&[&w.incontext.to_dtype(dtype)?, w.mu], 2)?
-    };
-
-    let mut x = w.noise.clone();
-    for (i, &(t, dt)) in steps.iter().enumerate() {
+    let table = step_table(&steps, estimator.device())?;
+    let buffers = runner.buffers();
+    buffers.load(w)?;
+    for i in 0..steps.len() {
         cancel.check()?;
-        x = reset_prefix(&x, w, t)?;
-        let batch = if guided {
-            Tensor::cat(&[&x, &x], 0)?
-        } else {
-            x.clone()
-        };
-        let input = Tensor::cat(&[&batch.to_dtype(dtype)?, &condition], 2)?;
-        let v = estimator
-            .forward(&input, &time.row(i)?, &rope)?
-            .to_dtype(DType::F32)?;
-        let v = if guided {
-            let uncond = v.narrow(0, 0, 1)?;
-            let cond = v.narrow(0, 1, 1)?;
-            (&uncond + (cond - &uncond)?.affine(params.guidance_scale, 0.0)?)?
-        } else {
-            v
-        };
-        x = (x + v.affine(dt as f64, 0.0)?)?;
+        buffers.set_step(&table, &time, i)?;
+        runner.run_step(estimator)?;
     }
     // The prefix is returned as the in-context latents themselves.
-    replace_prefix(&x, w.incontext, w.prefix)
-}
-
-/// `x[:, :n] = (1 − (1 − 1e-6)·t)·noise[:, :n] + t·incontext[:, :n]`: the prefix follows the
-/// straight path from its noise to the known latents.
-fn reset_prefix(x: &Tensor, w: &Window, t: f32) -> Result<Tensor> {
-    if w.prefix == 0 {
-        return Ok(x.clone());
-    }
-    let noise_weight = 1f32 - (1f64 - 1e-6) as f32 * t;
-    let path = (w
-        .noise
-        .narrow(1, 0, w.prefix)?
-        .affine(noise_weight as f64, 0.0)?
-        + w.incontext.narrow(1, 0, w.prefix)?.affine(t as f64, 0.0)?)?;
-    replace_prefix(x, &path, w.prefix)
+    replace_prefix(&buffers.x.copy()?, w.incontext, w.prefix)
 }
 
 fn replace_prefix(x: &Tensor, prefix: &Tensor, n: usize) -> Result<Tensor> {

@@ -9,11 +9,12 @@ use candle_nn::Linear;
 use super::codes::CodeFrames;
 use super::config::{CodecConfig, LATENTS_PER_CODE};
 use super::estimator::Estimator;
-use super::euler::{self, Cancel, SolverParams};
+use super::euler::{self, Cancel, SolverParams, StepShape};
 use super::latents::{check_finite, check_shape};
 use super::noise::NoiseSource;
 use super::params::Params;
 use super::rvq::ResidualVq;
+use super::step_graphs::StepGraphs;
 
 #[derive(Clone)]
 pub struct FlowMatching {
@@ -23,10 +24,11 @@ pub struct FlowMatching {
     zero_cond: Tensor,
     pub estimator: Estimator,
     latent_dim: usize,
-    dtype: DType,
     device: Device,
     /// Asked between Euler steps (a stream's copy is cancelled with its run).
     cancel: Cancel,
+    /// Prepared (on CUDA: captured) Euler steps, shared by every clone.
+    steps: StepGraphs,
 }
 
 impl FlowMatching {
@@ -37,10 +39,43 @@ impl FlowMatching {
             zero_cond: p.tensor("zero_cond_embedding1")?.unsqueeze(0)?,
             estimator: Estimator::load(&p.at("estimator"), c)?,
             latent_dim: c.out_channels,
-            dtype: p.dtype(),
             device: p.device().clone(),
             cancel: Cancel::default(),
+            steps: StepGraphs::default(),
         })
+    }
+
+    /// Latent channels and code-condition width: the sizes of a step's buffers.
+    fn step_dims(&self) -> (usize, usize) {
+        (self.latent_dim, self.zero_cond.dim(1).unwrap_or(0))
+    }
+
+    /// Prepares the Euler step of windows of `frames` latents with `prefix` in-context
+    /// latents solved with `params` (on CUDA, captured as a graph), so those windows start
+    /// at once. Returns how many of the shapes were new.
+    pub fn prepare_windows(
+        &self,
+        windows: &[(usize, usize)],
+        params: &SolverParams,
+    ) -> Result<usize> {
+        let shapes: Vec<StepShape> = windows
+            .iter()
+            .map(|&(frames, prefix)| StepShape::new(frames, prefix, params))
+            .collect();
+        self.steps
+            .prepare(&self.estimator, &shapes, self.step_dims())
+    }
+
+    /// The window shapes prepared so far, as `(frames, prefix)`.
+    pub fn prepared_windows(&self) -> Vec<(usize, usize)> {
+        let mut shapes: Vec<_> = self
+            .steps
+            .shapes()
+            .iter()
+            .map(|s| (s.frames, s.prefix))
+            .collect();
+        shapes.sort_unstable();
+        shapes
     }
 
     /// Every later solve of this copy stops between Euler steps once `cancel` says so,
@@ -121,7 +156,13 @@ impl FlowMatching {
             prefix,
             mu: &mu,
         };
-        Ok(euler::solve(&self.estimator, &window, params, self.dtype, &self.cancel)?.squeeze(0)?)
+        let shape = StepShape::new(frames, prefix, params);
+        let latents =
+            self.steps
+                .with_runner(&self.estimator, shape, self.step_dims(), |runner| {
+                    euler::solve(&self.estimator, &window, params, runner, &self.cancel)
+                })?;
+        Ok(latents.squeeze(0)?)
     }
 }
 

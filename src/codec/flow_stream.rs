@@ -87,6 +87,20 @@ impl FlowStreamConfig {
         Ok(())
     }
 
+    /// The `(size, prefix)` of every window of the schedule until it repeats itself: the
+    /// shapes every song of this configuration solves (its last window aside).
+    pub fn window_shapes(&self) -> Vec<(usize, usize)> {
+        let mut shapes: Vec<(usize, usize)> = Vec::new();
+        for w in self.schedule() {
+            let shape = (w.size(), w.context);
+            if shapes.last() == Some(&shape) {
+                break;
+            }
+            shapes.push(shape);
+        }
+        shapes
+    }
+
     /// The windows in order (an endless schedule: the stream stops at its last code).
     pub fn schedule(&self) -> impl Iterator<Item = StreamWindow> + '_ {
         std::iter::successors(Some(self.first()), move |w| Some(self.after(w)))
@@ -313,6 +327,19 @@ mod tests {
                 (1384, 104, 640, 744)
             ]
         );
+    }
+
+    #[test]
+    fn the_default_schedule_has_seven_window_shapes() {
+        let shapes = FlowStreamConfig::streaming(&CodecConfig::default()).window_shapes();
+        let sizes: Vec<usize> = shapes.iter().map(|s| s.0).collect();
+        assert_eq!(sizes, vec![16, 48, 112, 232, 360, 616, 744]);
+        assert_eq!(
+            shapes[1],
+            (48, 16),
+            "the second window's prefix is all the first window"
+        );
+        assert!(shapes[3..].iter().all(|s| s.1 == 104));
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod params;
 mod rvq;
 mod scalar;
 mod spec;
+mod step_graphs;
 #[cfg(test)]
 mod testing;
 

@@ -28,8 +28,13 @@ pub fn warm_up_lm(
     Ok(())
 }
 
-/// Runs the run's flow solver on a short window of zero codes and decodes the result.
-pub fn warm_up_codec(codec: &HeartCodec, flow: &FlowStreamConfig) -> Result<()> {
+/// Prepares (on CUDA: captures) the Euler step of every window shape the run's schedule
+/// solves, then runs the solver on a short window of zero codes and decodes the result.
+/// Returns how many window shapes were prepared.
+pub fn warm_up_codec(codec: &HeartCodec, flow: &FlowStreamConfig) -> Result<usize> {
+    let prepared = codec
+        .flow
+        .prepare_windows(&flow.window_shapes(), &flow.solver)?;
     let latents = 4 * LATENTS_PER_CODE;
     let config = FlowStreamConfig {
         window_latents: 2 * latents,
@@ -48,5 +53,5 @@ pub fn warm_up_codec(codec: &HeartCodec, flow: &FlowStreamConfig) -> Result<()> 
     let mut scalar = codec.scalar.stream();
     scalar.push(&window)?;
     scalar.finish()?.to_vec2::<f32>()?;
-    Ok(())
+    Ok(prepared)
 }

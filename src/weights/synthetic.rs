@@ -15,17 +15,21 @@ pub(super) fn tensor(
     let n: usize = spec.shape.iter().product();
     let key = splitmix64(seed ^ fnv1a(spec.name.as_bytes()));
     let (center, half_width) = uniform_params(spec.init);
-    let mut values = vec![0f32; n];
-    fill_parallel(&mut values, |i| {
+    let value = |i: usize| {
         let u = unit(splitmix64(key.wrapping_add(i as u64)));
         center + half_width * (2.0 * u - 1.0)
-    });
-    // Half-precision targets are converted on the host: half the bytes cross to the device.
-    let host = Tensor::from_vec(values, spec.shape.as_slice(), &Device::Cpu)?;
-    let host = if dtype.size_in_bytes() < 4 {
-        host.to_dtype(dtype)?
+    };
+    let shape = spec.shape.as_slice();
+    // bf16 targets are rounded while filling, on every core: half the bytes cross to the
+    // device, and no single-threaded conversion of billions of values follows.
+    let host = if dtype == DType::BF16 {
+        let mut values = vec![half::bf16::ZERO; n];
+        fill_parallel(&mut values, |i| half::bf16::from_f32(value(i)));
+        Tensor::from_vec(values, shape, &Device::Cpu)?
     } else {
-        host
+        let mut values = vec![0f32; n];
+        fill_parallel(&mut values, value);
+        Tensor::from_vec(values, shape, &Device::Cpu)?
     };
     host.to_device(device)?.to_dtype(dtype)
 }
@@ -42,7 +46,7 @@ fn uniform_params(init: Init) -> (f32, f32) {
     }
 }
 
-fn fill_parallel(values: &mut [f32], f: impl Fn(usize) -> f32 + Sync) {
+fn fill_parallel<T: Send>(values: &mut [T], f: impl Fn(usize) -> T + Sync) {
     const MIN_CHUNK: usize = 1 << 20;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = values.len().div_ceil(threads).max(MIN_CHUNK);

@@ -183,6 +183,8 @@ fn estimator_velocity() {
     );
 }
 
+/// Run twice: on buffers of its own, then with the window's Euler step prepared once and
+/// reused (on CUDA, captured as a graph and replayed): both must match the reference.
 #[test]
 fn inference_codes_with_in_context_prefix() {
     let call = |k: &str| number(&["calls", "fm.inference", k]);
@@ -190,24 +192,33 @@ fn inference_codes_with_in_context_prefix() {
         num_steps: call("num_steps") as usize,
         guidance_scale: call("guidance_scale"),
     };
-    let mut noise = ReplayNoise::new([golden().f32("fm.inference.noise")]);
-    let out = codec()
-        .flow
-        .inference_codes(
-            &code_frames("fm.inference.codes"),
-            &unbatched(input("fm.inference.true_latents"), 2),
-            call("latent_length") as usize,
-            call("incontext_length") as usize,
-            &params,
-            &mut noise,
-        )
-        .unwrap();
-    assert_close(
-        "fm.inference.output",
-        &out,
-        &unbatched(golden().f32("fm.inference.output"), 2),
-        FLOW_ATOL,
-    );
+    let codes = code_frames("fm.inference.codes");
+    let prefix = call("incontext_length") as usize;
+    for prepared in [false, true] {
+        if prepared {
+            let shape = (codes.len() * 2, prefix.min(codes.len() * 2));
+            codec().flow.prepare_windows(&[shape], &params).unwrap();
+            assert!(codec().flow.prepared_windows().contains(&shape));
+        }
+        let mut noise = ReplayNoise::new([golden().f32("fm.inference.noise")]);
+        let out = codec()
+            .flow
+            .inference_codes(
+                &codes,
+                &unbatched(input("fm.inference.true_latents"), 2),
+                call("latent_length") as usize,
+                prefix,
+                &params,
+                &mut noise,
+            )
+            .unwrap();
+        assert_close(
+            &format!("fm.inference.output (prepared: {prepared})"),
+            &out,
+            &unbatched(golden().f32("fm.inference.output"), 2),
+            FLOW_ATOL,
+        );
+    }
 }
 
 #[test]

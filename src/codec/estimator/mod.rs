@@ -104,6 +104,14 @@ impl Estimator {
         })
     }
 
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// Conditioning for flow times `timesteps` (f32, as the solver accumulates them).
     pub fn time_conditioning(&self, timesteps: &[f32]) -> Result<TimeConditioning> {
         timestep::condition(

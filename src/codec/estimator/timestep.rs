@@ -64,6 +64,32 @@ impl TimeConditioning {
             second: row(&self.second)?,
         })
     }
+
+    /// Buffers of one timestep's conditioning (zeros), to be filled by [`Self::copy_row`]:
+    /// a captured solver step reads its timestep from fixed addresses.
+    pub fn row_buffers(&self) -> Result<Self> {
+        let zeros = |s: &StackTime| -> Result<StackTime> {
+            Ok(StackTime {
+                modulation: s.modulation.narrow(0, 0, 1)?.zeros_like()?,
+                embedded: s.embedded.narrow(0, 0, 1)?.zeros_like()?,
+            })
+        };
+        Ok(Self {
+            first: zeros(&self.first)?,
+            second: zeros(&self.second)?,
+        })
+    }
+
+    /// Writes timestep `i` into `buffers` (made by [`Self::row_buffers`]) in place.
+    pub fn copy_row(&self, i: usize, buffers: &TimeConditioning) -> Result<()> {
+        let row = self.row(i)?;
+        for (from, to) in [(&row.first, &buffers.first), (&row.second, &buffers.second)] {
+            to.modulation
+                .slice_set(&from.modulation.contiguous()?, 0, 0)?;
+            to.embedded.slice_set(&from.embedded.contiguous()?, 0, 0)?;
+        }
+        Ok(())
+    }
 }
 
 /// `AdaLayerNormSingleFlow`: `TimestepEmbedding` (linear, SiLU, linear), then

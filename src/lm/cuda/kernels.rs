@@ -46,8 +46,23 @@ const FUNCTIONS: [&str; 17] = [
     "advance",
 ];
 
-/// One compiled module for the whole process (all devices share an architecture here).
-static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+/// One compiled module for the whole process (all devices share an architecture here), and
+/// how long getting it took (from the disk cache, or NVRTC).
+static PTX: OnceLock<std::result::Result<(String, KernelBuild), String>> = OnceLock::new();
+
+/// How the LM kernels were obtained at start-up, for `bench`'s load report.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct KernelBuild {
+    pub ms: f64,
+    pub from_disk_cache: bool,
+}
+
+impl Kernels {
+    /// How this process got its kernels (`None` before the first CUDA model loaded).
+    pub fn build() -> Option<KernelBuild> {
+        PTX.get().and_then(|r| r.as_ref().ok()).map(|(_, b)| *b)
+    }
+}
 
 /// Query heads sharing one kv head that the attention kernel supports.
 const ATTENTION_MAX_GROUP: usize = 4;
@@ -81,8 +96,22 @@ impl Kernels {
             bail!("the fused LM kernels need a CUDA device");
         };
         let arch = compute_arch(dev)?;
-        let ptx = PTX
-            .get_or_init(|| compile(arch).map_err(|e| format!("{e:?}")))
+        let (ptx, _) = PTX
+            .get_or_init(|| {
+                let started = std::time::Instant::now();
+                let source = SOURCES.concat();
+                let (ptx, from_disk_cache) = crate::gpu::cached_ptx(MODULE, &source, arch, || {
+                    compile(arch, source.clone()).map_err(|e| format!("{e:?}"))
+                })?;
+                let ms = started.elapsed().as_secs_f64() * 1e3;
+                Ok((
+                    ptx,
+                    KernelBuild {
+                        ms,
+                        from_disk_cache,
+                    },
+                ))
+            })
             .as_ref()
             .map_err(|e| candle_core::Error::Msg(format!("compiling the LM kernels: {e}")))?;
         let funcs = FUNCTIONS
@@ -474,12 +503,15 @@ enum Arg {
     U64(u64),
 }
 
-fn compile(arch: &'static str) -> std::result::Result<String, impl std::fmt::Debug> {
+fn compile(
+    arch: &'static str,
+    source: String,
+) -> std::result::Result<String, impl std::fmt::Debug> {
     let opts = CompileOptions {
         arch: Some(arch),
         ..Default::default()
     };
-    compile_ptx_with_opts(SOURCES.concat(), opts).map(|p| p.to_src())
+    compile_ptx_with_opts(source, opts).map(|p| p.to_src())
 }
 
 /// The device address of a contiguous CUDA tensor's first element.
@@ -556,7 +588,7 @@ mod tests {
     /// every function the launchers name must be an entry point of the module.
     #[test]
     fn kernels_compile_with_nvrtc() {
-        let ptx = compile("sm_90").unwrap_or_else(|e| panic!("{e:?}"));
+        let ptx = compile("sm_90", SOURCES.concat()).unwrap_or_else(|e| panic!("{e:?}"));
         for name in FUNCTIONS {
             assert!(
                 ptx.contains(&format!(".entry {name}(")),

@@ -7,9 +7,6 @@
 
 use std::sync::Arc;
 
-use candle_core::cuda_backend::cudarc::driver::sys::{
-    CUgraphInstantiate_flags, CUstreamCaptureMode,
-};
 use candle_core::cuda_backend::cudarc::driver::CudaGraph;
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{DType, Device, Result, Tensor};
@@ -19,12 +16,6 @@ use crate::lm::kv_cache::KvCache;
 use crate::lm::model::HeartMuLa;
 use crate::lm::sampling::SamplingParams;
 use crate::lm::transformer::{last_position, Layer, RmsNorm, Transformer};
-
-/// `HEARTSTREAM_CUDA_GRAPH=0` runs the same device-resident step without capturing it, to
-/// measure what the graph saves.
-fn graphs_enabled() -> bool {
-    std::env::var("HEARTSTREAM_CUDA_GRAPH").map_or(true, |v| v != "0")
-}
 
 pub struct GpuFrameStep {
     kernels: Arc<Kernels>,
@@ -95,35 +86,15 @@ impl GpuFrameStep {
             Some(graph) => graph.launch().w()?,
             None => {
                 self.record(model, backbone_caches, decoder_caches)?;
-                if graphs_enabled() {
-                    self.graph = Some(self.capture(model, backbone_caches, decoder_caches)?);
+                if crate::gpu::graphs_enabled("LM") {
+                    self.graph = Some(crate::gpu::capture(model.device(), || {
+                        self.record(model, backbone_caches, decoder_caches)
+                    })?);
                 }
             }
         }
         // The one device→host copy of a frame: its tokens.
         self.frame.to_vec1()
-    }
-
-    fn capture(
-        &self,
-        model: &HeartMuLa,
-        backbone_caches: &[KvCache],
-        decoder_caches: &[KvCache],
-    ) -> Result<CudaGraph> {
-        let Device::Cuda(dev) = model.device() else {
-            candle_core::bail!("the graph frame step needs a CUDA device");
-        };
-        let stream = dev.cuda_stream();
-        stream
-            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-            .w()?;
-        // End the capture whatever happened, or the stream stays unusable.
-        let recorded = self.record(model, backbone_caches, decoder_caches);
-        let graph = stream.end_capture(CUgraphInstantiate_flags(0)).w()?;
-        recorded?;
-        let graph = graph.ok_or_else(|| candle_core::Error::Msg("empty CUDA graph".into()))?;
-        graph.upload().w()?;
-        Ok(graph)
     }
 
     /// Enqueues one whole frame: embed the last frame, one backbone step, then the tail.

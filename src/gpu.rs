@@ -1,0 +1,121 @@
+//! CUDA specifics shared by both models (only with `--features cuda`): capturing work
+//! enqueued on a device's stream as a CUDA graph, and stream priorities.
+
+use candle_core::cuda_backend::cudarc::driver::sys::{
+    self, CUgraphInstantiate_flags, CUstreamCaptureMode,
+};
+use candle_core::cuda_backend::cudarc::driver::CudaGraph;
+use candle_core::cuda_backend::WrapErr;
+use candle_core::{Device, Result};
+
+/// Which captured steps run as graphs: `HEARTSTREAM_CUDA_GRAPH=0` runs every one eagerly
+/// instead, `HEARTSTREAM_<PART>_GRAPH=0` those of one part (`LM`, `FLOW`), to measure what
+/// the graphs save.
+pub fn graphs_enabled(part: &str) -> bool {
+    let on = |name: &str| std::env::var(name).map_or(true, |v| v != "0");
+    on("HEARTSTREAM_CUDA_GRAPH") && on(&format!("HEARTSTREAM_{part}_GRAPH"))
+}
+
+/// Captures what `record` enqueues on `device`'s stream into a graph, uploaded and ready to
+/// launch. Everything `record` touches must keep its address for every replay, and it may
+/// not copy between host and device (candle's small host→device copies are cached while
+/// the guard below is held).
+pub fn capture(device: &Device, record: impl FnOnce() -> Result<()>) -> Result<CudaGraph> {
+    let Device::Cuda(dev) = device else {
+        candle_core::bail!("CUDA graph capture needs a CUDA device");
+    };
+    let _cache = dev.enable_cuda_graph_htod_cache();
+    let stream = dev.cuda_stream();
+    stream
+        .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        .w()?;
+    // End the capture whatever happened, or the stream stays unusable.
+    let recorded = record();
+    let graph = stream.end_capture(CUgraphInstantiate_flags(0)).w()?;
+    recorded?;
+    let graph = graph.ok_or_else(|| candle_core::Error::Msg("empty CUDA graph".into()))?;
+    graph.upload().w()?;
+    Ok(graph)
+}
+
+/// Gives `device`'s stream the GPU's highest scheduling priority: its kernels (and graphs
+/// launched on it) take free multiprocessors before those of normal-priority streams, so
+/// the codec's work is never queued behind the LM's back-to-back frame steps. A no-op on
+/// the CPU. Returns the priority set (lower is more urgent).
+pub fn raise_priority(device: &Device) -> Result<Option<i32>> {
+    let Device::Cuda(dev) = device else {
+        return Ok(None);
+    };
+    let stream = dev.cuda_stream();
+    stream.context().bind_to_thread().w()?;
+    let (_, greatest) =
+        candle_core::cuda_backend::cudarc::driver::result::stream::get_priority_range().w()?;
+    // SAFETY: a zeroed value is a valid `CUlaunchAttributeValue`; only `priority` is read
+    // for this attribute, and the stream outlives the call.
+    unsafe {
+        let mut value: sys::CUlaunchAttributeValue = std::mem::zeroed();
+        value.priority = greatest;
+        sys::cuStreamSetAttribute(
+            stream.cu_stream(),
+            sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PRIORITY,
+            &value,
+        )
+        .result()
+        .w()?;
+        let mut read = 0;
+        sys::cuStreamGetPriority(stream.cu_stream(), &mut read)
+            .result()
+            .w()?;
+        Ok(Some(read))
+    }
+}
+
+/// Compiled kernel code cached on disk, keyed by its source and the GPU architecture, so a
+/// second start skips NVRTC: `$HEARTSTREAM_CACHE_DIR`, else `$XDG_CACHE_HOME/heartstream`,
+/// else `~/.cache/heartstream`. A cache that cannot be read or written is ignored (the code
+/// is compiled as if there were none). Returns the code and whether it came from the cache.
+pub fn cached_ptx(
+    module: &str,
+    source: &str,
+    arch: &str,
+    compile: impl FnOnce() -> std::result::Result<String, String>,
+) -> std::result::Result<(String, bool), String> {
+    let key = source
+        .bytes()
+        .chain(arch.bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3)
+        });
+    let path = cache_dir().map(|d| d.join(format!("{module}-{arch}-{key:016x}.ptx")));
+    if let Some(ptx) = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+        return Ok((ptx, true));
+    }
+    let ptx = compile()?;
+    if let Some(path) = &path {
+        if let Err(e) = store(path, &ptx) {
+            tracing::info!("kernel cache {} not written: {e}", path.display());
+        }
+    }
+    Ok((ptx, false))
+}
+
+fn cache_dir() -> Option<std::path::PathBuf> {
+    let var = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+    };
+    var("HEARTSTREAM_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("heartstream")))
+        .or_else(|| var("HOME").map(|d| d.join(".cache/heartstream")))
+}
+
+/// Written beside and renamed into place: a concurrent start never reads half a file.
+fn store(path: &std::path::Path, ptx: &str) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut temp, ptx.as_bytes())?;
+    temp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
