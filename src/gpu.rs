@@ -16,15 +16,16 @@ pub fn graphs_enabled(part: &str) -> bool {
     on("HEARTSTREAM_CUDA_GRAPH") && on(&format!("HEARTSTREAM_{part}_GRAPH"))
 }
 
-/// Captures what `record` enqueues on `device`'s stream into a graph, uploaded and ready to
-/// launch. Everything `record` touches must keep its address for every replay, and it may
-/// not copy between host and device (candle's small host→device copies are cached while
-/// the guard below is held).
-pub fn capture(device: &Device, record: impl FnOnce() -> Result<()>) -> Result<CudaGraph> {
+/// Runs `record` once for real, then captures what it enqueues on `device`'s stream into a
+/// graph, uploaded and ready to launch. The real run loads every kernel and fills candle's
+/// cache of the small host→device copies its ops make (shapes, strides), which capture may
+/// only read. Everything `record` touches must keep its address for every replay.
+pub fn run_and_capture(device: &Device, record: impl Fn() -> Result<()>) -> Result<CudaGraph> {
     let Device::Cuda(dev) = device else {
         candle_core::bail!("CUDA graph capture needs a CUDA device");
     };
     let _cache = dev.enable_cuda_graph_htod_cache();
+    record()?;
     let stream = dev.cuda_stream();
     stream
         .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)

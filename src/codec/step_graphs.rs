@@ -51,7 +51,65 @@ impl StepRunner for Captured {
 /// prepares, the streaming thread replays).
 #[derive(Clone, Default)]
 pub struct StepGraphs {
+    // Declared first, dropped first: the graphs go before the thread whose memory they read.
     prepared: Arc<Mutex<HashMap<StepShape, Captured>>>,
+    #[cfg(feature = "cuda")]
+    capturer: Arc<CaptureThread>,
+}
+
+/// candle keeps the small parameter arrays (shapes, strides) that captured kernels read in
+/// a cache local to the capturing thread: a graph is valid only while that thread lives.
+/// Captures therefore happen on a thread of their own that lives as long as the graphs,
+/// whichever thread asked for them.
+#[cfg(feature = "cuda")]
+struct CaptureThread {
+    jobs: Option<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[cfg(feature = "cuda")]
+impl Default for CaptureThread {
+    fn default() -> Self {
+        let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let thread = std::thread::Builder::new()
+            .name("heartstream graph capture".into())
+            .spawn(move || queue.iter().for_each(|job| job()))
+            .ok();
+        Self {
+            jobs: Some(jobs),
+            thread,
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl CaptureThread {
+    /// Runs `job` on the capture thread and waits for its result.
+    fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (reply, result) = std::sync::mpsc::channel();
+        let jobs = self.jobs.as_ref().filter(|_| self.thread.is_some());
+        let jobs = jobs.ok_or_else(|| anyhow::anyhow!("the graph capture thread did not start"))?;
+        jobs.send(Box::new(move || {
+            let _ = reply.send(job());
+        }))
+        .map_err(|_| anyhow::anyhow!("the graph capture thread has stopped"))?;
+        result
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the graph capture thread has stopped"))?
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl Drop for CaptureThread {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl StepGraphs {
@@ -69,7 +127,14 @@ impl StepGraphs {
             if self.lock().contains_key(&shape) {
                 continue;
             }
-            let entry = prepare_one(estimator, shape, dims)?;
+            let entry = match self.prepare_one(estimator, shape, dims) {
+                Ok(entry) => entry,
+                // A step that cannot be captured still runs: eagerly, on buffers of its own.
+                Err(e) => {
+                    tracing::warn!("flow-matching step {shape:?} runs eagerly: {e:#}");
+                    self.eager(estimator, shape, dims)?
+                }
+            };
             self.lock().insert(shape, entry);
             new += 1;
         }
@@ -99,30 +164,45 @@ impl StepGraphs {
         self.lock().keys().copied().collect()
     }
 
+    fn prepare_one(
+        &self,
+        estimator: &Estimator,
+        shape: StepShape,
+        dims: (usize, usize),
+    ) -> Result<Captured> {
+        #[cfg(feature = "cuda")]
+        if estimator.device().is_cuda() && crate::gpu::graphs_enabled("FLOW") {
+            let estimator = estimator.clone();
+            return self.capturer.run(move || {
+                let buffers = StepBuffers::new(&estimator, shape, dims)?;
+                let graph = crate::gpu::run_and_capture(estimator.device(), || {
+                    buffers
+                        .step(&estimator)
+                        .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))
+                })?;
+                Ok(Captured {
+                    buffers,
+                    graph: Some(SendGraph(graph)),
+                })
+            });
+        }
+        self.eager(estimator, shape, dims)
+    }
+
+    fn eager(
+        &self,
+        estimator: &Estimator,
+        shape: StepShape,
+        dims: (usize, usize),
+    ) -> Result<Captured> {
+        Ok(Captured {
+            buffers: StepBuffers::new(estimator, shape, dims)?,
+            #[cfg(feature = "cuda")]
+            graph: None,
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StepShape, Captured>> {
         self.prepared.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-fn prepare_one(estimator: &Estimator, shape: StepShape, dims: (usize, usize)) -> Result<Captured> {
-    let buffers = StepBuffers::new(estimator, shape, dims)?;
-    #[cfg(feature = "cuda")]
-    if estimator.device().is_cuda() && crate::gpu::graphs_enabled("FLOW") {
-        // One eager step first (loading kernels, settling cuBLAS for these shapes).
-        buffers.step(estimator)?;
-        let graph = crate::gpu::capture(estimator.device(), || {
-            buffers
-                .step(estimator)
-                .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))
-        })?;
-        return Ok(Captured {
-            buffers,
-            graph: Some(SendGraph(graph)),
-        });
-    }
-    Ok(Captured {
-        buffers,
-        #[cfg(feature = "cuda")]
-        graph: None,
-    })
 }

@@ -84,14 +84,13 @@ impl GpuFrameStep {
         let _cache = dev.enable_cuda_graph_htod_cache();
         match &self.graph {
             Some(graph) => graph.launch().w()?,
-            None => {
-                self.record(model, backbone_caches, decoder_caches)?;
-                if crate::gpu::graphs_enabled("LM") {
-                    self.graph = Some(crate::gpu::capture(model.device(), || {
-                        self.record(model, backbone_caches, decoder_caches)
-                    })?);
-                }
+            None if crate::gpu::graphs_enabled("LM") => {
+                let graph = crate::gpu::run_and_capture(model.device(), || {
+                    self.record(model, backbone_caches, decoder_caches)
+                })?;
+                self.graph = Some(graph);
             }
+            None => self.record(model, backbone_caches, decoder_caches)?,
         }
         // The one device→host copy of a frame: its tokens.
         self.frame.to_vec1()
