@@ -30,13 +30,32 @@ pub fn run_and_capture(device: &Device, record: impl Fn() -> Result<()>) -> Resu
     stream
         .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
         .w()?;
-    // End the capture whatever happened, or the stream stays unusable.
+    // End the capture whatever happened, or the stream stays unusable; a failed capture
+    // also leaves errors that drops could not return in the context: clear them, so the
+    // work runs on eagerly instead of failing later.
     let recorded = record();
-    let graph = stream.end_capture(CUgraphInstantiate_flags(0)).w()?;
+    let ended = stream.end_capture(CUgraphInstantiate_flags(0));
+    if recorded.is_err() || ended.is_err() {
+        let _ = stream.context().check_err();
+    }
+    let graph = ended.w()?;
     recorded?;
     let graph = graph.ok_or_else(|| candle_core::Error::Msg("empty CUDA graph".into()))?;
     graph.upload().w()?;
     Ok(graph)
+}
+
+/// Stops cudarc's automatic cross-stream event tracking on `device`'s context. A captured
+/// graph may not wait on events recorded outside it, and with tracking every kernel waits
+/// on its buffers' last events; so a context whose work is captured must order its streams
+/// itself. The codec's flow-matching context does: its only cross-stream hand-off (latents
+/// to the ScalarModel's stream) is preceded by a synchronisation (`ScalarStream::push`).
+pub fn order_streams_manually(device: &Device) {
+    if let Device::Cuda(dev) = device {
+        // SAFETY: see above: every buffer of this context that another stream reads is
+        // complete (synchronised) before it is read, and lives until that read completes.
+        unsafe { dev.cuda_stream().context().disable_event_tracking() };
+    }
 }
 
 /// Gives `device`'s stream the GPU's highest scheduling priority: its kernels (and graphs

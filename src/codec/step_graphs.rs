@@ -172,6 +172,7 @@ impl StepGraphs {
     ) -> Result<Captured> {
         #[cfg(feature = "cuda")]
         if estimator.device().is_cuda() && crate::gpu::graphs_enabled("FLOW") {
+            crate::gpu::order_streams_manually(estimator.device());
             let estimator = estimator.clone();
             return self.capturer.run(move || {
                 let buffers = StepBuffers::new(&estimator, shape, dims)?;

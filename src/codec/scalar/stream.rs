@@ -50,7 +50,12 @@ impl ScalarStream {
             return Ok(Tensor::zeros((STEREO, 0), DType::F32, latents.device())?);
         }
         check_finite(latents, self.latents_in)?;
-        // From the flow model's device (or stream) to the decoder's.
+        // From the flow model's device (or stream) to the decoder's: the copy runs on the
+        // decoder's stream, so the producer's work must be complete first (its context may
+        // not track cross-stream events: see `gpu::order_streams_manually`).
+        if !latents.device().same_device(&self.device) {
+            latents.device().synchronize()?;
+        }
         let latents = &latents.to_device(&self.device)?;
         self.latents_in += n;
         let stereo = self.stereo(&quantize(latents)?)?;
