@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU measurements of BENCHMARKS.md, on a machine with an NVIDIA GPU and the binaries that
 # scripts/package-gpu.sh put in gpu/. Writes each result to $OUT (default: gpu-results/).
-#   bash scripts/gpu-bench.sh [parity] [codec] [bench] [variants] [long] [decode] [kernels]
+#   bash scripts/gpu-bench.sh [parity] [codec] [bench] [variants] [tuning] [long] [decode] [kernels]
 # (default: parity codec bench long decode)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +43,11 @@ for part in $parts; do
       song variant-noyield 20 1 --lm-yield-lead 0
       song variant-noyield-normalpriority 20 1 --lm-yield-lead 0 --codec-normal-priority
       song variant-decoder-bf16 20 1 --decoder-dtype bf16 ;;
+    tuning)
+      # The decoder's step size and the first window's size.
+      song variant-decode-chunk25 20 1 --decode-chunk-latents 25
+      song variant-decode-chunk25-180s 180 1 --decode-chunk-latents 25
+      song variant-first-window-0.32 20 1 --first-window 0.32 ;;
     long)
       # A 3-minute song.
       song long-180s 180 1 ;;

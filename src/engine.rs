@@ -14,7 +14,7 @@ use crate::lm::{GenerationOptions, Prompt, SamplingParams};
 use crate::models::{load_codec, load_lm, LmBundle, ModelChoice};
 use crate::pipeline::{
     warm_up_codec, warm_up_lm, LmJob, Pipeline, PipelineConfig, RunControl, RunReport,
-    DEFAULT_YIELD_LEAD_SECONDS,
+    DEFAULT_DECODE_CHUNK_LATENTS, DEFAULT_YIELD_LEAD_SECONDS,
 };
 
 /// Which weights, and where each model runs.
@@ -102,6 +102,8 @@ pub struct SongRequest {
     /// While less audio than this is buffered ahead of the listener, the LM waits for a
     /// running flow-matching window.
     pub yield_lead_seconds: f64,
+    /// Latents per ScalarModel step (the size of the pieces audio arrives in).
+    pub decode_chunk_latents: usize,
 }
 
 impl SongRequest {
@@ -128,6 +130,7 @@ impl SongRequest {
             flow: FlowStreamConfig::streaming(codec),
             noise_seed: seed,
             yield_lead_seconds: DEFAULT_YIELD_LEAD_SECONDS,
+            decode_chunk_latents: DEFAULT_DECODE_CHUNK_LATENTS,
         }
     }
 }
@@ -234,7 +237,10 @@ impl Engine {
             options,
             yield_lead_seconds: request.yield_lead_seconds,
         };
-        let config = PipelineConfig::new(request.flow, request.noise_seed);
+        let config = PipelineConfig {
+            decode_chunk_latents: request.decode_chunk_latents,
+            ..PipelineConfig::new(request.flow, request.noise_seed)
+        };
         Pipeline::start(job, self.codec.clone(), config, sinks, control)
     }
 

@@ -17,7 +17,9 @@ use crate::codec::{
 use crate::engine::{Engine, EngineConfig, SongRequest};
 use crate::files::OutputFile;
 use crate::models::{codec_config, ModelChoice};
-use crate::pipeline::{Pipeline, RunControl, DEFAULT_YIELD_LEAD_SECONDS};
+use crate::pipeline::{
+    Pipeline, RunControl, DEFAULT_DECODE_CHUNK_LATENTS, DEFAULT_YIELD_LEAD_SECONDS,
+};
 
 #[derive(Args, Debug, Clone)]
 pub struct StreamArgs {
@@ -53,6 +55,9 @@ pub struct StreamArgs {
     /// running flow-matching window (0: never wait; inf: always)
     #[arg(long, hide = true, default_value_t = DEFAULT_YIELD_LEAD_SECONDS, value_name = "S")]
     pub lm_yield_lead: f64,
+    /// Latents per ScalarModel step (to measure the step size)
+    #[arg(long, hide = true, default_value_t = DEFAULT_DECODE_CHUNK_LATENTS, value_name = "N")]
+    pub decode_chunk_latents: usize,
     /// Leave the codec's CUDA streams at normal priority (to measure what priority buys)
     #[arg(long, hide = true)]
     pub codec_normal_priority: bool,
@@ -209,6 +214,7 @@ impl RunArgs {
             flow,
             noise_seed: seed,
             yield_lead_seconds: self.stream.lm_yield_lead,
+            decode_chunk_latents: self.stream.decode_chunk_latents.max(1),
         };
         let mut engine = Engine::load(config)?;
         engine.prompt(&request)?;

@@ -51,6 +51,11 @@ pub struct PipelineConfig {
     pub latents_capacity: usize,
 }
 
+/// Latents per decoder step. A step costs ~14 ms of launches plus ~0.44 ms per latent on an
+/// H200 (`benches/codec.rs`), so larger steps decode faster; the first window (16 latents by
+/// default) is one step whatever this is, so the first audio does not wait for it.
+pub const DEFAULT_DECODE_CHUNK_LATENTS: usize = 64;
+
 /// Audio lead (seconds) under which the LM waits for running flow windows: measured on an
 /// H200 (BENCHMARKS.md), yielding while the lead is short cuts the time to first audio
 /// several-fold at no cost in throughput.
@@ -61,7 +66,7 @@ impl PipelineConfig {
         Self {
             flow,
             noise_seed,
-            decode_chunk_latents: 25,
+            decode_chunk_latents: DEFAULT_DECODE_CHUNK_LATENTS,
             // Two full windows of codes (a window holds window_latents / 2 frames): the LM is
             // never held back by a window in progress.
             codes_capacity: flow.window_latents,
