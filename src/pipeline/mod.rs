@@ -52,9 +52,10 @@ pub struct PipelineConfig {
 }
 
 /// Latents per decoder step. A step costs ~14 ms of launches plus ~0.44 ms per latent on an
-/// H200 (`benches/codec.rs`), so larger steps decode faster; the first window (16 latents by
-/// default) is one step whatever this is, so the first audio does not wait for it.
-pub const DEFAULT_DECODE_CHUNK_LATENTS: usize = 64;
+/// H200 (`benches/codec.rs`), so larger steps decode faster, but each latent of a step adds
+/// ~28 MB of convolution workspace: 64-latent steps cut the decoder's stage time by a
+/// quarter and raised peak GPU memory by 1.1 GiB (BENCHMARKS.md), past the budget.
+pub const DEFAULT_DECODE_CHUNK_LATENTS: usize = 25;
 
 /// Audio lead (seconds) under which the LM waits for running flow windows: measured on an
 /// H200 (BENCHMARKS.md), yielding while the lead is short cuts the time to first audio
