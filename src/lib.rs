@@ -36,6 +36,7 @@
 //! `pipeline`, `audio`), which uses the models (`lm`, `codec`) and their weights
 //! (`weights`, `checkpoint`). docs/architecture.md walks a frame through it.
 
+pub mod analysis;
 pub mod audio;
 pub mod checkpoint;
 pub mod cli;

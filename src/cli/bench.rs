@@ -2,9 +2,7 @@
 
 use std::cell::Cell;
 
-use std::io::Write;
-
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use serde::Serialize;
 
@@ -150,9 +148,5 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         peak_gpu_mib: peak_gpu.get().map(mib),
         flow_windows: report.windows.clone(),
     };
-    // A closed or full stdout is an error to report, not a panic (println! would panic).
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{}", serde_json::to_string(&out)?)
-        .and_then(|()| stdout.flush())
-        .context("cannot write the bench report to standard output")
+    super::write_stdout(&(serde_json::to_string(&out)? + "\n"), "the bench report")
 }

@@ -3,6 +3,7 @@
 mod args;
 mod bench;
 mod codes;
+mod compare;
 mod decode;
 mod generate;
 mod play;
@@ -35,6 +36,8 @@ enum Command {
     Codes(codes::CodesArgs),
     /// Turn a codes JSON into a WAV file with HeartCodec (offline, as heartlib does)
     Decode(decode::DecodeArgs),
+    /// Decode codes with heartlib's windows and with the streaming ones; compare them
+    CompareWindows(compare::CompareArgs),
 }
 
 /// Parses the command line and runs the command; errors print as one message and exit 1.
@@ -47,6 +50,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Codes(a) => codes::run(a),
         Command::Decode(a) => decode::run(a),
+        Command::CompareWindows(a) => compare::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -55,6 +59,17 @@ pub fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Writes a command's report to standard output; a closed or full stdout is an error that
+/// names `what`, not a panic (as `println!` would be).
+fn write_stdout(text: &str, what: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| anyhow::anyhow!("cannot write {what} to standard output: {e}"))
 }
 
 fn init_logging() {
