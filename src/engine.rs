@@ -9,7 +9,7 @@ use candle_core::{DType, Device, DeviceLocation};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::audio::{OutputClosed, Sink};
-use crate::codec::{CodecConfig, CodecPrecision, FlowStreamConfig, HeartCodec};
+use crate::codec::{CodecConfig, CodecPrecision, FlowStreamConfig, HeartCodec, Placement};
 use crate::lm::{GenerationOptions, Prompt, SamplingParams};
 use crate::models::{load_codec, load_lm, LmBundle, ModelChoice};
 use crate::pipeline::{
@@ -90,6 +90,18 @@ pub struct LoadReport {
     pub codec_stream_priority: Option<i32>,
 }
 
+/// What the UI and the report say about a run's setup.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    pub model: String,
+    pub device: String,
+    pub codec_device: String,
+    pub dtype: String,
+    pub sampling: String,
+    pub codec: String,
+    pub seed: u64,
+}
+
 /// One song to make.
 #[derive(Debug, Clone)]
 pub struct SongRequest {
@@ -156,12 +168,11 @@ impl Engine {
                 load.lm_kernels_from_disk_cache = Some(build.from_disk_cache);
             }
         }
-        let (codec, codec_seconds) = load_codec(
-            &config.model,
-            &config.codec_device,
-            &scalar_device,
-            config.codec_precision,
-        )?;
+        let placement = Placement {
+            flow: config.codec_device.clone(),
+            scalar: scalar_device,
+        };
+        let (codec, codec_seconds) = load_codec(&config.model, placement, config.codec_precision)?;
         load.codec_weights_ms = codec_seconds * 1e3;
         Ok(Self {
             lm,
@@ -189,6 +200,30 @@ impl Engine {
         Ok(())
     }
 
+    /// What the UI and the reports say about `request` on this engine.
+    pub fn describe(&self, request: &SongRequest) -> RunInfo {
+        let config = &self.config;
+        let sampling = request.generation.sampling;
+        let flow = request.flow;
+        RunInfo {
+            model: config.model.describe(),
+            device: crate::device::describe(&config.device),
+            codec_device: crate::device::describe(&config.codec_device),
+            dtype: config.dtype.as_str().into(),
+            sampling: format!(
+                "temperature {} · top-k {} · cfg {} · seed {}",
+                sampling.temperature, sampling.topk, sampling.cfg_scale, sampling.seed
+            ),
+            codec: format!(
+                "{} flow steps · guidance {} · first window {:.2} s",
+                flow.solver.num_steps,
+                flow.solver.guidance_scale,
+                flow.first_window_latents as f64 * self.codec.config.rates().seconds_per_latent()
+            ),
+            seed: sampling.seed,
+        }
+    }
+
     pub fn config(&self) -> &EngineConfig {
         &self.config
     }
@@ -209,9 +244,11 @@ impl Engine {
             &self.lm.tokenizer,
             &self.lm.gen,
         )?;
-        request
-            .generation
-            .check_fits(&prompt, &self.lm.model.config)?;
+        request.generation.check_fits(
+            &prompt,
+            &self.lm.model.config,
+            Some(self.codec.config.rates().seconds_per_frame()),
+        )?;
         request.flow.validate()?;
         Ok(prompt)
     }

@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device};
 
 use crate::checkpoint::CheckpointLayout;
-use crate::codec::{CodecConfig, CodecPrecision, HeartCodec};
-use crate::lm::{Flavor, GenConfig, HeartMuLa, LmConfig, TextTokenizer};
+use crate::codec::{CodecConfig, CodecPrecision, HeartCodec, Placement};
+use crate::lm::{GenConfig, HeartMuLa, LmConfig, TextTokenizer};
 
 /// Random weights for running without a checkpoint. They make noise, not music.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -85,27 +85,22 @@ pub fn load_lm(choice: &ModelChoice, device: &Device, dtype: DType) -> Result<Lm
     })
 }
 
-/// The codec of a run: loaded from the checkpoint's `HeartCodec-oss/`, or synthetic; flow
-/// matching on `device`, the ScalarModel on `scalar_device`.
+/// The codec of a run: loaded from the checkpoint's `HeartCodec-oss/`, or synthetic, its
+/// stages placed as `placement` says.
 pub fn load_codec(
     choice: &ModelChoice,
-    device: &Device,
-    scalar_device: &Device,
+    placement: impl Into<Placement>,
     precision: CodecPrecision,
 ) -> Result<(Arc<HeartCodec>, f64)> {
     let start = Instant::now();
     let codec = match choice {
         ModelChoice::Checkpoint(root) => {
             let dir = CheckpointLayout::open(root)?.codec_dir()?;
-            HeartCodec::load_split(&dir, device, scalar_device, precision)?
+            HeartCodec::load(&dir, placement, precision)?
         }
-        ModelChoice::Synthetic { size, seed } => HeartCodec::synthetic_split(
-            synthetic_codec_config(*size),
-            *seed,
-            device,
-            scalar_device,
-            precision,
-        )?,
+        ModelChoice::Synthetic { size, seed } => {
+            HeartCodec::synthetic(synthetic_codec_config(*size), *seed, placement, precision)?
+        }
     };
     Ok((Arc::new(codec), start.elapsed().as_secs_f64()))
 }
@@ -121,60 +116,19 @@ pub fn codec_config(choice: &ModelChoice) -> Result<CodecConfig> {
     }
 }
 
-/// The codec configuration of a synthetic model: heartlib's defaults for 3b; for tiny, the
-/// reference fixture's dimensions (same timing, small layers).
+/// The codec configuration of a synthetic model: heartlib's defaults for 3b, the reference
+/// fixture's dimensions for tiny.
 pub fn synthetic_codec_config(size: SyntheticSize) -> CodecConfig {
     match size {
         SyntheticSize::Full3b => CodecConfig::default(),
-        SyntheticSize::Tiny => CodecConfig {
-            dim: 64,
-            codebook_size: 512,
-            codebook_dim: 8,
-            attention_head_dim: 16,
-            num_attention_heads: 2,
-            num_layers: 2,
-            num_layers_2: 1,
-            in_channels: 576,
-            init_channel: 3,
-            ..CodecConfig::default()
-        },
+        SyntheticSize::Tiny => CodecConfig::tiny(),
     }
 }
 
-/// The LM configuration and special ids of a synthetic model. The tiny one has the
-/// reference fixture's dimensions; both keep byte-level text ids (0..256) clear of BOS/EOS.
+/// The LM configuration and special ids of a synthetic model.
 pub fn synthetic_lm(size: SyntheticSize) -> (LmConfig, GenConfig) {
     match size {
         SyntheticSize::Full3b => (LmConfig::oss_3b(), GenConfig::default()),
-        SyntheticSize::Tiny => {
-            let flavor = |num_layers, num_heads, num_kv_heads, embed_dim, max_seq_len| Flavor {
-                num_layers,
-                num_heads,
-                num_kv_heads,
-                embed_dim,
-                intermediate_dim: 2 * embed_dim,
-                max_seq_len,
-                norm_eps: 1e-5,
-                rope_base: 500_000.0,
-                scale_factor: 32.0,
-            };
-            let config = LmConfig {
-                backbone_flavor: "tiny-backbone".into(),
-                decoder_flavor: "tiny-decoder".into(),
-                backbone: flavor(2, 4, 2, 64, 8192),
-                decoder: flavor(2, 2, 1, 32, 256),
-                text_vocab_size: 1024,
-                audio_vocab_size: 517,
-                audio_num_codebooks: 8,
-                muq_dim: 512,
-            };
-            let gen = GenConfig {
-                text_bos_id: 1000,
-                text_eos_id: 1001,
-                audio_eos_id: 513,
-                empty_id: 0,
-            };
-            (config, gen)
-        }
+        SyntheticSize::Tiny => LmConfig::tiny(),
     }
 }

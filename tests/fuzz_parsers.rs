@@ -154,7 +154,7 @@ proptest! {
         std::fs::write(&file, config.to_string()).unwrap();
         if let Ok(c) = CodecConfig::from_file(&file) {
             prop_assert!(c.validate().is_ok());
-            prop_assert!(c.samples_per_latent() > 0 && c.latent_rate_hz() > 0.0);
+            prop_assert!(c.rates().samples_per_latent > 0 && c.rates().frames_per_second() > 0.0);
             let _ = heartstream::codec::codec_spec(&c);
         }
     }

@@ -41,10 +41,10 @@ pub fn stream_decode(
     let mut scalar = codec.scalar.stream();
     let (mut audio, mut windows) = (Vec::new(), Vec::new());
     let mut take = |stream: &mut FlowStream, end: bool| -> Result<bool> {
-        match stream.next_window(end)? {
-            Some(latents) => {
-                windows.extend(stream.last_window());
-                audio.push(scalar.push(&latents)?);
+        match stream.solve_next(end)? {
+            Some(solved) => {
+                windows.push(solved.window);
+                audio.push(scalar.push(&solved.latents)?);
                 Ok(true)
             }
             None => Ok(false),
@@ -89,7 +89,7 @@ pub fn compare_windows(
         reference(seed + 1)?,
     );
     let mel = MelSpectrogram::new(codec.config.sample_rate as u32);
-    let per_latent = codec.config.samples_per_latent();
+    let per_latent = codec.config.rates().samples_per_latent;
     let len = ours.len().min(heartlib.len()).min(other.len());
     let rate = codec.config.sample_rate as f64;
     Ok(windows
@@ -120,11 +120,10 @@ mod tests {
 
     use super::*;
     use crate::codec::{CodecPrecision, SolverParams};
-    use crate::models::{synthetic_codec_config, SyntheticSize};
 
     #[test]
     fn every_streaming_window_is_compared_in_order() {
-        let config = synthetic_codec_config(SyntheticSize::Tiny);
+        let config = crate::codec::CodecConfig::tiny();
         let precision = CodecPrecision::uniform(DType::F32);
         let codec = HeartCodec::synthetic(config.clone(), 4, &Device::Cpu, precision).unwrap();
         let codes: Vec<Vec<u32>> = (0..30u32).map(|f| vec![f * 7 % 512; 8]).collect();
@@ -140,7 +139,10 @@ mod tests {
         let spans: Vec<(f64, f64)> = rows.iter().map(|r| (r.start_s, r.end_s)).collect();
         assert_eq!(spans, vec![(0.0, 0.64), (0.64, 1.92), (1.92, 2.4)]);
         for r in &rows {
-            assert!(r.snr_db.is_finite() && r.baseline_snr_db.is_finite(), "{r:?}");
+            assert!(
+                r.snr_db.is_finite() && r.baseline_snr_db.is_finite(),
+                "{r:?}"
+            );
             assert!(r.log_mel_db > 0.0 && r.baseline_log_mel_db > 0.0, "{r:?}");
         }
     }

@@ -1,5 +1,6 @@
 //! Audio output: PCM formats and the sinks a run writes to.
 
+pub mod level;
 pub mod listener;
 pub mod pcm;
 pub mod playback;
@@ -7,6 +8,7 @@ pub mod resample;
 pub mod sink;
 pub mod wav;
 
+pub use level::Level;
 pub use listener::{Arrivals, ListenerSink};
 pub use pcm::{interleave, PcmFormat, PcmSink};
 pub use playback::{Playback, PlaybackOptions};

@@ -16,10 +16,10 @@ use cpal::{FromSample, SampleFormat, SizedSample, StreamConfig, SupportedStreamC
 use ringbuf::traits::{Consumer, Observer, Producer, Split};
 use ringbuf::{HeapCons, HeapProd, HeapRb};
 
+use super::level::Level;
 use super::resample::StereoResampler;
 use super::sink::{OutputClosed, Sink};
 use super::wav::SAMPLE_RATE;
-use crate::pipeline::Level;
 
 #[derive(Debug, Clone, Copy)]
 pub struct PlaybackOptions {

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device};
 use clap::Args;
 
-use crate::codec::{CodecPrecision, SolverParams};
+use crate::codec::{CodecPrecision, Rates, SolverParams};
 use crate::device::{parse_device, DtypeArg};
 use crate::lm::{GenerationOptions, SamplingParams};
 use crate::models::{ModelChoice, SyntheticSize};
@@ -162,9 +162,6 @@ pub struct SamplingArgs {
     pub cfg_scale: f32,
 }
 
-/// LM frames per second of audio.
-pub const FRAMES_PER_SECOND: f64 = 12.5;
-
 impl SamplingArgs {
     /// The seed given, else one drawn from the clock and kept, so that every later call
     /// (and the printed seed) agrees.
@@ -190,22 +187,22 @@ impl SamplingArgs {
     }
 
     /// What the LM is asked for (see [`ModelChoice::stops_at_eos`]).
-    pub fn generation(&mut self, choice: &ModelChoice) -> Result<GenerationOptions> {
+    pub fn generation(&mut self, choice: &ModelChoice, rates: Rates) -> Result<GenerationOptions> {
         let seed = self.fix_seed();
         Ok(GenerationOptions {
             sampling: self.params(seed)?,
-            max_frames: self.max_frames()?,
+            max_frames: self.max_frames(rates)?,
             stop_at_eos: choice.stops_at_eos(!self.ignore_eos),
         })
     }
 
     /// Frames for --max-seconds; refuses a length that is not a positive number.
-    pub fn max_frames(&self) -> Result<usize> {
+    pub fn max_frames(&self, rates: Rates) -> Result<usize> {
         let s = self.max_seconds;
         if !(s.is_finite() && s > 0.0) {
             anyhow::bail!("--max-seconds {s} is invalid: expected a positive number of seconds");
         }
-        Ok(((s * FRAMES_PER_SECOND).round() as usize).max(1))
+        Ok(rates.frames_in(s))
     }
 }
 

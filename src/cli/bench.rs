@@ -1,7 +1,5 @@
 //! `heartstream bench`: one streaming run, measured, printed as one JSON line on stdout.
 
-use std::cell::Cell;
-
 use anyhow::{bail, Result};
 use clap::Args;
 use serde::Serialize;
@@ -10,9 +8,9 @@ use super::run::{stop_on_ctrl_c, RunArgs, StreamTo};
 use crate::audio::{ListenerSink, Sink};
 use crate::device::{gpu_memory_used, peak_rss};
 use crate::engine::LoadReport;
-use crate::pipeline::{RunControl, RunReport, WindowTiming};
+use crate::pipeline::{supervise, Event, RunControl, RunReport, Snapshot, Watcher, WindowTiming};
 use crate::stats::FrameTimes;
-use crate::tui::{watch, Display, Snapshot};
+use crate::tui::Display;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -90,6 +88,27 @@ struct BenchReport {
     flow_windows: Vec<WindowTiming>,
 }
 
+/// Progress lines, and device-wide GPU memory sampled at every tick (every 50 ms).
+struct GpuSampler {
+    device: candle_core::Device,
+    peak: Option<u64>,
+    lines: Box<dyn Watcher>,
+}
+
+impl Watcher for GpuSampler {
+    fn watch(
+        &mut self,
+        snapshot: &Snapshot,
+        events: &crossbeam_channel::Receiver<Event>,
+        tick: std::time::Duration,
+    ) -> Result<bool> {
+        if let Some(used) = gpu_memory_used(&self.device) {
+            self.peak = Some(self.peak.unwrap_or(0).max(used));
+        }
+        self.lines.watch(snapshot, events, tick)
+    }
+}
+
 pub fn run(mut args: BenchArgs) -> Result<()> {
     if args.run.output.stream_to == Some(StreamTo::Stdout) {
         bail!("bench prints its JSON report on stdout: use --out FILE.wav instead of --stream-to stdout");
@@ -101,21 +120,14 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
     let mut sinks = args.run.output.sinks()?;
     let (listener, arrivals) = ListenerSink::new();
     sinks.push(Box::new(listener) as Box<dyn Sink>);
-    let peak_gpu = Cell::new(gpu_memory_used(&lm_device));
     let pipeline = session.start(sinks, control)?;
-    let mut sample_gpu = || {
-        if let Some(used) = gpu_memory_used(&lm_device) {
-            peak_gpu.set(Some(peak_gpu.get().unwrap_or(0).max(used)));
-        }
+    let mut watcher = GpuSampler {
+        device: lm_device.clone(),
+        peak: gpu_memory_used(&lm_device),
+        lines: Display::Lines.watcher(&session.info)?,
     };
-    watch(
-        &pipeline,
-        &session.info,
-        None,
-        Display::Lines,
-        &mut sample_gpu,
-    )?;
-    let snapshot = Snapshot::read(pipeline.metrics(), None);
+    supervise(&pipeline, None, &mut watcher)?;
+    let snapshot = Snapshot::read(pipeline.metrics(), pipeline.control(), None);
     let report = pipeline.join()?;
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let out = BenchReport {
@@ -126,7 +138,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         dtype: session.info.dtype.clone(),
         flow_steps: session.request.flow.solver.num_steps,
         first_window_s: session.request.flow.first_window_latents as f64
-            / session.engine.codec_config().latent_rate_hz(),
+            * session.engine.codec_config().rates().seconds_per_latent(),
         outcome: report.outcome.name(),
         load_ms: session.load_seconds() * 1e3,
         load: session.engine.load.clone(),
@@ -145,7 +157,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         underruns: arrivals.underruns(),
         replaced_codes: report.lm.replaced_codes,
         peak_rss_mib: peak_rss().map(mib),
-        peak_gpu_mib: peak_gpu.get().map(mib),
+        peak_gpu_mib: watcher.peak.map(mib),
         flow_windows: report.windows.clone(),
     };
     super::write_stdout(&(serde_json::to_string(&out)? + "\n"), "the bench report")

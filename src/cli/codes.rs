@@ -8,10 +8,10 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::args::{SongArgs, FRAMES_PER_SECOND};
+use super::args::SongArgs;
 use crate::files::OutputFile;
 use crate::lm::{FrameGenerator, Prompt};
-use crate::models::load_lm;
+use crate::models::{codec_config, load_lm};
 use crate::stats::FrameTimes;
 
 #[derive(Args, Debug)]
@@ -38,7 +38,8 @@ pub fn run(mut args: CodesArgs) -> Result<()> {
     let device = model.device()?;
     let seed = sampling.fix_seed();
     let choice = model.choice(&device, seed);
-    let options = sampling.generation(&choice)?;
+    let rates = codec_config(&choice)?.rates();
+    let options = sampling.generation(&choice, rates)?;
     let lm = load_lm(&choice, &device, model.lm_dtype(&device))?;
     eprintln!(
         "loaded {} on {} in {:.1} s (seed {seed})",
@@ -80,8 +81,8 @@ pub fn run(mut args: CodesArgs) -> Result<()> {
     }
     let out = OutputFile::create(&args.out, "--out")?;
     let target = out.target().to_path_buf();
-    crate::codes_file::write(out, FRAMES_PER_SECOND, &frames)?;
-    let audio = frames.len() as f64 / FRAMES_PER_SECOND;
+    crate::codes_file::write(out, rates.frames_per_second(), &frames)?;
+    let audio = frames.len() as f64 * rates.seconds_per_frame();
     eprintln!(
         "{} frames ({audio:.2} s of audio) in {seconds:.2} s: {:.2} frames/s, real-time factor {:.3} → {}",
         frames.len(),

@@ -34,12 +34,7 @@ pub struct CompareArgs {
 pub fn run(args: CompareArgs) -> Result<()> {
     let device = args.model.device()?;
     let choice = args.model.choice(&device, args.seed);
-    let (codec, _) = load_codec(
-        &choice,
-        &device,
-        &device,
-        args.model.codec_precision(&device),
-    )?;
+    let (codec, _) = load_codec(&choice, &device, args.model.codec_precision(&device))?;
     let flow = args.stream.flow_config(&codec.config, &args.codec)?;
     let mut frames = crate::codes_file::read(&args.codes, codec.config.num_quantizers)?;
     let mut sanitizer = CodeSanitizer::new(codec.config.codebook_size, codec.config.num_quantizers);

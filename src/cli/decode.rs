@@ -49,12 +49,7 @@ pub fn run(args: DecodeArgs) -> Result<()> {
     OutputFile::check(&args.out, "--out")?;
     let device = args.model.device()?;
     let choice = args.model.choice(&device, args.seed);
-    let (codec, load_seconds) = load_codec(
-        &choice,
-        &device,
-        &device,
-        args.model.codec_precision(&device),
-    )?;
+    let (codec, load_seconds) = load_codec(&choice, &device, args.model.codec_precision(&device))?;
     eprintln!(
         "loaded the codec of {} in {load_seconds:.1} s (seed {})",
         choice.describe(),

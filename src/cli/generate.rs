@@ -4,8 +4,8 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use super::run::{stop_on_ctrl_c, RunArgs};
-use crate::pipeline::{Outcome, RunControl, RunReport};
-use crate::tui::{watch, Display};
+use crate::pipeline::{supervise, Outcome, RunControl, RunReport};
+use crate::tui::Display;
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -27,7 +27,11 @@ pub fn run(mut args: GenerateArgs) -> Result<()> {
     let control = RunControl::new();
     stop_on_ctrl_c(&control)?;
     let pipeline = session.start(args.run.output.sinks()?, control)?;
-    watch(&pipeline, &session.info, None, Display::Lines, &mut || {})?;
+    supervise(
+        &pipeline,
+        None,
+        Display::Lines.watcher(&session.info)?.as_mut(),
+    )?;
     let report = pipeline.join()?;
     eprintln!("{}", summary(&report));
     Ok(())

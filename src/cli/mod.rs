@@ -9,8 +9,6 @@ mod generate;
 mod play;
 mod run;
 
-pub use run::RunInfo;
-
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]

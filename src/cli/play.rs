@@ -8,8 +8,8 @@ use clap::Args;
 use super::generate::summary;
 use super::run::{stop_on_ctrl_c, RunArgs};
 use crate::audio::{Playback, PlaybackOptions, Sink};
-use crate::pipeline::{Outcome, RunControl};
-use crate::tui::{watch, Display};
+use crate::pipeline::{supervise, Outcome, RunControl};
+use crate::tui::Display;
 
 #[derive(Args, Debug)]
 pub struct PlayArgs {
@@ -91,12 +91,10 @@ pub fn run(mut args: PlayArgs) -> Result<()> {
         Some(_) => Display::for_stderr(),
         None => Display::Lines,
     };
-    watch(
+    supervise(
         &pipeline,
-        &session.info,
         playback.as_ref(),
-        display,
-        &mut || {},
+        display.watcher(&session.info)?.as_mut(),
     )?;
     let report = pipeline.join()?;
     let Some(playback) = playback else {

@@ -14,7 +14,7 @@ use crate::codec::{
     latents_of, CodecConfig, FlowStreamConfig, STREAM_CONTEXT_SECONDS, STREAM_FIRST_WINDOW_SECONDS,
     STREAM_WINDOW_SECONDS,
 };
-use crate::engine::{Engine, EngineConfig, SongRequest};
+use crate::engine::{Engine, EngineConfig, RunInfo, SongRequest};
 use crate::files::OutputFile;
 use crate::models::{codec_config, ModelChoice};
 use crate::pipeline::{
@@ -86,7 +86,7 @@ impl StreamArgs {
                 self.window,
                 self.context,
                 self.first_window,
-                1e3 / config.latent_rate_hz()
+                1e3 * config.rates().seconds_per_latent()
             )
         })?;
         Ok(flow)
@@ -173,18 +173,6 @@ pub struct Session {
     pub info: RunInfo,
 }
 
-/// What the UI and the report say about a run's setup.
-#[derive(Debug, Clone)]
-pub struct RunInfo {
-    pub model: String,
-    pub device: String,
-    pub codec_device: String,
-    pub dtype: String,
-    pub sampling: String,
-    pub codec: String,
-    pub seed: u64,
-}
-
 impl RunArgs {
     /// Checks every option, then loads the models (the slow part).
     pub fn prepare(&mut self) -> Result<Session> {
@@ -193,11 +181,11 @@ impl RunArgs {
         self.output.check()?;
         let device = self.song.model.device()?;
         let choice = self.song.model.choice(&device, seed);
-        let generation = self.song.sampling.generation(&choice)?;
-        // The streaming flags are checked against the checkpoint's config before any weights load.
-        let flow = self
-            .stream
-            .flow_config(&codec_config(&choice)?, &self.codec)?;
+        // Lengths and streaming flags are checked against the checkpoint's config before any
+        // weights load.
+        let codec = codec_config(&choice)?;
+        let generation = self.song.sampling.generation(&choice, codec.rates())?;
+        let flow = self.stream.flow_config(&codec, &self.codec)?;
         let tags = self.song.prompt.tags()?;
         let lyrics = self.song.prompt.lyrics()?;
         let mut config = EngineConfig::new(choice.clone(), device)?;
@@ -219,7 +207,7 @@ impl RunArgs {
         let mut engine = Engine::load(config)?;
         engine.prompt(&request)?;
         engine.warm_up(&request)?;
-        let info = RunInfo::of(&engine, &request, &choice);
+        let info = engine.describe(&request);
         if matches!(choice, ModelChoice::Synthetic { .. }) {
             eprintln!(
                 "note: synthetic random weights make noise, not music (see README: real weights); \
@@ -231,31 +219,6 @@ impl RunArgs {
             request,
             info,
         })
-    }
-}
-
-impl RunInfo {
-    fn of(engine: &Engine, request: &SongRequest, choice: &ModelChoice) -> Self {
-        let config = engine.config();
-        let sampling = request.generation.sampling;
-        let flow = request.flow;
-        Self {
-            model: choice.describe(),
-            device: crate::device::describe(&config.device),
-            codec_device: crate::device::describe(&config.codec_device),
-            dtype: config.dtype.as_str().into(),
-            sampling: format!(
-                "temperature {} · top-k {} · cfg {} · seed {}",
-                sampling.temperature, sampling.topk, sampling.cfg_scale, sampling.seed
-            ),
-            codec: format!(
-                "{} flow steps · guidance {} · first window {:.2} s",
-                flow.solver.num_steps,
-                flow.solver.guidance_scale,
-                flow.first_window_latents as f64 / engine.codec_config().latent_rate_hz()
-            ),
-            seed: sampling.seed,
-        }
     }
 }
 

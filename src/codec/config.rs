@@ -6,6 +6,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use super::rates::Rates;
+
 /// The flow model predicts two latent frames per code frame: `inference_codes` upsamples the
 /// code features ×2 (nearest) in time.
 pub const LATENTS_PER_CODE: usize = 2;
@@ -88,6 +90,23 @@ impl Default for CodecConfig {
 }
 
 impl CodecConfig {
+    /// The reference-tiny fixture's dimensions with the released model's timing: the
+    /// synthetic tiny model's codec, fast on a CPU.
+    pub fn tiny() -> Self {
+        Self {
+            dim: 64,
+            codebook_size: 512,
+            codebook_dim: 8,
+            attention_head_dim: 16,
+            num_attention_heads: 2,
+            num_layers: 2,
+            num_layers_2: 1,
+            in_channels: 576,
+            init_channel: 3,
+            ..Self::default()
+        }
+    }
+
     /// Reads and validates `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = crate::files::read_regular(path, "the HeartCodec config.json")?;
@@ -231,24 +250,9 @@ impl CodecConfig {
         self.num_attention_heads * self.attention_head_dim
     }
 
-    /// Audio samples decoded from one latent frame (1920 for the released model).
-    pub fn samples_per_latent(&self) -> usize {
-        self.upsample_factors.iter().product::<usize>() * self.num_samples
-    }
-
-    /// Audio samples per code frame (3840).
-    pub fn samples_per_code(&self) -> usize {
-        LATENTS_PER_CODE * self.samples_per_latent()
-    }
-
-    /// Latent frames per second (25 Hz).
-    pub fn latent_rate_hz(&self) -> f64 {
-        self.sample_rate as f64 / self.samples_per_latent() as f64
-    }
-
-    /// Code frames per second (12.5 Hz).
-    pub fn code_rate_hz(&self) -> f64 {
-        self.latent_rate_hz() / LATENTS_PER_CODE as f64
+    /// The time units of this codec (frames, latents, samples).
+    pub fn rates(&self) -> Rates {
+        Rates::of(self)
     }
 
     /// Latent frames of future input the ScalarModel decoder needs before it can emit a
@@ -260,7 +264,8 @@ impl CodecConfig {
     /// The window layout of heartlib's `detokenize` for windows of `duration_s` seconds,
     /// computed with the reference's own formulas (`int(duration * 12.5)`, `// 93 * 80`, …).
     pub fn window_geometry(&self, duration_s: f64) -> WindowGeometry {
-        let window_codes = (duration_s * self.code_rate_hz()) as usize;
+        let rates = self.rates();
+        let window_codes = (duration_s * rates.frames_per_second()) as usize;
         let hop_codes = window_codes / HOP_DENOMINATOR * HOP_NUMERATOR;
         let overlap_codes = window_codes - hop_codes;
         let audio_window = (duration_s * self.sample_rate as f64) as usize;
@@ -269,7 +274,7 @@ impl CodecConfig {
             window_codes,
             hop_codes,
             overlap_codes,
-            window_latents: (duration_s * self.latent_rate_hz()) as usize,
+            window_latents: (duration_s * rates.latents_per_second()) as usize,
             context_latents: LATENTS_PER_CODE * overlap_codes,
             audio_window,
             audio_hop,
@@ -302,10 +307,6 @@ mod tests {
     #[test]
     fn derived_timing_of_the_released_model() {
         let c = CodecConfig::default();
-        assert_eq!(c.samples_per_latent(), 1920);
-        assert_eq!(c.samples_per_code(), 3840);
-        assert_eq!(c.latent_rate_hz(), 25.0);
-        assert_eq!(c.code_rate_hz(), 12.5);
         assert_eq!(c.look_ahead_latents(), 2);
         let g = c.window_geometry(REFERENCE_WINDOW_SECONDS);
         assert_eq!(

@@ -155,8 +155,7 @@ pub fn flow_windows(
     Ok(FlowWindows {
         latents,
         geometry: g,
-        audio_len: (codes.len() as f64 / config.code_rate_hz() * config.sample_rate as f64)
-            as usize,
+        audio_len: codes.len() * config.rates().samples_per_frame(),
     })
 }
 

@@ -159,14 +159,23 @@ impl StreamWindow {
     }
 }
 
+/// One window as it ran.
+#[derive(Debug, Clone)]
+pub struct SolvedWindow {
+    /// The window's new latents `(n, latent_dim)` f32, computed (the device has finished).
+    pub latents: Tensor,
+    /// The window run (its real size: the last one may be shorter than scheduled).
+    pub window: StreamWindow,
+    /// Seconds from the start of the solve until its latents were ready.
+    pub seconds: f64,
+}
+
 pub struct FlowStream {
     flow: FlowMatching,
     config: FlowStreamConfig,
     noise: Box<dyn NoiseSource>,
     codes: CodeFrames,
     next: StreamWindow,
-    /// The window `next_window` ran last.
-    last: Option<StreamWindow>,
     /// The stream's last `context_latents` latents (fewer at the start), f32.
     tail: Tensor,
     /// Set once a window ran on padded codes: the stream is complete.
@@ -189,7 +198,6 @@ impl FlowStream {
             noise,
             codes: CodeFrames::empty(&codec.config),
             next,
-            last: None,
             tail,
             ended: false,
         })
@@ -222,11 +230,6 @@ impl FlowStream {
         self.codes.len()
     }
 
-    /// The window the last `next_window` call ran (its real size, for timing reports).
-    pub fn last_window(&self) -> Option<StreamWindow> {
-        self.last
-    }
-
     /// Latents emitted so far.
     pub fn latents_emitted(&self) -> usize {
         self.next.start
@@ -238,6 +241,13 @@ impl FlowStream {
     /// latents of real codes (up to 2 · codes) are returned — or, without
     /// `pad_last_window`, runs on just the codes left; `None` once all are out.
     pub fn next_window(&mut self, end_of_stream: bool) -> Result<Option<Tensor>> {
+        Ok(self.solve_next(end_of_stream)?.map(|w| w.latents))
+    }
+
+    /// As [`next_window`](Self::next_window), with the window that ran and how long it took
+    /// (it waits for the device, so the latents are ready for a consumer on another stream).
+    pub fn solve_next(&mut self, end_of_stream: bool) -> Result<Option<SolvedWindow>> {
+        let started = std::time::Instant::now();
         let total_latents = LATENTS_PER_CODE * self.codes.len();
         if end_of_stream && self.codes.is_empty() {
             return Err(CodecInputError::NoCodes {
@@ -279,15 +289,19 @@ impl FlowStream {
             self.config.context_latents,
         )?;
         self.next = self.config.after(&w);
-        self.last = Some(w);
-        Ok(Some(new.narrow(0, 0, emitted)?))
+        let latents = new.narrow(0, 0, emitted)?;
+        latents.device().synchronize()?;
+        Ok(Some(SolvedWindow {
+            latents,
+            window: w,
+            seconds: started.elapsed().as_secs_f64(),
+        }))
     }
 }
 
 /// `seconds` in latent frames of `config`, rounded to whole codes.
 pub fn latents_of(config: &CodecConfig, seconds: f64) -> usize {
-    let codes = (seconds * config.latent_rate_hz() / LATENTS_PER_CODE as f64).round();
-    codes as usize * LATENTS_PER_CODE
+    config.rates().latents_in(seconds)
 }
 
 fn last_frames(x: &Tensor, n: usize) -> Result<Tensor> {
@@ -414,13 +428,9 @@ mod tests {
         // New parts 4, 8, 12 (= window − context): codes needed 2, 6, 12.
         assert_eq!(emitted, vec![4, 8, 12]);
         // 13 codes = 26 latents; 24 are out, the last window runs on padded codes.
-        let last = s.next_window(true).unwrap().unwrap();
-        assert_eq!(last.dim(0).unwrap(), 2);
-        assert_eq!(
-            s.last_window().unwrap().size(),
-            4 + 12,
-            "padded to its scheduled size"
-        );
+        let last = s.solve_next(true).unwrap().unwrap();
+        assert_eq!(last.latents.dim(0).unwrap(), 2);
+        assert_eq!(last.window.size(), 4 + 12, "padded to its scheduled size");
         assert!(s.next_window(true).unwrap().is_none());
         assert!(s.push(&[0; 8]).is_err(), "push after the end");
     }
@@ -432,9 +442,9 @@ mod tests {
             s.push(&[frame; 8]).unwrap();
             while s.next_window(false).unwrap().is_some() {}
         }
-        let last = s.next_window(true).unwrap().unwrap();
-        assert_eq!(last.dim(0).unwrap(), 2);
-        let w = s.last_window().unwrap();
+        let last = s.solve_next(true).unwrap().unwrap();
+        assert_eq!(last.latents.dim(0).unwrap(), 2);
+        let w = last.window;
         assert_eq!((w.context, w.new, w.size()), (4, 2, 6));
         assert!(s.next_window(true).unwrap().is_none());
         assert_eq!(s.latents_emitted(), 26);

@@ -8,6 +8,7 @@
 //!
 //! `detokenize` reproduces heartlib's offline `HeartCodec.detokenize`.
 
+mod arch;
 mod codes;
 mod config;
 mod detokenize;
@@ -19,6 +20,7 @@ mod flow_stream;
 mod latents;
 mod noise;
 mod params;
+mod rates;
 mod rvq;
 mod scalar;
 mod spec;
@@ -45,10 +47,11 @@ pub use self::estimator::{Estimator, RopeTables, TimeConditioning};
 pub use self::euler::{Cancel, Cancelled, SolverParams};
 pub use self::flow::FlowMatching;
 pub use self::flow_stream::{
-    latents_of, FlowStream, FlowStreamConfig, StreamWindow, STREAM_CONTEXT_SECONDS,
+    latents_of, FlowStream, FlowStreamConfig, SolvedWindow, StreamWindow, STREAM_CONTEXT_SECONDS,
     STREAM_FIRST_WINDOW_SECONDS, STREAM_WINDOW_SECONDS,
 };
 pub use self::noise::{GaussianNoise, NoiseSource, ReplayNoise};
+pub use self::rates::Rates;
 pub use self::rvq::ResidualVq;
 pub use self::scalar::{ScalarModel, ScalarStream};
 pub use self::spec::codec_spec;
@@ -87,25 +90,41 @@ pub struct HeartCodec {
     pub scalar: ScalarModel,
 }
 
+/// Where the codec's two stages run: flow matching on `flow`, the ScalarModel on `scalar`
+/// (e.g. a CUDA stream of its own, so decoding never queues behind flow matching).
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub flow: Device,
+    pub scalar: Device,
+}
+
+impl From<&Device> for Placement {
+    /// Both stages on `device`.
+    fn from(device: &Device) -> Self {
+        Self {
+            flow: device.clone(),
+            scalar: device.clone(),
+        }
+    }
+}
+
 impl HeartCodec {
     /// Loads a heartlib HeartCodec folder (`config.json` + safetensors), validating every
     /// tensor name and shape first. Weight norm is folded into plain kernels here.
-    pub fn load(dir: &Path, device: &Device, precision: CodecPrecision) -> Result<Self> {
-        Self::load_split(dir, device, device, precision)
-    }
-
-    /// As [`load`](Self::load), with the ScalarModel on `scalar_device` (e.g. its own CUDA
-    /// stream, so decoding never queues behind flow matching).
-    pub fn load_split(
+    pub fn load(
         dir: &Path,
-        device: &Device,
-        scalar_device: &Device,
+        placement: impl Into<Placement>,
         precision: CodecPrecision,
     ) -> Result<Self> {
+        let placement = placement.into();
         let config = CodecConfig::from_file(&dir.join("config.json"))?;
         let store = WeightStore::open(dir)?;
-        let loader = Loader::new(Source::Checkpoint(store), codec_spec(&config), device)?;
-        Self::build(config, &loader, scalar_device, precision)
+        let loader = Loader::new(
+            Source::Checkpoint(store),
+            codec_spec(&config),
+            &placement.flow,
+        )?;
+        Self::build(config, &loader, &placement.scalar, precision)
             .with_context(|| format!("loading HeartCodec from {}", dir.display()))
     }
 
@@ -113,23 +132,17 @@ impl HeartCodec {
     pub fn synthetic(
         config: CodecConfig,
         seed: u64,
-        device: &Device,
+        placement: impl Into<Placement>,
         precision: CodecPrecision,
     ) -> Result<Self> {
-        Self::synthetic_split(config, seed, device, device, precision)
-    }
-
-    /// As [`synthetic`](Self::synthetic), with the ScalarModel on `scalar_device`.
-    pub fn synthetic_split(
-        config: CodecConfig,
-        seed: u64,
-        device: &Device,
-        scalar_device: &Device,
-        precision: CodecPrecision,
-    ) -> Result<Self> {
+        let placement = placement.into();
         config.validate()?;
-        let loader = Loader::new(Source::Synthetic { seed }, codec_spec(&config), device)?;
-        Self::build(config, &loader, scalar_device, precision)
+        let loader = Loader::new(
+            Source::Synthetic { seed },
+            codec_spec(&config),
+            &placement.flow,
+        )?;
+        Self::build(config, &loader, &placement.scalar, precision)
     }
 
     fn build(

@@ -4,8 +4,8 @@
 
 use crate::weights::{Init, ModelSpec};
 
+use super::arch::{mlp_hidden_dim, ScalarDecoderNames, FLOW_T_SIZE, RESIDUAL_DILATIONS};
 use super::config::CodecConfig;
-use super::estimator::mlp_hidden_dim;
 
 /// The tensors of HeartCodec for `config`.
 pub fn codec_spec(config: &CodecConfig) -> ModelSpec {
@@ -141,9 +141,6 @@ fn rvq(spec: &mut ModelSpec, c: &CodecConfig) {
     }
 }
 
-/// Flow timestep sinusoid width (`PixArtAlphaCombinedFlowEmbeddings.flow_t_size`).
-pub(super) const FLOW_T_SIZE: usize = 512;
-
 fn estimator(t: &mut Tensors, c: &CodecConfig) {
     let e = format!("{FM}.estimator");
     let (d1, d2) = (c.inner_dim(), 2 * c.inner_dim());
@@ -201,9 +198,6 @@ fn block(t: &mut Tensors, name: &str, dim: usize) {
     t.linear(&format!("{name}.mlp.down"), dim, hidden, false);
 }
 
-/// Residual units of every ScalarModel block, with their dilations.
-pub(super) const RESIDUAL_DILATIONS: [usize; 5] = [1, 3, 5, 7, 9];
-
 const SQ: &str = "scalar_model";
 
 fn scalar_decoder(t: &mut Tensors, c: &CodecConfig) {
@@ -238,28 +232,6 @@ fn scalar_decoder(t: &mut Tensors, c: &CodecConfig) {
         [c.num_bands, c.init_channel, c.default_kernel_size],
         c.num_bands,
     );
-}
-
-/// Layer names of `ScalarModel.decoder` (relative to `scalar_model`): the look-ahead conv, one block per upsampling
-/// factor, the PostProcessor when `num_samples > 1`, the output conv.
-pub(super) struct ScalarDecoderNames {
-    pub look_ahead: String,
-    pub blocks: Vec<String>,
-    pub post: Option<String>,
-    pub output: String,
-}
-
-impl ScalarDecoderNames {
-    pub fn new(c: &CodecConfig) -> Self {
-        let n = c.upsample_factors.len();
-        let has_post = c.num_samples > 1;
-        Self {
-            look_ahead: "decoder.0".to_string(),
-            blocks: (1..=n).map(|i| format!("decoder.{i}")).collect(),
-            post: has_post.then(|| format!("decoder.{}", n + 1)),
-            output: format!("decoder.{}", n + 1 + usize::from(has_post)),
-        }
-    }
 }
 
 /// The encoder turns audio into latents; decoding never runs it.

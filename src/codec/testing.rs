@@ -4,10 +4,9 @@
 use candle_core::{DType, Device};
 
 use super::{CodecConfig, CodecPrecision, HeartCodec};
-use crate::models::{synthetic_codec_config, SyntheticSize};
 
 pub(crate) fn tiny_config() -> CodecConfig {
-    synthetic_codec_config(SyntheticSize::Tiny)
+    CodecConfig::tiny()
 }
 
 pub(crate) fn tiny_codec() -> HeartCodec {

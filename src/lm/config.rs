@@ -230,6 +230,39 @@ impl LmConfig {
         Ok(config)
     }
 
+    /// The reference-tiny fixture's dimensions, and special ids that keep byte-level text
+    /// ids (0..256) clear of BOS/EOS: the synthetic tiny model, fast on a CPU.
+    pub fn tiny() -> (LmConfig, GenConfig) {
+        let flavor = |num_layers, num_heads, num_kv_heads, embed_dim, max_seq_len| Flavor {
+            num_layers,
+            num_heads,
+            num_kv_heads,
+            embed_dim,
+            intermediate_dim: 2 * embed_dim,
+            max_seq_len,
+            norm_eps: 1e-5,
+            rope_base: 500_000.0,
+            scale_factor: 32.0,
+        };
+        let config = LmConfig {
+            backbone_flavor: "tiny-backbone".into(),
+            decoder_flavor: "tiny-decoder".into(),
+            backbone: flavor(2, 4, 2, 64, 8192),
+            decoder: flavor(2, 2, 1, 32, 256),
+            text_vocab_size: 1024,
+            audio_vocab_size: 517,
+            audio_num_codebooks: 8,
+            muq_dim: 512,
+        };
+        let gen = GenConfig {
+            text_bos_id: 1000,
+            text_eos_id: 1001,
+            audio_eos_id: 513,
+            empty_id: 0,
+        };
+        (config, gen)
+    }
+
     /// Columns of the prompt token grid: one per codebook plus the text column.
     pub fn grid_width(&self) -> usize {
         self.audio_num_codebooks + 1

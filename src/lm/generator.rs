@@ -40,24 +40,33 @@ pub struct GenerationOptions {
 
 impl GenerationOptions {
     /// Checks the options against the model and returns the KV-cache positions the song
-    /// needs: the prompt, then one position per frame after the first.
-    pub fn check_fits(&self, prompt: &Prompt, config: &LmConfig) -> Result<usize> {
+    /// needs: the prompt, then one position per frame after the first. With the length of a
+    /// frame (`seconds_per_frame`, the codec's), a song too long is also said in seconds.
+    pub fn check_fits(
+        &self,
+        prompt: &Prompt,
+        config: &LmConfig,
+        seconds_per_frame: Option<f64>,
+    ) -> Result<usize> {
         self.sampling.validate_for(config.audio_vocab_size)?;
         let max_frames = self.max_frames;
         if max_frames == 0 {
-            bail!("the requested length is 0 frames: ask for at least 0.08 s (one frame)");
+            bail!("the requested length is 0 frames: ask for at least one frame");
         }
         // Frame k ≥ 1 is fed at position len − 1 + k, so the last frame needs len + max − 1 slots.
         let capacity = prompt.len() + max_frames - 1;
         let limit = config.backbone.max_seq_len;
         if capacity > limit {
             let fit = (limit + 1).saturating_sub(prompt.len());
+            let at_most = match seconds_per_frame {
+                Some(s) => format!("{:.2} s ({fit} frames)", fit as f64 * s),
+                None => format!("{fit} frames"),
+            };
             bail!(
                 "the prompt ({} tokens) plus the {max_frames} frames asked for needs {capacity} \
                  positions, beyond the backbone's max_seq_len {limit}: shorten the lyrics or ask \
-                 for at most {:.2} s ({fit} frames)",
+                 for at most {at_most}",
                 prompt.len(),
-                fit as f64 * 0.08
             );
         }
         Ok(capacity)
@@ -123,7 +132,7 @@ impl FrameGenerator {
         prompt: Prompt,
         options: GenerationOptions,
     ) -> Result<Self> {
-        let capacity = options.check_fits(&prompt, &model.config)?;
+        let capacity = options.check_fits(&prompt, &model.config, None)?;
         let batch = options.sampling.batch();
         let (backbone_caches, decoder_caches) = model.new_caches(batch, capacity)?;
         Ok(Self {

@@ -14,24 +14,34 @@ use super::spec::lm_spec;
 use super::transformer::{last_position, linear, Transformer};
 use crate::weights::{Loader, Source, WeightStore};
 
+/// What the fused GPU frame step reads of the model besides its heads.
+#[cfg(feature = "cuda")]
+pub(super) struct FrameWeights<'a> {
+    pub backbone: super::transformer::StackWeights<'a>,
+    pub decoder: super::transformer::StackWeights<'a>,
+    /// `(codebooks · audio vocabulary, dim)`: every codebook's embeddings, stacked.
+    pub audio_embeddings: &'a Tensor,
+    pub projection: &'a Tensor,
+}
+
 pub struct HeartMuLa {
     pub config: LmConfig,
-    pub(super) backbone: Transformer,
-    pub(super) decoder: Transformer,
-    pub(super) text_embeddings: Tensor,
-    pub(super) audio_embeddings: Tensor,
-    pub(super) unconditional_text_embedding: Tensor,
-    pub(super) muq_linear: Linear,
-    pub(super) projection: Linear,
+    backbone: Transformer,
+    decoder: Transformer,
+    text_embeddings: Tensor,
+    audio_embeddings: Tensor,
+    unconditional_text_embedding: Tensor,
+    muq_linear: Linear,
+    projection: Linear,
     /// (vocab, backbone_dim). Logits are always accumulated and returned in f32: rounded to
     /// bf16 they lose enough precision to change which tokens get sampled.
-    pub(super) codebook0_head: Tensor,
+    codebook0_head: Tensor,
     /// (codebooks − 1, vocab, decoder_dim): the checkpoint's (…, decoder_dim, vocab)
     /// transposed at load, so every head is a row-major (outputs, inputs) matrix.
-    pub(super) audio_head: Tensor,
+    audio_head: Tensor,
     dtype: DType,
     #[cfg(feature = "cuda")]
-    pub(super) kernels: Option<std::sync::Arc<super::cuda::Kernels>>,
+    kernels: Option<std::sync::Arc<super::cuda::Kernels>>,
 }
 
 impl HeartMuLa {
@@ -82,6 +92,23 @@ impl HeartMuLa {
 
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// The view of the weights the fused GPU frame step reads.
+    #[cfg(feature = "cuda")]
+    pub(super) fn frame_weights(&self) -> FrameWeights<'_> {
+        FrameWeights {
+            backbone: self.backbone.weights(),
+            decoder: self.decoder.weights(),
+            audio_embeddings: &self.audio_embeddings,
+            projection: self.projection.weight(),
+        }
+    }
+
+    /// The fused kernels (on a CUDA device).
+    #[cfg(feature = "cuda")]
+    pub(super) fn kernels(&self) -> Option<&std::sync::Arc<super::cuda::Kernels>> {
+        self.kernels.as_ref()
     }
 
     pub fn device(&self) -> &Device {

@@ -14,8 +14,8 @@ use super::rope::Rope;
 use crate::weights::Loader;
 
 pub struct RmsNorm {
-    pub(super) scale: Tensor,
-    pub(super) eps: f32,
+    scale: Tensor,
+    eps: f32,
 }
 
 impl RmsNorm {
@@ -46,11 +46,11 @@ fn fused_linear(w: &Loader, names: &[String], dtype: DType) -> anyhow::Result<Li
 
 pub(super) struct Attention {
     /// [q; k; v] projections: (heads + 2·kv_heads)·head_dim outputs.
-    pub(super) qkv: Linear,
-    pub(super) output_proj: Linear,
-    pub(super) num_heads: usize,
-    pub(super) num_kv_heads: usize,
-    pub(super) head_dim: usize,
+    qkv: Linear,
+    output_proj: Linear,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
 }
 
 impl Attention {
@@ -122,9 +122,9 @@ fn causal_mask(
 
 pub(super) struct Mlp {
     /// [w1; w3]: gate and up projections.
-    pub(super) w13: Linear,
-    pub(super) w2: Linear,
-    pub(super) hidden: usize,
+    w13: Linear,
+    w2: Linear,
+    hidden: usize,
 }
 
 impl Mlp {
@@ -138,10 +138,10 @@ impl Mlp {
 }
 
 pub(super) struct Layer {
-    pub(super) sa_norm: RmsNorm,
-    pub(super) attn: Attention,
-    pub(super) mlp_norm: RmsNorm,
-    pub(super) mlp: Mlp,
+    sa_norm: RmsNorm,
+    attn: Attention,
+    mlp_norm: RmsNorm,
+    mlp: Mlp,
 }
 
 impl Layer {
@@ -168,13 +168,80 @@ impl Layer {
 /// A stack of layers with its final norm. The caches live with the caller (the generator
 /// owns all per-song state), one per layer.
 pub struct Transformer {
-    pub(super) layers: Vec<Layer>,
-    pub(super) norm: RmsNorm,
-    pub(super) rope: Rope,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    rope: Rope,
     flavor: Flavor,
 }
 
+/// What a fused frame step reads of a norm: its scale and epsilon.
+#[cfg(feature = "cuda")]
+pub struct NormWeights<'a> {
+    pub scale: &'a Tensor,
+    pub eps: f32,
+}
+
+/// What a fused frame step reads of one layer: its matrices (q/k/v and gate/up fused),
+/// norms and head counts.
+#[cfg(feature = "cuda")]
+pub struct LayerWeights<'a> {
+    pub attn_norm: NormWeights<'a>,
+    pub qkv: &'a Tensor,
+    pub output: &'a Tensor,
+    pub mlp_norm: NormWeights<'a>,
+    pub gate_up: &'a Tensor,
+    pub down: &'a Tensor,
+    pub heads: usize,
+    pub kv_heads: usize,
+    /// Width of the SwiGLU hidden layer.
+    pub hidden: usize,
+}
+
+/// What a fused frame step reads of a stack: its layers, final norm and RoPE tables.
+#[cfg(feature = "cuda")]
+pub struct StackWeights<'a> {
+    pub layers: Vec<LayerWeights<'a>>,
+    pub norm: NormWeights<'a>,
+    /// `(positions, head_dim / 2)` f32 cos and sin.
+    pub rope: (&'a Tensor, &'a Tensor),
+}
+
+#[cfg(feature = "cuda")]
+impl RmsNorm {
+    fn weights(&self) -> NormWeights<'_> {
+        NormWeights {
+            scale: &self.scale,
+            eps: self.eps,
+        }
+    }
+}
+
 impl Transformer {
+    /// The view of this stack a fused GPU step reads.
+    #[cfg(feature = "cuda")]
+    pub fn weights(&self) -> StackWeights<'_> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| LayerWeights {
+                attn_norm: l.sa_norm.weights(),
+                qkv: l.attn.qkv.weight(),
+                output: l.attn.output_proj.weight(),
+                mlp_norm: l.mlp_norm.weights(),
+                gate_up: l.mlp.w13.weight(),
+                down: l.mlp.w2.weight(),
+                heads: l.attn.num_heads,
+                kv_heads: l.attn.num_kv_heads,
+                hidden: l.mlp.hidden,
+            })
+            .collect();
+        StackWeights {
+            layers,
+            norm: self.norm.weights(),
+            rope: self.rope.tables(),
+        }
+    }
+
     pub fn load(w: &Loader, prefix: &str, flavor: &Flavor, dtype: DType) -> anyhow::Result<Self> {
         let layers = (0..flavor.num_layers)
             .map(|i| Layer::load(w, &format!("{prefix}.layers.{i}"), flavor, dtype))

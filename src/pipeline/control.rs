@@ -1,7 +1,7 @@
 //! How a run is told to stop, and how its stages report back.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Shared by every stage and by whoever can stop the run (keys, signals, a closed output).
@@ -11,6 +11,9 @@ pub struct RunControl {
     stop: AtomicBool,
     /// Stop everything now (an error, a closed output, a second Ctrl-C).
     abort: AtomicBool,
+    /// Codec stages (flow matching, decoder) computing right now: the LM yields to them
+    /// while the listener's lead is short (`lm_stage`).
+    codec_busy: AtomicUsize,
 }
 
 /// The run was aborted while a stage waited or worked.
@@ -56,6 +59,18 @@ impl RunControl {
 
     pub fn aborted(&self) -> bool {
         self.abort.load(Ordering::Acquire)
+    }
+
+    /// Runs `work` as codec work: while it runs, [`codec_busy`](Self::codec_busy) is true.
+    pub fn codec_work<T>(&self, work: impl FnOnce() -> T) -> T {
+        self.codec_busy.fetch_add(1, Ordering::AcqRel);
+        let result = work();
+        self.codec_busy.fetch_sub(1, Ordering::AcqRel);
+        result
+    }
+
+    pub fn codec_busy(&self) -> bool {
+        self.codec_busy.load(Ordering::Acquire) > 0
     }
 
     pub fn check(&self) -> Result<(), Aborted> {

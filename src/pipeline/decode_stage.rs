@@ -73,14 +73,14 @@ impl DecodeStage {
                 let len = self.chunk_latents.min(n - start);
                 let started = Instant::now();
                 let chunk = window.narrow(0, start, len)?;
-                let pcm = metrics.codec_work(|| interleave(&self.scalar.push(&chunk)?))?;
+                let pcm = control.codec_work(|| interleave(&self.scalar.push(&chunk)?))?;
                 metrics.decode.record(pcm.len() / 2, started.elapsed());
                 self.deliver(&pcm, report, control, metrics)?;
                 start += len;
             }
         }
         let started = Instant::now();
-        let pcm = metrics.codec_work(|| interleave(&self.scalar.finish()?))?;
+        let pcm = control.codec_work(|| interleave(&self.scalar.finish()?))?;
         metrics.decode.record(pcm.len() / 2, started.elapsed());
         self.deliver(&pcm, report, control, metrics)
     }

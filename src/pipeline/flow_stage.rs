@@ -1,14 +1,14 @@
 //! Stage 2: flow matching, window by window as code frames arrive, into the latents ring.
 
-use std::time::Instant;
+use std::time::Duration;
 
 use anyhow::Result;
 use candle_core::Tensor;
 
-use super::control::Aborted;
+use super::control::{Aborted, RunControl};
 use super::metrics::Metrics;
 use super::ring::{RingReceiver, RingSender};
-use crate::codec::{Cancelled, FlowStream};
+use crate::codec::{Cancelled, FlowStream, SolvedWindow};
 
 /// One flow-matching window as it ran.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -25,61 +25,69 @@ pub fn run(
     mut flow: FlowStream,
     mut codes: RingReceiver<Vec<u32>>,
     mut latents: RingSender<Tensor>,
+    control: &RunControl,
     metrics: &Metrics,
 ) -> Result<Vec<WindowTiming>> {
     let mut windows = Vec::new();
     while let Some(frame) = codes.recv()? {
         flow.push(&frame)?;
-        emit_ready(&mut flow, false, &mut latents, metrics, &mut windows)?;
+        emit_ready(
+            &mut flow,
+            false,
+            &mut latents,
+            control,
+            metrics,
+            &mut windows,
+        )?;
     }
     // The LM has ended (or was stopped): the last, partial window runs on padded codes.
     if flow.codes_received() > 0 {
-        emit_ready(&mut flow, true, &mut latents, metrics, &mut windows)?;
+        emit_ready(
+            &mut flow,
+            true,
+            &mut latents,
+            control,
+            metrics,
+            &mut windows,
+        )?;
     }
     Ok(windows)
 }
 
+/// Runs every window whose codes are there (all that are left at the end of the stream)
+/// and hands its latents on.
 fn emit_ready(
     flow: &mut FlowStream,
     end_of_stream: bool,
     out: &mut RingSender<Tensor>,
+    control: &RunControl,
     metrics: &Metrics,
     timings: &mut Vec<WindowTiming>,
 ) -> Result<()> {
-    loop {
-        let ready = end_of_stream || flow.codes_received() >= flow.next_plan().codes_needed();
-        if !ready {
-            return Ok(());
-        }
-        let started = Instant::now();
-        let window = metrics.codec_work(|| run_window(flow, end_of_stream));
-        let Some(window) = window? else {
-            return Ok(());
-        };
-        metrics.flow.record(window.dim(0)?, started.elapsed());
-        let ran = flow.last_window().unwrap_or(flow.next_plan());
+    while let Some(solved) = control.codec_work(|| solve(flow, end_of_stream))? {
+        let new = solved.latents.dim(0)?;
+        metrics
+            .flow
+            .record(new, Duration::from_secs_f64(solved.seconds));
+        let finished_ms = metrics.start.elapsed().as_secs_f64() * 1e3;
         timings.push(WindowTiming {
-            size: ran.size(),
-            new: window.dim(0)?,
-            start_ms: (started - metrics.start).as_secs_f64() * 1e3,
-            ms: started.elapsed().as_secs_f64() * 1e3,
+            size: solved.window.size(),
+            new,
+            start_ms: finished_ms - solved.seconds * 1e3,
+            ms: solved.seconds * 1e3,
         });
-        out.send(window)?;
+        out.send(solved.latents)?;
     }
+    Ok(())
 }
 
-fn run_window(flow: &mut FlowStream, end_of_stream: bool) -> Result<Option<Tensor>> {
-    let window = flow.next_window(end_of_stream).map_err(|e| {
+fn solve(flow: &mut FlowStream, end_of_stream: bool) -> Result<Option<SolvedWindow>> {
+    flow.solve_next(end_of_stream).map_err(|e| {
         // Cancelled by the run's abort: the abort is the stage's outcome, not a failure.
         if e.downcast_ref::<Cancelled>().is_some() {
             Aborted.into()
         } else {
             e
         }
-    })?;
-    if let Some(w) = &window {
-        // Wait for the GPU: the stage's busy time is its real cost, and the LM may resume.
-        w.device().synchronize()?;
-    }
-    Ok(window)
+    })
 }

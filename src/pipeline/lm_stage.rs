@@ -27,7 +27,7 @@ pub struct LmJob {
 /// several-fold, and the codec decides when audio starts. While the listener's buffer is
 /// short, the LM (already far ahead of real time) waits while the codec computes.
 fn yield_to_codec(lead_seconds: f64, control: &RunControl, metrics: &Metrics) {
-    while metrics.codec_busy()
+    while control.codec_busy()
         && metrics.audio_lead_seconds() < lead_seconds
         && !control.stop_requested()
     {

@@ -1,10 +1,11 @@
 //! Live counters of a run, written by the stages and read by the UI and the bench report.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::ring::Level;
+use crate::audio::Level;
+use crate::codec::Rates;
 
 /// Work done by one stage: items out and time spent computing them (waits excluded).
 #[derive(Debug, Default)]
@@ -49,21 +50,21 @@ pub struct Metrics {
     pub flow: StageMeter,
     /// Stereo sample frames (per channel) handed to the sinks.
     pub decode: StageMeter,
+    /// The run's time units (items of each meter to seconds of audio).
+    pub rates: Rates,
     first_audio_ns: AtomicU64,
-    /// Codec stages (flow matching, decoder) computing right now.
-    codec_busy: AtomicUsize,
     levels: Mutex<Levels>,
 }
 
 impl Metrics {
-    pub fn new(start: Instant) -> Self {
+    pub fn new(start: Instant, rates: Rates) -> Self {
         Self {
             start,
             lm: StageMeter::default(),
             flow: StageMeter::default(),
             decode: StageMeter::default(),
+            rates,
             first_audio_ns: AtomicU64::new(0),
-            codec_busy: AtomicUsize::new(0),
             levels: Mutex::new(Levels::default()),
         }
     }
@@ -84,18 +85,6 @@ impl Metrics {
         }
     }
 
-    /// Runs `work` as codec work: while it runs, [`codec_busy`](Self::codec_busy) is true.
-    pub fn codec_work<T>(&self, work: impl FnOnce() -> T) -> T {
-        self.codec_busy.fetch_add(1, Ordering::AcqRel);
-        let result = work();
-        self.codec_busy.fetch_sub(1, Ordering::AcqRel);
-        result
-    }
-
-    pub fn codec_busy(&self) -> bool {
-        self.codec_busy.load(Ordering::Acquire) > 0
-    }
-
     /// Seconds of audio delivered beyond what a listener who started at the first sample
     /// has heard by now (0 before the first sample).
     pub fn audio_lead_seconds(&self) -> f64 {
@@ -103,7 +92,7 @@ impl Metrics {
             return 0.0;
         };
         let heard = self.start.elapsed().saturating_sub(ttfa).as_secs_f64();
-        let delivered = self.decode.items() as f64 / crate::audio::wav::SAMPLE_RATE as f64;
+        let delivered = self.decode.items() as f64 * self.rates.seconds_per_sample();
         (delivered - heard).max(0.0)
     }
 
@@ -132,7 +121,7 @@ mod tests {
 
     #[test]
     fn only_the_first_audio_counts() {
-        let m = Metrics::new(Instant::now());
+        let m = Metrics::new(Instant::now(), crate::codec::CodecConfig::default().rates());
         assert_eq!(m.ttfa(), None);
         std::thread::sleep(Duration::from_millis(2));
         m.first_audio();
@@ -149,7 +138,7 @@ mod tests {
 
     #[test]
     fn the_lead_is_audio_delivered_minus_audio_heard() {
-        let m = Metrics::new(Instant::now());
+        let m = Metrics::new(Instant::now(), crate::codec::CodecConfig::default().rates());
         m.decode.record(48_000 * 10, Duration::ZERO);
         assert_eq!(
             m.audio_lead_seconds(),

@@ -15,6 +15,8 @@ mod flow_stage;
 mod lm_stage;
 mod metrics;
 mod ring;
+mod snapshot;
+mod supervisor;
 mod warm_up;
 
 use std::sync::{Arc, Mutex};
@@ -26,7 +28,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::audio::Sink;
 use crate::codec::{
-    Cancel, CodeSanitizer, FlowStream, FlowStreamConfig, GaussianNoise, HeartCodec,
+    Cancel, CodeSanitizer, FlowStream, FlowStreamConfig, GaussianNoise, HeartCodec, Rates,
 };
 
 pub use self::control::{Aborted, Event, RunControl, Stage};
@@ -34,7 +36,9 @@ pub use self::decode_stage::DecodeReport;
 pub use self::flow_stage::WindowTiming;
 pub use self::lm_stage::{LmJob, LmReport};
 pub use self::metrics::{Levels, Metrics, StageMeter};
-pub use self::ring::{ring, Level, RingReceiver, RingSender};
+pub use self::ring::{ring, RingReceiver, RingSender};
+pub use self::snapshot::{Fill, Snapshot, StageRate};
+pub use self::supervisor::{supervise, Watcher};
 pub use self::warm_up::{warm_up_codec, warm_up_lm};
 
 /// Streaming settings of a run.
@@ -99,12 +103,13 @@ pub struct RunReport {
     pub wall_seconds: f64,
     /// From the start of generation to the first sample handed to the sinks.
     pub ttfa_seconds: Option<f64>,
+    pub rates: Rates,
 }
 
 impl RunReport {
     /// Seconds of stereo audio handed to the sinks.
     pub fn audio_seconds(&self) -> f64 {
-        self.decode.samples as f64 / crate::audio::wav::SAMPLE_RATE as f64
+        self.decode.samples as f64 * self.rates.seconds_per_sample()
     }
 }
 
@@ -155,7 +160,7 @@ impl Pipeline {
             sinks,
             chunk_latents: config.decode_chunk_latents.max(1),
         };
-        let metrics = Arc::new(Metrics::new(Instant::now()));
+        let metrics = Arc::new(Metrics::new(Instant::now(), codec.config.rates()));
         let (codes_tx, codes_rx, codes_level) = ring(config.codes_capacity, &control);
         let (latents_tx, latents_rx, latents_level) = ring(config.latents_capacity, &control);
         metrics.set_levels(Levels {
@@ -174,8 +179,8 @@ impl Pipeline {
         let lm = spawner.spawn(Stage::Lm, move |c, m, _| {
             lm_stage::run(job, sanitizer, codes_tx, c, m)
         })?;
-        let flow = spawner.spawn(Stage::Flow, move |_, m, _| {
-            flow_stage::run(flow, codes_rx, latents_tx, m)
+        let flow = spawner.spawn(Stage::Flow, move |c, m, _| {
+            flow_stage::run(flow, codes_rx, latents_tx, c, m)
         })?;
         let decode = spawner.spawn(Stage::Decode, move |c, m, e| {
             decode.run(latents_rx, c, m, e)
@@ -241,6 +246,7 @@ impl Pipeline {
             wall_seconds: decode.seconds,
             decode,
             ttfa_seconds: self.metrics.ttfa().map(|d| d.as_secs_f64()),
+            rates: self.metrics.rates,
         })
     }
 }

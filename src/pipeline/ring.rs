@@ -10,10 +10,11 @@ use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
 
-use ringbuf::traits::{Consumer, Observer, Producer, Split};
+use ringbuf::traits::{Consumer, Producer, Split};
 use ringbuf::{HeapCons, HeapProd, HeapRb};
 
 use super::control::{Aborted, RunControl};
+use crate::audio::Level;
 
 /// A lost wake-up costs at most this long.
 const PARK_TIMEOUT: Duration = Duration::from_millis(5);
@@ -30,29 +31,6 @@ impl Shared {
         if let Some(t) = slot.get() {
             t.unpark();
         }
-    }
-}
-
-/// How full a ring is, readable from any thread (for the UI).
-#[derive(Clone)]
-pub struct Level(Arc<dyn Fn() -> (usize, usize) + Send + Sync>);
-
-impl Level {
-    /// The level of `rb`, read through a shared handle while its ends are in use.
-    pub fn of<T: Send + 'static>(rb: &Arc<HeapRb<T>>) -> Self {
-        let rb = rb.clone();
-        Self(Arc::new(move || (rb.occupied_len(), rb.capacity().get())))
-    }
-
-    /// `(occupied, capacity)`.
-    pub fn get(&self) -> (usize, usize) {
-        (self.0)()
-    }
-
-    /// Occupied share of the capacity, 0..=1.
-    pub fn fraction(&self) -> f64 {
-        let (occupied, capacity) = self.get();
-        occupied as f64 / capacity.max(1) as f64
     }
 }
 

@@ -1,19 +1,18 @@
-//! Watching a run from the main thread: a ratatui screen on a terminal, plain progress
-//! lines otherwise. `q`, Esc or Ctrl-C stop the run.
+//! The front end's views of a run: a ratatui screen on a terminal, plain progress lines
+//! otherwise. Both are [`Watcher`]s of the engine's run supervisor; `q`, Esc or Ctrl-C stop
+//! the run.
 
-mod snapshot;
 mod terminal;
 mod view;
 
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use crossbeam_channel::Receiver;
 
-use crate::audio::Playback;
-use crate::cli::RunInfo;
-use crate::pipeline::Pipeline;
+use crate::engine::RunInfo;
+use crate::pipeline::{Event, Snapshot, Watcher};
 
-pub use self::snapshot::{Fill, Snapshot, StageRate};
 pub use self::view::render;
 
 /// How progress is shown.
@@ -21,7 +20,7 @@ pub use self::view::render;
 pub enum Display {
     /// The full-screen UI on stderr.
     Screen,
-    /// A line on stderr every `PROGRESS_EVERY`.
+    /// A line on stderr every second.
     Lines,
 }
 
@@ -34,89 +33,70 @@ impl Display {
             Display::Lines
         }
     }
+
+    /// The watcher that shows a run this way.
+    pub fn watcher(self, info: &RunInfo) -> Result<Box<dyn Watcher>> {
+        Ok(match self {
+            Display::Screen => Box::new(ScreenWatcher {
+                screen: terminal::Screen::enter()?,
+                info: info.clone(),
+            }),
+            Display::Lines => Box::new(Lines::default()),
+        })
+    }
 }
 
-const TICK: Duration = Duration::from_millis(50);
-const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-/// A device that plays nothing for this long after the song is decoded is given up on.
-const STALLED_PLAYBACK: Duration = Duration::from_secs(5);
+/// The full-screen UI: redrawn every tick, keys read between draws.
+struct ScreenWatcher {
+    screen: terminal::Screen,
+    info: RunInfo,
+}
 
-/// Runs until the pipeline is done and the playback (if any) has played what it was given,
-/// or the user stops it. `tick` runs every few milliseconds (e.g. to sample GPU memory).
-pub fn watch(
-    pipeline: &Pipeline,
-    info: &RunInfo,
-    playback: Option<&Playback>,
-    display: Display,
-    tick: &mut dyn FnMut(),
-) -> Result<()> {
-    let mut screen = match display {
-        Display::Screen => Some(terminal::Screen::enter()?),
-        Display::Lines => None,
-    };
-    let mut last_line = Instant::now();
-    let mut stall = Stall::default();
-    let mut told_stop = false;
-    loop {
-        tick();
-        let snap = Snapshot::read(pipeline.metrics(), playback.map(Playback::stats));
-        match screen.as_mut() {
-            Some(screen) => {
-                screen.draw(info, &snap)?;
-                if screen.quit_requested(TICK)? {
-                    pipeline.control().interrupt();
-                }
-            }
-            None => {
-                if last_line.elapsed() >= PROGRESS_EVERY {
-                    eprintln!("{}", snap.progress_line());
-                    last_line = Instant::now();
-                }
-                // A stage ending (or failing) wakes the loop at once.
-                let _ = pipeline.events().recv_timeout(TICK);
-                let control = pipeline.control();
-                if control.stop_requested() && !control.aborted() && !told_stop {
-                    eprintln!(
-                        "stopping: finishing the audio of the frames already generated \
-                         (Ctrl-C again to stop at once)"
-                    );
-                    told_stop = true;
-                }
-            }
-        }
-        // A user's stop, a failed stage and a closed output all stop the run: silence now.
-        if pipeline.control().stop_requested() {
-            if let Some(p) = playback {
-                p.mute();
-            }
-        }
-        if pipeline.is_done() && stall.playback_over(playback) {
-            return Ok(());
+impl Watcher for ScreenWatcher {
+    fn watch(&mut self, snapshot: &Snapshot, _: &Receiver<Event>, tick: Duration) -> Result<bool> {
+        self.screen.draw(&self.info, snapshot)?;
+        self.screen.quit_requested(tick)
+    }
+}
+
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// A progress line every second on stderr, and a word when a stop begins.
+struct Lines {
+    last_line: Option<Instant>,
+    told_stop: bool,
+}
+
+impl Default for Lines {
+    fn default() -> Self {
+        Self {
+            last_line: Some(Instant::now()),
+            told_stop: false,
         }
     }
 }
 
-/// Tracks whether playback has finished or stopped moving.
-#[derive(Default)]
-struct Stall {
-    last: Option<(usize, Instant)>,
-}
-
-impl Stall {
-    fn playback_over(&mut self, playback: Option<&Playback>) -> bool {
-        let Some(p) = playback else {
-            return true;
-        };
-        let (queued, _) = p.level().get();
-        if queued == 0 || p.is_muted() {
-            return true;
+impl Watcher for Lines {
+    fn watch(
+        &mut self,
+        snapshot: &Snapshot,
+        events: &Receiver<Event>,
+        tick: Duration,
+    ) -> Result<bool> {
+        if self.last_line.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) {
+            eprintln!("{}", snapshot.progress_line());
+            self.last_line = Some(Instant::now());
         }
-        match self.last {
-            Some((q, since)) if q == queued => since.elapsed() > STALLED_PLAYBACK,
-            _ => {
-                self.last = Some((queued, Instant::now()));
-                false
-            }
+        if snapshot.stopping && !self.told_stop {
+            eprintln!(
+                "stopping: finishing the audio of the frames already generated \
+                 (Ctrl-C again to stop at once)"
+            );
+            self.told_stop = true;
         }
+        // A stage ending (or failing) wakes the loop at once.
+        let _ = events.recv_timeout(tick);
+        // Ctrl-C reaches a run shown as lines as a signal, not through the watcher.
+        Ok(false)
     }
 }

@@ -11,8 +11,8 @@ use crossterm::{cursor, execute};
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
 
-use super::snapshot::Snapshot;
-use crate::cli::RunInfo;
+use crate::engine::RunInfo;
+use crate::pipeline::Snapshot;
 
 pub struct Screen {
     terminal: Terminal<CrosstermBackend<Stderr>>,

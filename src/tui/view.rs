@@ -6,8 +6,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Gauge, Paragraph, Row, Table};
 use ratatui::Frame;
 
-use super::snapshot::{Fill, Snapshot, StageRate};
-use crate::cli::RunInfo;
+use crate::engine::RunInfo;
+use crate::pipeline::{Fill, Snapshot, StageRate};
 
 pub fn render(frame: &mut Frame, info: &RunInfo, snap: &Snapshot) {
     let [header, stages, rings, footer] = Layout::vertical([

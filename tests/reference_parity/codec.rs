@@ -142,7 +142,7 @@ fn long_stored_windows() -> &'static FlowWindows {
             geometry: codec()
                 .config
                 .window_geometry(detok_params("detok.long").window_seconds),
-            audio_len: codes * codec().config.samples_per_code(),
+            audio_len: codes * codec().config.rates().samples_per_frame(),
         }
     })
 }
@@ -379,7 +379,7 @@ fn streaming_pipeline_on_short_input_matches_detokenize_until_the_final_look_ahe
     let expected = golden().f32("detok.short.output");
     assert_eq!(audio.dims(), expected.dims());
 
-    let per_latent = codec().config.samples_per_latent();
+    let per_latent = codec().config.rates().samples_per_latent;
     let settled = audio.dim(1).unwrap() - codec().config.look_ahead_latents() * per_latent;
     let head = |t: &Tensor| t.narrow(1, 0, settled).unwrap();
     assert_close(

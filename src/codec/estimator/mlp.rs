@@ -6,13 +6,6 @@ use candle_nn::Linear;
 
 use crate::codec::params::Params;
 
-/// Hidden width of `LlamaMLP(dim, multiple_of=256)`: `int(2 * 4 * dim / 3)` rounded up to a
-/// multiple of 256.
-pub(crate) fn mlp_hidden_dim(dim: usize) -> usize {
-    const MULTIPLE_OF: usize = 256;
-    (2 * 4 * dim / 3).div_ceil(MULTIPLE_OF) * MULTIPLE_OF
-}
-
 #[derive(Clone)]
 pub(super) struct Mlp {
     /// `gate` and `up` stacked, so both come out of one matmul.
@@ -38,17 +31,5 @@ impl Mlp {
         let gate = gate_up.narrow(D::Minus1, 0, self.hidden)?;
         let up = gate_up.narrow(D::Minus1, self.hidden, self.hidden)?;
         Ok(self.down.forward(&(gate.silu()? * up)?)?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hidden_width_matches_the_reference_rounding() {
-        assert_eq!(mlp_hidden_dim(32), 256);
-        assert_eq!(mlp_hidden_dim(1536), 4096);
-        assert_eq!(mlp_hidden_dim(3072), 8192);
     }
 }

@@ -20,7 +20,6 @@ use self::timestep::{AdaLnSingle, StackTime};
 use super::config::CodecConfig;
 use super::params::Params;
 
-pub(crate) use self::mlp::mlp_hidden_dim;
 use self::rope::Rope;
 pub use self::timestep::TimeConditioning;
 

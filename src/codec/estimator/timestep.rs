@@ -5,8 +5,8 @@ use anyhow::Result;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Linear;
 
+use crate::codec::arch::FLOW_T_SIZE;
 use crate::codec::params::Params;
-use crate::codec::spec::FLOW_T_SIZE;
 
 const MAX_PERIOD: f64 = 10000.0;
 /// t ∈ [0, 1] is scaled to the [0, 1000] range of diffusion timesteps.

@@ -5,9 +5,9 @@ use anyhow::Result;
 use candle_core::Tensor;
 
 use super::conv::{prelu, CausalConvTranspose, StreamConv};
+use crate::codec::arch::{ScalarDecoderNames, RESIDUAL_DILATIONS};
 use crate::codec::config::CodecConfig;
 use crate::codec::params::Params;
-use crate::codec::spec::{ScalarDecoderNames, RESIDUAL_DILATIONS};
 
 /// `ResidualUnit`: causal dilated conv, PReLU, 1×1 conv, PReLU, plus the input.
 #[derive(Clone)]

@@ -40,7 +40,7 @@ impl ScalarModel {
         Ok(Self {
             decoder: Decoder::load(p, c)?,
             latent_channels: c.latent_hidden_dim,
-            samples_per_latent: c.samples_per_latent(),
+            samples_per_latent: c.rates().samples_per_latent,
             look_ahead_latents: c.look_ahead_latents(),
             dtype: p.dtype(),
             device: p.device().clone(),

@@ -15,7 +15,7 @@ use super::kernels::Kernels;
 use crate::lm::kv_cache::KvCache;
 use crate::lm::model::HeartMuLa;
 use crate::lm::sampling::SamplingParams;
-use crate::lm::transformer::{last_position, Layer, RmsNorm, Transformer};
+use crate::lm::transformer::{last_position, LayerWeights, NormWeights, StackWeights};
 
 pub struct GpuFrameStep {
     kernels: Arc<Kernels>,
@@ -39,7 +39,7 @@ impl GpuFrameStep {
         prompt_len: usize,
     ) -> Result<Self> {
         let dev = model.device();
-        let kernels = model.kernels.clone().ok_or_else(|| {
+        let kernels = model.kernels().cloned().ok_or_else(|| {
             candle_core::Error::Msg("the GPU frame step needs a CUDA model".into())
         })?;
         let codebooks = model.config.audio_num_codebooks;
@@ -107,11 +107,12 @@ impl GpuFrameStep {
         let ids = self
             .kernels
             .frame_ids(&self.frame, self.batch, config.audio_vocab_size)?;
-        let embedded = model.audio_embeddings.index_select(&ids, 0)?;
+        let weights = model.frame_weights();
+        let embedded = weights.audio_embeddings.index_select(&ids, 0)?;
         let x = embedded
             .reshape((self.batch, config.audio_num_codebooks, ()))?
             .sum_keepdim(1)?;
-        let h = self.transformer(&model.backbone, &x, &self.state, backbone_caches)?;
+        let h = self.transformer(&weights.backbone, &x, &self.state, backbone_caches)?;
         self.frame_tail(model, &h.squeeze(1)?, decoder_caches)
     }
 
@@ -124,19 +125,26 @@ impl GpuFrameStep {
         decoder_caches: &[KvCache],
     ) -> Result<()> {
         let codebooks = model.config.audio_num_codebooks;
+        let weights = model.frame_weights();
         let logits = model.codebook0_logits(last_hidden)?;
         let mut ids = self.sample(&logits, 0)?;
-        let first = model.audio_embeddings.index_select(&ids, 0)?.unsqueeze(1)?;
+        let first = weights
+            .audio_embeddings
+            .index_select(&ids, 0)?
+            .unsqueeze(1)?;
         let mut h = Tensor::cat(&[last_hidden.unsqueeze(1)?, first], 1)?;
         for codebook in 1..codebooks {
-            let x = self.linear(&h, model.projection.weight(), None)?;
+            let x = self.linear(&h, weights.projection, None)?;
             let pos = &self.decoder_positions[codebook - 1];
-            let out = self.transformer(&model.decoder, &x, pos, decoder_caches)?;
+            let out = self.transformer(&weights.decoder, &x, pos, decoder_caches)?;
             // The first decoder call has two positions: a narrowed view is not contiguous.
             let logits = model.codebook_logits(codebook, &last_position(&out)?)?;
             ids = self.sample(&logits, codebook)?;
             if codebook + 1 < codebooks {
-                h = model.audio_embeddings.index_select(&ids, 0)?.unsqueeze(1)?;
+                h = weights
+                    .audio_embeddings
+                    .index_select(&ids, 0)?
+                    .unsqueeze(1)?;
             }
         }
         self.kernels.advance(&self.state)
@@ -164,34 +172,33 @@ impl GpuFrameStep {
     /// `x` (batch, seq, dim) at positions `pos[0]..` through every layer and the final norm.
     fn transformer(
         &self,
-        t: &Transformer,
+        stack: &StackWeights,
         x: &Tensor,
         pos: &Tensor,
         caches: &[KvCache],
     ) -> Result<Tensor> {
         let mut h = x.clone();
-        for (layer, cache) in t.layers.iter().zip(caches) {
-            h = self.layer(t, layer, &h, pos, cache)?;
+        for (layer, cache) in stack.layers.iter().zip(caches) {
+            h = self.layer(stack, layer, &h, pos, cache)?;
         }
-        self.norm(&h, &t.norm)
+        self.norm(&h, &stack.norm)
     }
 
-    fn norm(&self, x: &Tensor, norm: &RmsNorm) -> Result<Tensor> {
-        self.kernels.rms_norm(x, &norm.scale, norm.eps)
+    fn norm(&self, x: &Tensor, norm: &NormWeights) -> Result<Tensor> {
+        self.kernels.rms_norm(x, norm.scale, norm.eps)
     }
 
     fn layer(
         &self,
-        t: &Transformer,
-        layer: &Layer,
+        stack: &StackWeights,
+        layer: &LayerWeights,
         x: &Tensor,
         pos: &Tensor,
         cache: &KvCache,
     ) -> Result<Tensor> {
-        let attn = &layer.attn;
         let (k_cache, v_cache) = cache.buffers();
-        let qkv = self.linear(&self.norm(x, &layer.sa_norm)?, attn.qkv.weight(), None)?;
-        let (cos, sin) = t.rope.tables();
+        let qkv = self.linear(&self.norm(x, &layer.attn_norm)?, layer.qkv, None)?;
+        let (cos, sin) = stack.rope;
         let q = self.kernels.rope_kv(
             &qkv,
             cos,
@@ -199,18 +206,14 @@ impl GpuFrameStep {
             pos,
             k_cache,
             v_cache,
-            attn.num_heads,
-            attn.num_kv_heads,
+            layer.heads,
+            layer.kv_heads,
         )?;
         let a = self.kernels.attention(&q, k_cache, v_cache, pos)?;
         // Residuals are added inside the products that feed them.
-        let x = self.linear(&a, attn.output_proj.weight(), Some(x))?;
-        let gu = self.linear(
-            &self.norm(&x, &layer.mlp_norm)?,
-            layer.mlp.w13.weight(),
-            None,
-        )?;
-        let m = self.kernels.silu_mul(&gu, layer.mlp.hidden)?;
-        self.linear(&m, layer.mlp.w2.weight(), Some(&x))
+        let x = self.linear(&a, layer.output, Some(x))?;
+        let gu = self.linear(&self.norm(&x, &layer.mlp_norm)?, layer.gate_up, None)?;
+        let m = self.kernels.silu_mul(&gu, layer.hidden)?;
+        self.linear(&m, layer.down, Some(&x))
     }
 }

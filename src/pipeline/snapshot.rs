@@ -1,14 +1,12 @@
-//! One reading of a run's counters, in the units the UI shows.
+//! One reading of a run's counters, in seconds of audio: what the UI shows, the bench
+//! reports and the supervisor acts on.
 
 use std::time::Duration;
 
+use super::control::RunControl;
+use super::metrics::{Metrics, StageMeter};
 use crate::audio::playback::PlaybackStats;
-use crate::pipeline::{Level, Metrics, StageMeter};
-
-/// Audio seconds per LM frame, per latent and per sample.
-const SECONDS_PER_FRAME: f64 = 0.08;
-const SECONDS_PER_LATENT: f64 = 0.04;
-const SECONDS_PER_SAMPLE: f64 = 1.0 / crate::audio::wav::SAMPLE_RATE as f64;
+use crate::audio::Level;
 
 /// Throughput of one stage.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -59,22 +57,26 @@ pub struct Snapshot {
     pub latents_fill: Option<Fill>,
     pub playback_fill: Option<Fill>,
     pub playback: Option<PlaybackStats>,
+    /// A stop was asked for and the audio in flight is being finished.
+    pub stopping: bool,
 }
 
 impl Snapshot {
-    pub fn read(metrics: &Metrics, playback: Option<PlaybackStats>) -> Self {
+    pub fn read(metrics: &Metrics, control: &RunControl, playback: Option<PlaybackStats>) -> Self {
         let levels = metrics.levels();
+        let rates = metrics.rates;
         Self {
             elapsed: metrics.start.elapsed(),
             frames: metrics.lm.items(),
-            lm: StageRate::of(&metrics.lm, SECONDS_PER_FRAME),
-            flow: StageRate::of(&metrics.flow, SECONDS_PER_LATENT),
-            decode: StageRate::of(&metrics.decode, SECONDS_PER_SAMPLE),
+            lm: StageRate::of(&metrics.lm, rates.seconds_per_frame()),
+            flow: StageRate::of(&metrics.flow, rates.seconds_per_latent()),
+            decode: StageRate::of(&metrics.decode, rates.seconds_per_sample()),
             ttfa: metrics.ttfa(),
             codes_fill: Fill::of(&levels.codes),
             latents_fill: Fill::of(&levels.latents),
             playback_fill: Fill::of(&levels.playback),
             playback,
+            stopping: control.stop_requested() && !control.aborted(),
         }
     }
 
