@@ -49,6 +49,7 @@ pub mod files;
 pub mod gpu;
 pub mod limits;
 pub mod lm;
+pub mod memory;
 pub mod models;
 pub mod pipeline;
 pub mod stats;

@@ -105,6 +105,17 @@ pub fn load_codec(
     Ok((Arc::new(codec), start.elapsed().as_secs_f64()))
 }
 
+/// The LM's configuration alone (no weights read).
+pub fn lm_config(choice: &ModelChoice) -> Result<LmConfig> {
+    match choice {
+        ModelChoice::Checkpoint(root) => {
+            let dir = CheckpointLayout::open(root)?.lm_dir()?;
+            LmConfig::from_file(&dir.join("config.json"))
+        }
+        ModelChoice::Synthetic { size, .. } => Ok(synthetic_lm(*size).0),
+    }
+}
+
 /// The codec's configuration alone (no weights read), to check options against it early.
 pub fn codec_config(choice: &ModelChoice) -> Result<CodecConfig> {
     match choice {

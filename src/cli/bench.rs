@@ -8,6 +8,7 @@ use super::run::{stop_on_ctrl_c, RunArgs, StreamTo};
 use crate::audio::{ListenerSink, Sink};
 use crate::device::{gpu_memory_used, peak_rss};
 use crate::engine::LoadReport;
+use crate::memory::MemoryEstimate;
 use crate::pipeline::{supervise, Event, RunControl, RunReport, Snapshot, Watcher, WindowTiming};
 use crate::stats::FrameTimes;
 use crate::tui::Display;
@@ -68,6 +69,8 @@ struct BenchReport {
     load_ms: f64,
     /// Where `load_ms` went.
     load: LoadReport,
+    /// What the run was estimated to need of the GPU (bytes), checked before loading.
+    memory_estimate: MemoryEstimate,
     /// Where `ttfa_ms` went.
     ttfa_budget_ms: Option<TtfaBudget>,
     /// From the start of generation (after loading) to the first PCM handed to the sinks.
@@ -142,6 +145,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         outcome: report.outcome.name(),
         load_ms: session.load_seconds() * 1e3,
         load: session.engine.load.clone(),
+        memory_estimate: session.memory,
         ttfa_budget_ms: TtfaBudget::of(&report),
         ttfa_ms: report.ttfa_seconds.map(|s| s * 1e3),
         rtf: Rtf {

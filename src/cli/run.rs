@@ -16,7 +16,8 @@ use crate::codec::{
 };
 use crate::engine::{Engine, EngineConfig, RunInfo, SongRequest};
 use crate::files::OutputFile;
-use crate::models::{codec_config, ModelChoice};
+use crate::memory::MemoryEstimate;
+use crate::models::{codec_config, lm_config, ModelChoice};
 use crate::pipeline::{
     Pipeline, RunControl, DEFAULT_DECODE_CHUNK_LATENTS, DEFAULT_YIELD_LEAD_SECONDS,
 };
@@ -171,7 +172,13 @@ pub struct Session {
     pub engine: Engine,
     pub request: SongRequest,
     pub info: RunInfo,
+    /// What the run was estimated to need of the GPU before loading.
+    pub memory: MemoryEstimate,
 }
+
+/// KV-cache positions set aside for the prompt in the memory estimate (tags and lyrics of a
+/// long song stay under this; the cache itself is sized to the real prompt).
+const PROMPT_POSITIONS: usize = 1024;
 
 impl RunArgs {
     /// Checks every option, then loads the models (the slow part).
@@ -194,6 +201,16 @@ impl RunArgs {
         }
         config.dtype = self.song.model.lm_dtype(&config.device);
         config.codec_priority = !self.stream.codec_normal_priority;
+        let memory = MemoryEstimate::of(
+            &lm_config(&choice)?,
+            config.dtype,
+            generation.sampling.batch(),
+            generation.max_frames + PROMPT_POSITIONS,
+            &codec,
+            config.codec_precision,
+        );
+        let codec_elsewhere = config.codec_device.location() != config.device.location();
+        memory.check(&config.device, codec_elsewhere)?;
         config.codec_precision = self.song.model.codec_precision(&config.codec_device);
         let request = SongRequest {
             tags,
@@ -218,6 +235,7 @@ impl RunArgs {
             engine,
             request,
             info,
+            memory,
         })
     }
 }

@@ -1,0 +1,133 @@
+//! What a run needs of a GPU's memory, estimated from the configs before anything loads, so
+//! that a card too small is refused at once with the need, what is free and what to change —
+//! not after a minute of loading, with an allocation error.
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Device};
+
+use crate::codec::{codec_spec, CodecConfig, CodecPrecision};
+use crate::lm::spec::lm_spec;
+use crate::lm::LmConfig;
+use crate::weights::ModelSpec;
+
+/// Working memory beyond weights and caches, measured on an H200 (BENCHMARKS.md: 12.7 GiB
+/// peak for 10.4 GiB of weights and a 20 s cache): the CUDA context, cuBLAS workspaces, the
+/// flow windows' activations and graphs, the decoder's convolution buffers.
+const WORKING_BYTES: u64 = 2_400 << 20;
+
+/// Bytes, by what holds them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MemoryEstimate {
+    pub lm_weights: u64,
+    pub kv_cache: u64,
+    pub codec_weights: u64,
+    pub working: u64,
+}
+
+impl MemoryEstimate {
+    /// The estimate for `lm` in `lm_dtype` with a KV cache of `positions` for `batch` rows
+    /// (2 with CFG), and `codec` in `precision`.
+    pub fn of(
+        lm: &LmConfig,
+        lm_dtype: DType,
+        batch: usize,
+        positions: usize,
+        codec: &CodecConfig,
+        precision: CodecPrecision,
+    ) -> Self {
+        let flavor = &lm.backbone;
+        let kv_values =
+            2 * flavor.num_layers * batch * flavor.num_kv_heads * flavor.head_dim() * positions;
+        let codec_spec = codec_spec(codec);
+        Self {
+            lm_weights: bytes(&lm_spec(lm), "", lm_dtype),
+            kv_cache: (kv_values * lm_dtype.size_in_bytes()) as u64,
+            codec_weights: bytes(&codec_spec, "flow_matching.", precision.flow)
+                + bytes(&codec_spec, "scalar_model.decoder", precision.scalar),
+            working: WORKING_BYTES,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.lm_weights + self.kv_cache + self.codec_weights + self.working
+    }
+
+    /// Refuses a run whose estimate exceeds the free memory of `device` (a GPU; the CPU's
+    /// memory is not checked). `codec_elsewhere`: the codec is on another device.
+    pub fn check(&self, device: &Device, codec_elsewhere: bool) -> Result<()> {
+        let Some(free) = free_gpu_memory(device) else {
+            return Ok(());
+        };
+        let need = if codec_elsewhere {
+            self.total() - self.codec_weights
+        } else {
+            self.total()
+        };
+        if need > free {
+            let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+            bail!(
+                "this run needs about {:.1} GiB of GPU memory (LM weights {:.1}, KV cache {:.1}, \
+                 codec {:.1}{}, working memory {:.1}) but {:.1} GiB is free: ask for a shorter \
+                 --max-seconds (the KV cache grows with the song), put the codec on another GPU \
+                 (--codec-device cuda:1), or free the GPU",
+                gib(need),
+                gib(self.lm_weights),
+                gib(self.kv_cache),
+                gib(self.codec_weights),
+                if codec_elsewhere { ", elsewhere" } else { "" },
+                gib(self.working),
+                gib(free),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of the spec's tensors whose names start with `prefix`, stored as `dtype`.
+fn bytes(spec: &ModelSpec, prefix: &str, dtype: DType) -> u64 {
+    let values: usize = spec
+        .required
+        .iter()
+        .filter(|t| t.name.starts_with(prefix))
+        .map(|t| t.shape.iter().product::<usize>())
+        .sum();
+    (values * dtype.size_in_bytes()) as u64
+}
+
+fn free_gpu_memory(device: &Device) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = device {
+        let (free, _) = d.cuda_stream().context().mem_get_info().ok()?;
+        return Some(free as u64);
+    }
+    let _ = device;
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_released_models_in_bf16_need_about_twelve_gib() {
+        let e = MemoryEstimate::of(
+            &LmConfig::oss_3b(),
+            DType::BF16,
+            2,
+            322 + 250,
+            &CodecConfig::default(),
+            CodecPrecision::with_flow(DType::BF16),
+        );
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        // 3.94 B LM parameters, 1.49 B flow-matching and 84 M decoder parameters.
+        assert!((gib(e.lm_weights) - 7.34).abs() < 0.05, "{e:?}");
+        assert!((gib(e.codec_weights) - 3.08).abs() < 0.05, "{e:?}");
+        // 28 layers × 2 rows × 8 kv heads × 128 × 572 positions × K and V in bf16.
+        assert_eq!(e.kv_cache, 28 * 2 * 8 * 128 * 572 * 2 * 2);
+        assert!(gib(e.total()) > 12.0 && gib(e.total()) < 13.5, "{e:?}");
+        assert!(
+            e.check(&Device::Cpu, false).is_ok(),
+            "the CPU is not checked"
+        );
+    }
+}
