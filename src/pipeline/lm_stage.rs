@@ -19,7 +19,7 @@ pub struct LmJob {
     pub prompt: Prompt,
     pub options: GenerationOptions,
     /// While less than this much audio is buffered ahead of the listener, the LM pauses
-    /// whenever the codec is computing (see [`yield_to_codec`]).
+    /// whenever the codec is computing (see `yield_to_codec`).
     pub yield_lead_seconds: f64,
 }
 
