@@ -239,27 +239,26 @@ fn outputs_in_a_missing_folder_fail_before_the_work() {
     let dir = tempfile::tempdir().unwrap();
     let codes = dir.path().join("c.json");
     std::fs::write(&codes, "[[1,2,3,4,5,6,7,8]]").unwrap();
-    let args = [
-        "decode",
-        "--synthetic",
-        "tiny",
-        "--codes",
-        codes.to_str().unwrap(),
-        "--out",
-        "/no/such/dir/a.wav",
-    ];
+    let decode_to = |out: &str| {
+        let codes = codes.to_str().unwrap().to_string();
+        [
+            "decode",
+            "--synthetic",
+            "tiny",
+            "--codes",
+            &codes,
+            "--out",
+            out,
+        ]
+        .map(String::from)
+    };
+    let args = decode_to("/no/such/dir/a.wav");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     fails_naming(&args, "--out /no/such/dir/a.wav");
     assert!(!stderr(&heartstream(&args)).contains("loaded"));
     // A full device is named.
-    let args = [
-        "decode",
-        "--synthetic",
-        "tiny",
-        "--codes",
-        codes.to_str().unwrap(),
-        "--out",
-        "/dev/full",
-    ];
+    let args = decode_to("/dev/full");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     fails_naming(&args, "/dev/full");
 }
 

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device};
 use clap::Args;
 
-use crate::codec::{CodecPrecision, Rates, SolverParams};
+use crate::codec::{CodeSanitizer, CodecPrecision, Rates, SolverParams};
 use crate::device::{parse_device, DtypeArg};
 use crate::lm::{GenerationOptions, SamplingParams};
 use crate::models::{ModelChoice, SyntheticSize};
@@ -230,5 +230,55 @@ impl CodecArgs {
             num_steps: self.flow_steps,
             guidance_scale: g,
         })
+    }
+}
+
+/// What the commands that decode a codes file share: the file, the codec and its solver.
+#[derive(Args, Debug, Clone)]
+pub struct CodesInputArgs {
+    /// Codes JSON written by `heartstream codes`
+    #[arg(long, value_name = "FILE")]
+    pub codes: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub codec: CodecArgs,
+    /// Seed of the flow-matching noise
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// The codec and the frames of a codes file, ready to decode.
+pub struct LoadedCodes {
+    pub codec: std::sync::Arc<crate::codec::HeartCodec>,
+    /// Every frame, special codes held at the previous code of their codebook.
+    pub frames: Vec<Vec<u32>>,
+}
+
+impl CodesInputArgs {
+    /// Loads the codec, then reads the codes. As in the streaming pipeline, special ids
+    /// (EOS, as `codes --ignore-eos` may write) hold the previous code of their codebook;
+    /// how many did is said.
+    pub fn load(&self) -> Result<LoadedCodes> {
+        let device = self.model.device()?;
+        let choice = self.model.choice(&device, self.seed);
+        let precision = self.model.codec_precision(&device);
+        let (codec, seconds) = crate::models::load_codec(&choice, &device, precision)?;
+        eprintln!(
+            "loaded the codec of {} in {seconds:.1} s (seed {})",
+            choice.describe(),
+            self.seed
+        );
+        let config = &codec.config;
+        let mut frames = crate::codes_file::read(&self.codes, config.num_quantizers)?;
+        let mut sanitizer = CodeSanitizer::new(config.codebook_size, config.num_quantizers);
+        frames.iter_mut().for_each(|f| sanitizer.clean(f));
+        if sanitizer.replaced > 0 {
+            eprintln!(
+                "{} special codes (≥ codebook size {}) held at the previous code of their codebook",
+                sanitizer.replaced, config.codebook_size
+            );
+        }
+        Ok(LoadedCodes { codec, frames })
     }
 }

@@ -7,11 +7,10 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
-use super::args::{CodecArgs, ModelArgs};
+use super::args::{CodesInputArgs, LoadedCodes};
 use crate::audio::{interleave, Sink, WavSink};
-use crate::codec::{detokenize, CodeFrames, CodeSanitizer, DetokenizeParams, GaussianNoise, Join};
+use crate::codec::{detokenize, CodeFrames, DetokenizeParams, GaussianNoise, Join};
 use crate::files::OutputFile;
-use crate::models::load_codec;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum JoinArg {
@@ -23,19 +22,11 @@ pub enum JoinArg {
 
 #[derive(Args, Debug)]
 pub struct DecodeArgs {
-    /// Codes JSON written by `heartstream codes`
-    #[arg(long, value_name = "FILE")]
-    pub codes: PathBuf,
     #[command(flatten)]
-    pub model: ModelArgs,
-    #[command(flatten)]
-    pub codec: CodecArgs,
+    pub input: CodesInputArgs,
     /// How windows are joined into one waveform
     #[arg(long, value_enum, default_value = "reference")]
     pub join: JoinArg,
-    /// Seed of the flow-matching noise
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// Output WAV (48 kHz stereo, 32-bit float)
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
@@ -43,31 +34,13 @@ pub struct DecodeArgs {
 
 pub fn run(args: DecodeArgs) -> Result<()> {
     let params = DetokenizeParams {
-        solver: args.codec.solver()?,
+        solver: args.input.codec.solver()?,
         ..DetokenizeParams::default()
     };
     OutputFile::check(&args.out, "--out")?;
-    let device = args.model.device()?;
-    let choice = args.model.choice(&device, args.seed);
-    let (codec, load_seconds) = load_codec(&choice, &device, args.model.codec_precision(&device))?;
-    eprintln!(
-        "loaded the codec of {} in {load_seconds:.1} s (seed {})",
-        choice.describe(),
-        args.seed
-    );
-    let mut frames = crate::codes_file::read(&args.codes, codec.config.num_quantizers)?;
-    // As in the streaming pipeline: special ids (EOS, with `codes --ignore-eos`) hold the
-    // previous code of their codebook.
-    let mut sanitizer = CodeSanitizer::new(codec.config.codebook_size, codec.config.num_quantizers);
-    frames.iter_mut().for_each(|f| sanitizer.clean(f));
-    if sanitizer.replaced > 0 {
-        eprintln!(
-            "{} special codes (≥ codebook size {}) held at the previous code of their codebook",
-            sanitizer.replaced, codec.config.codebook_size
-        );
-    }
+    let LoadedCodes { codec, frames } = args.input.load()?;
     let codes = CodeFrames::from_frames(&frames, &codec.config)
-        .with_context(|| format!("--codes {}", args.codes.display()))?;
+        .with_context(|| format!("--codes {}", args.input.codes.display()))?;
     let join = match args.join {
         JoinArg::Reference => Join::Reference,
         JoinArg::Streaming => Join::Streaming,
@@ -81,7 +54,7 @@ pub fn run(args: DecodeArgs) -> Result<()> {
         &codec,
         &codes,
         &params,
-        &mut GaussianNoise::new(args.seed),
+        &mut GaussianNoise::new(args.input.seed),
         join,
     )?;
     let seconds = start.elapsed().as_secs_f64();
@@ -89,7 +62,7 @@ pub fn run(args: DecodeArgs) -> Result<()> {
     let mut wav = WavSink::create(&args.out, "--out")?;
     wav.write(&samples)?;
     wav.finish()?;
-    let audio_seconds = samples.len() as f64 / 2.0 / codec.config.sample_rate as f64;
+    let audio_seconds = (samples.len() / 2) as f64 * codec.config.rates().seconds_per_sample();
     eprintln!(
         "{audio_seconds:.2} s of audio decoded in {seconds:.2} s (real-time factor {:.3}) → {}",
         seconds / audio_seconds,
