@@ -201,8 +201,21 @@ impl RunArgs {
         }
         config.dtype = self.song.model.lm_dtype(&config.device);
         config.codec_priority = !self.stream.codec_normal_priority;
+        let lm = lm_config(&choice)?;
+        // The prompt's length needs the tokenizer; a length beyond the context is refused now.
+        let limit = lm.backbone.max_seq_len;
+        if generation.max_frames > limit {
+            bail!(
+                "--max-seconds {}: {} frames are beyond the backbone's context of {limit} \
+                 positions (max_seq_len of {}): ask for at most {:.2} s less the prompt",
+                self.song.sampling.max_seconds,
+                generation.max_frames,
+                choice.describe(),
+                limit as f64 * codec.rates().seconds_per_frame()
+            );
+        }
         let memory = MemoryEstimate::of(
-            &lm_config(&choice)?,
+            &lm,
             config.dtype,
             generation.sampling.batch(),
             generation.max_frames + PROMPT_POSITIONS,
