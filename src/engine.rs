@@ -232,10 +232,6 @@ impl Engine {
         &self.codec.config
     }
 
-    pub fn lm(&self) -> &LmBundle {
-        &self.lm
-    }
-
     /// The prompt of `request`, checked against the model (vocabulary, context length).
     pub fn prompt(&self, request: &SongRequest) -> Result<Prompt> {
         let prompt = Prompt::from_text(

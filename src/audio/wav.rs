@@ -52,11 +52,6 @@ impl WavSink {
         })
     }
 
-    /// Where the file ends up.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn write_samples(&mut self, interleaved: &[f32]) -> Result<()> {
         let Some(writer) = self.writer.as_mut() else {
             bail!("{}: written after it was finished", self.path.display());

@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 use super::args::{resolve_device, CodecArgs, SongArgs};
 use crate::audio::{PcmFormat, PcmSink, Sink, WavSink};
 use crate::codec::{
-    latents_of, CodecConfig, FlowStreamConfig, STREAM_CONTEXT_SECONDS, STREAM_FIRST_WINDOW_SECONDS,
+    CodecConfig, FlowStreamConfig, STREAM_CONTEXT_SECONDS, STREAM_FIRST_WINDOW_SECONDS,
     STREAM_WINDOW_SECONDS,
 };
 use crate::engine::{Engine, EngineConfig, RunInfo, SongRequest};
@@ -71,7 +71,7 @@ impl StreamArgs {
             if !seconds.is_finite() || seconds < 0.0 || (seconds == 0.0 && !allow_zero) {
                 bail!("{flag} {seconds} is invalid: expected a positive number of seconds");
             }
-            Ok(latents_of(config, seconds))
+            Ok(config.rates().latents_in(seconds))
         };
         let flow = FlowStreamConfig {
             window_latents: latents("--window", self.window, false)?,

@@ -40,10 +40,11 @@ pub const STREAM_FIRST_WINDOW_SECONDS: f64 = 0.64;
 impl FlowStreamConfig {
     /// The default streaming windows for `config`'s latent rate, solved with `solver`.
     pub fn streaming(config: &CodecConfig) -> Self {
+        let rates = config.rates();
         Self {
-            window_latents: latents_of(config, STREAM_WINDOW_SECONDS),
-            context_latents: latents_of(config, STREAM_CONTEXT_SECONDS),
-            first_window_latents: latents_of(config, STREAM_FIRST_WINDOW_SECONDS),
+            window_latents: rates.latents_in(STREAM_WINDOW_SECONDS),
+            context_latents: rates.latents_in(STREAM_CONTEXT_SECONDS),
+            first_window_latents: rates.latents_in(STREAM_FIRST_WINDOW_SECONDS),
             solver: SolverParams::default(),
             // Streaming never re-solves a whole window for the last few latents.
             pad_last_window: false,
@@ -297,11 +298,6 @@ impl FlowStream {
             seconds: started.elapsed().as_secs_f64(),
         }))
     }
-}
-
-/// `seconds` in latent frames of `config`, rounded to whole codes.
-pub fn latents_of(config: &CodecConfig, seconds: f64) -> usize {
-    config.rates().latents_in(seconds)
 }
 
 fn last_frames(x: &Tensor, n: usize) -> Result<Tensor> {

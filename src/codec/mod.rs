@@ -47,7 +47,7 @@ pub use self::estimator::{Estimator, RopeTables, TimeConditioning};
 pub use self::euler::{Cancel, Cancelled, SolverParams};
 pub use self::flow::FlowMatching;
 pub use self::flow_stream::{
-    latents_of, FlowStream, FlowStreamConfig, SolvedWindow, StreamWindow, STREAM_CONTEXT_SECONDS,
+    FlowStream, FlowStreamConfig, SolvedWindow, StreamWindow, STREAM_CONTEXT_SECONDS,
     STREAM_FIRST_WINDOW_SECONDS, STREAM_WINDOW_SECONDS,
 };
 pub use self::noise::{GaussianNoise, NoiseSource, ReplayNoise};

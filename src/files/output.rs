@@ -119,10 +119,6 @@ pub struct Pending {
 }
 
 impl Pending {
-    pub fn target(&self) -> &Path {
-        &self.target
-    }
-
     /// Renames the written file over the target (files readable as a user's new file are).
     pub fn commit(self) -> Result<PathBuf> {
         if let Some(temp) = self.temp {
