@@ -2,6 +2,7 @@
 # The GPU measurements of BENCHMARKS.md, on a machine with an NVIDIA GPU and the binaries that
 # scripts/package-gpu.sh put in gpu/. Writes each result to $OUT (default: gpu-results/).
 #   bash scripts/gpu-bench.sh [parity] [codec] [bench] [variants] [tuning] [long] [decode] [kernels]
+#                             [fp8] [load]
 # (default: parity codec bench long decode)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -62,6 +63,22 @@ for part in $parts; do
       echo "decode bf16 exit $?" >> "$out/summary.txt" ;;
     kernels)
       run gpu/lm_kernels.xz > "$out/kernels.txt" 2>&1 ;;
+    fp8)
+      # FP8 LM matrices: 20 s songs against bf16 (the same seeds as bench), and a 4-minute song.
+      for seed in 1 2 3; do song fp8-20s 20 "$seed" --lm-precision fp8; done
+      song fp8-240s 240 1 --lm-precision fp8
+      song bf16-240s 240 1 --lm-precision bf16 ;;
+    load)
+      # The official layout at full size (random fp32, sharded): the first read, then from the
+      # page cache, for bf16 and fp8 matrices; load_ms, load.* and peak_rss_mib in the JSON.
+      python3 scripts/write-full-checkpoint.py /tmp/ckpt-full > "$out/write-checkpoint.txt" 2>&1
+      sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null
+      for precision in bf16 bf16 fp8 fp8; do
+        run gpu/heartstream.xz bench --model /tmp/ckpt-full --device cuda --max-seconds 2 \
+          --ignore-eos --seed 1 --lm-precision "$precision" >> "$out/load.jsonl" 2>> "$out/bench-stderr.txt"
+        echo "load $precision exit $?" >> "$out/summary.txt"
+      done
+      rm -rf /tmp/ckpt-full ;;
   esac
 done
 cat "$out"/summary.txt

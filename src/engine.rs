@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::audio::{OutputClosed, Sink};
 use crate::codec::{CodecConfig, CodecPrecision, FlowStreamConfig, HeartCodec, Placement};
-use crate::lm::{GenerationOptions, Prompt, SamplingParams};
+use crate::lm::{GenerationOptions, MatrixPrecision, Prompt, SamplingParams};
 use crate::models::{load_codec, load_lm, LmBundle, ModelChoice};
 use crate::pipeline::{
     warm_up_codec, warm_up_lm, LmJob, Pipeline, PipelineConfig, RunControl, RunReport,
@@ -27,6 +27,8 @@ pub struct EngineConfig {
     pub codec_device: Device,
     /// The LM's dtype (its logits are always f32).
     pub dtype: DType,
+    /// How the LM's matrices are stored: in `dtype`, or FP8.
+    pub lm_matrices: MatrixPrecision,
     pub codec_precision: CodecPrecision,
     /// Run the codec's CUDA streams at the GPU's highest priority, so its kernels take free
     /// multiprocessors before the LM's.
@@ -47,6 +49,7 @@ impl EngineConfig {
             codec_device: own_stream(&device)?,
             device,
             dtype,
+            lm_matrices: MatrixPrecision::Dense,
             codec_precision: CodecPrecision::with_flow(dtype),
             codec_priority: true,
         })
@@ -72,9 +75,12 @@ pub struct Engine {
     pub load: LoadReport,
 }
 
-/// Where start-up time goes, in milliseconds.
+/// Where start-up time goes, in milliseconds, and what the LM's weights occupy.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct LoadReport {
+    /// Bytes of the LM's weights on its device, and how its matrices are stored.
+    pub lm_weight_bytes: u64,
+    pub lm_matrices: MatrixPrecision,
     /// The LM's weights (read or generated, converted, uploaded), its kernels included.
     pub lm_weights_ms: f64,
     pub codec_weights_ms: f64,
@@ -151,9 +157,16 @@ impl Engine {
     /// Loads both models (and, on a GPU, pays the one-time kernel and graph costs).
     pub fn load(config: EngineConfig) -> Result<Self> {
         let started = std::time::Instant::now();
-        let lm = load_lm(&config.model, &config.device, config.dtype)?;
+        let lm = load_lm(
+            &config.model,
+            &config.device,
+            config.dtype,
+            config.lm_matrices,
+        )?;
         let scalar_device = own_stream(&config.codec_device)?;
         let mut load = LoadReport {
+            lm_weight_bytes: lm.model.weight_bytes(),
+            lm_matrices: lm.model.precision(),
             lm_weights_ms: lm.load_seconds * 1e3,
             ..LoadReport::default()
         };
@@ -209,7 +222,10 @@ impl Engine {
             model: config.model.describe(),
             device: crate::device::describe(&config.device),
             codec_device: crate::device::describe(&config.codec_device),
-            dtype: config.dtype.as_str().into(),
+            dtype: match config.lm_matrices {
+                MatrixPrecision::Dense => config.dtype.as_str().into(),
+                MatrixPrecision::Fp8 => format!("{} (fp8 matrices)", config.dtype.as_str()),
+            },
             sampling: format!(
                 "temperature {} · top-k {} · cfg {} · seed {}",
                 sampling.temperature, sampling.topk, sampling.cfg_scale, sampling.seed

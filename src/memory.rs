@@ -6,9 +6,10 @@ use anyhow::{bail, Result};
 use candle_core::{DType, Device};
 
 use crate::codec::{codec_spec, CodecConfig, CodecPrecision};
+use crate::lm::projection::is_matrix;
 use crate::lm::spec::lm_spec;
-use crate::lm::LmConfig;
-use crate::weights::ModelSpec;
+use crate::lm::{LmConfig, MatrixPrecision};
+use crate::weights::{Fp8Matrix, ModelSpec, TensorSpec};
 
 /// Working memory beyond weights and caches, measured on an H200 (BENCHMARKS.md: 12.7 GiB
 /// peak for 10.4 GiB of weights and a 20 s cache): the CUDA context, cuBLAS workspaces, the
@@ -18,6 +19,8 @@ const WORKING_BYTES: u64 = 2_400 << 20;
 /// Bytes, by what holds them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MemoryEstimate {
+    /// How the LM's matrices are stored in this estimate.
+    pub lm_matrices: MatrixPrecision,
     pub lm_weights: u64,
     pub kv_cache: u64,
     pub codec_weights: u64,
@@ -25,11 +28,12 @@ pub struct MemoryEstimate {
 }
 
 impl MemoryEstimate {
-    /// The estimate for `lm` in `lm_dtype` with a KV cache of `positions` for `batch` rows
-    /// (2 with CFG), and `codec` in `precision`.
+    /// The estimate for `lm` in `lm_dtype`, its matrices stored as `matrices`, with a KV cache
+    /// of `positions` for `batch` rows (2 with CFG), and `codec` in `precision`.
     pub fn of(
         lm: &LmConfig,
         lm_dtype: DType,
+        matrices: MatrixPrecision,
         batch: usize,
         positions: usize,
         codec: &CodecConfig,
@@ -40,7 +44,8 @@ impl MemoryEstimate {
             2 * flavor.num_layers * batch * flavor.num_kv_heads * flavor.head_dim() * positions;
         let codec_spec = codec_spec(codec);
         Self {
-            lm_weights: bytes(&lm_spec(lm), "", lm_dtype),
+            lm_matrices: matrices,
+            lm_weights: lm_bytes(&lm_spec(lm), lm_dtype, matrices),
             kv_cache: (kv_values * lm_dtype.size_in_bytes()) as u64,
             codec_weights: bytes(&codec_spec, "flow_matching.", precision.flow)
                 + bytes(&codec_spec, "scalar_model.decoder", precision.scalar),
@@ -65,11 +70,15 @@ impl MemoryEstimate {
         };
         if need > free {
             let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+            let fp8 = match self.lm_matrices {
+                MatrixPrecision::Dense => "store the LM's matrices in fp8 (--lm-precision fp8), ",
+                MatrixPrecision::Fp8 => "",
+            };
             bail!(
                 "this run needs about {:.1} GiB of GPU memory (LM weights {:.1}, KV cache {:.1}, \
-                 codec {:.1}{}, working memory {:.1}) but {:.1} GiB is free: ask for a shorter \
-                 --max-seconds (the KV cache grows with the song), put the codec on another GPU \
-                 (--codec-device cuda:1), or free the GPU",
+                 codec {:.1}{}, working memory {:.1}) but {:.1} GiB is free: {fp8}ask for a \
+                 shorter --max-seconds (the KV cache grows with the song), put the codec on \
+                 another GPU (--codec-device cuda:1), or free the GPU",
                 gib(need),
                 gib(self.lm_weights),
                 gib(self.kv_cache),
@@ -81,6 +90,29 @@ impl MemoryEstimate {
         }
         Ok(())
     }
+}
+
+/// Bytes of the LM's tensors: the matrices as `matrices` says, the rest in `dtype`.
+fn lm_bytes(spec: &ModelSpec, dtype: DType, matrices: MatrixPrecision) -> u64 {
+    let dense = |t: &TensorSpec| (t.shape.iter().product::<usize>() * dtype.size_in_bytes()) as u64;
+    spec.required
+        .iter()
+        .map(|t| match matrices {
+            MatrixPrecision::Fp8 if is_matrix(&t.name) => fp8_bytes(t),
+            _ => dense(t),
+        })
+        .sum()
+}
+
+/// An FP8 matrix's bytes: rows are its outputs, columns its inputs (the middle dimension of
+/// `audio_head`, stored as (heads, inputs, outputs); the last one elsewhere).
+fn fp8_bytes(t: &TensorSpec) -> u64 {
+    let values: usize = t.shape.iter().product();
+    let cols = match t.shape.as_slice() {
+        [_, inputs, _] => *inputs,
+        shape => shape.last().copied().unwrap_or(1),
+    };
+    Fp8Matrix::bytes(values / cols.max(1), cols)
 }
 
 /// Bytes of the spec's tensors whose names start with `prefix`, stored as `dtype`.
@@ -113,6 +145,7 @@ mod tests {
         let e = MemoryEstimate::of(
             &LmConfig::oss_3b(),
             DType::BF16,
+            MatrixPrecision::Dense,
             2,
             322 + 250,
             &CodecConfig::default(),
@@ -129,5 +162,50 @@ mod tests {
             e.check(&Device::Cpu, false).is_ok(),
             "the CPU is not checked"
         );
+    }
+
+    #[test]
+    fn the_lm_weight_estimate_is_what_loading_allocates_in_either_precision() {
+        let (config, _) = LmConfig::tiny();
+        for matrices in [MatrixPrecision::Dense, MatrixPrecision::Fp8] {
+            let model = crate::lm::HeartMuLa::synthetic(
+                config.clone(),
+                3,
+                &Device::Cpu,
+                DType::F32,
+                matrices,
+            )
+            .unwrap();
+            let e = MemoryEstimate::of(
+                &config,
+                DType::F32,
+                matrices,
+                1,
+                16,
+                &CodecConfig::tiny(),
+                CodecPrecision::with_flow(DType::F32),
+            );
+            assert_eq!(e.lm_weights, model.weight_bytes(), "{matrices:?}");
+        }
+        let dense = MemoryEstimate::of(
+            &LmConfig::oss_3b(),
+            DType::BF16,
+            MatrixPrecision::Dense,
+            2,
+            0,
+            &CodecConfig::default(),
+            CodecPrecision::with_flow(DType::BF16),
+        );
+        let fp8 = MemoryEstimate {
+            lm_weights: lm_bytes(
+                &lm_spec(&LmConfig::oss_3b()),
+                DType::BF16,
+                MatrixPrecision::Fp8,
+            ),
+            ..dense
+        };
+        // 3.34 B of the 3.94 B parameters are matrices: one byte each instead of two.
+        let saved = (dense.lm_weights - fp8.lm_weights) as f64 / (1u64 << 30) as f64;
+        assert!((saved - 3.1).abs() < 0.05, "{saved}");
     }
 }

@@ -10,7 +10,7 @@ use candle_core::{DType, Device};
 
 use crate::checkpoint::CheckpointLayout;
 use crate::codec::{CodecConfig, CodecPrecision, HeartCodec, Placement};
-use crate::lm::{GenConfig, HeartMuLa, LmConfig, TextTokenizer};
+use crate::lm::{GenConfig, HeartMuLa, LmConfig, MatrixPrecision, TextTokenizer};
 
 /// Random weights for running without a checkpoint. They make noise, not music.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -58,8 +58,14 @@ pub struct LmBundle {
     pub load_seconds: f64,
 }
 
-/// Loads the LM in `dtype` (its logits are always computed in f32).
-pub fn load_lm(choice: &ModelChoice, device: &Device, dtype: DType) -> Result<LmBundle> {
+/// Loads the LM in `dtype`, its matrices stored as `matrices` says (its logits are always
+/// computed in f32).
+pub fn load_lm(
+    choice: &ModelChoice,
+    device: &Device,
+    dtype: DType,
+    matrices: MatrixPrecision,
+) -> Result<LmBundle> {
     let start = Instant::now();
     let (model, tokenizer, gen) = match choice {
         ModelChoice::Checkpoint(root) => {
@@ -67,13 +73,13 @@ pub fn load_lm(choice: &ModelChoice, device: &Device, dtype: DType) -> Result<Lm
             let gen = GenConfig::from_file(&layout.gen_config()?)?;
             let tokenizer = TextTokenizer::from_file(&layout.tokenizer()?)?;
             let dir = layout.lm_dir()?;
-            let model = HeartMuLa::load(&dir, device, dtype)
+            let model = HeartMuLa::load(&dir, device, dtype, matrices)
                 .with_context(|| format!("loading HeartMuLa from {}", dir.display()))?;
             (model, tokenizer, gen)
         }
         ModelChoice::Synthetic { size, seed } => {
             let (config, gen) = synthetic_lm(*size);
-            let model = HeartMuLa::synthetic(config, *seed, device, dtype)?;
+            let model = HeartMuLa::synthetic(config, *seed, device, dtype, matrices)?;
             (model, TextTokenizer::Bytes { offset: 0 }, gen)
         }
     };

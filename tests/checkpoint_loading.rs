@@ -8,7 +8,8 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use heartstream::lm::spec::lm_spec;
 use heartstream::lm::{
-    FrameGenerator, GenConfig, GenerationOptions, HeartMuLa, LmConfig, Prompt, SamplingParams,
+    FrameGenerator, GenConfig, GenerationOptions, HeartMuLa, LmConfig, MatrixPrecision, Prompt,
+    SamplingParams,
 };
 
 fn fixture_lm() -> PathBuf {
@@ -32,7 +33,7 @@ fn folder_with(tensors: &HashMap<String, Tensor>) -> tempfile::TempDir {
 }
 
 fn load_err(dir: &Path) -> String {
-    match HeartMuLa::load(dir, &Device::Cpu, DType::F32) {
+    match HeartMuLa::load(dir, &Device::Cpu, DType::F32, MatrixPrecision::Dense) {
         Ok(_) => panic!("{} loaded, expected an error", dir.display()),
         Err(e) => format!("{e:#}"),
     }
@@ -120,8 +121,15 @@ fn sharded_checkpoint_with_index_loads_like_the_single_file() {
     )
     .unwrap();
 
-    let sharded = HeartMuLa::load(dir.path(), &Device::Cpu, DType::F32).unwrap();
-    let single = HeartMuLa::load(&fixture_lm(), &Device::Cpu, DType::F32).unwrap();
+    let sharded =
+        HeartMuLa::load(dir.path(), &Device::Cpu, DType::F32, MatrixPrecision::Dense).unwrap();
+    let single = HeartMuLa::load(
+        &fixture_lm(),
+        &Device::Cpu,
+        DType::F32,
+        MatrixPrecision::Dense,
+    )
+    .unwrap();
     assert_eq!(greedy_frames(sharded, 4), greedy_frames(single, 4));
 }
 
@@ -135,7 +143,7 @@ fn rope_buffers_of_repacked_checkpoints_are_ignored() {
     );
     tensors.insert("decoder.layers.1.attn.pos_embeddings.cache".into(), extra);
     let dir = folder_with(&tensors);
-    assert!(HeartMuLa::load(dir.path(), &Device::Cpu, DType::F32).is_ok());
+    assert!(HeartMuLa::load(dir.path(), &Device::Cpu, DType::F32, MatrixPrecision::Dense).is_ok());
 }
 
 #[test]
@@ -259,7 +267,15 @@ fn unknown_flavor_is_named() {
 
 #[test]
 fn prompt_plus_length_beyond_max_seq_len_is_refused() {
-    let model = Arc::new(HeartMuLa::load(&fixture_lm(), &Device::Cpu, DType::F32).unwrap());
+    let model = Arc::new(
+        HeartMuLa::load(
+            &fixture_lm(),
+            &Device::Cpu,
+            DType::F32,
+            MatrixPrecision::Dense,
+        )
+        .unwrap(),
+    );
     let gen = GenConfig {
         text_bos_id: 1000,
         text_eos_id: 1001,

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 use heartstream::codec::{CodecConfig, CodecPrecision, HeartCodec};
-use heartstream::lm::{HeartMuLa, LmConfig};
+use heartstream::lm::{HeartMuLa, LmConfig, MatrixPrecision};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -32,7 +32,8 @@ fn load_lm_from(weights: &[u8]) -> Result<HeartMuLa, String> {
     )
     .unwrap();
     std::fs::write(dir.path().join("model.safetensors"), weights).unwrap();
-    HeartMuLa::load(dir.path(), &Device::Cpu, DType::F32).map_err(|e| format!("{e:#}"))
+    HeartMuLa::load(dir.path(), &Device::Cpu, DType::F32, MatrixPrecision::Dense)
+        .map_err(|e| format!("{e:#}"))
 }
 
 /// The LM's header region: the 8-byte length and the JSON after it.

@@ -8,7 +8,7 @@ use clap::Args;
 
 use crate::codec::{CodeSanitizer, CodecPrecision, Rates, SolverParams};
 use crate::device::{parse_device, DtypeArg};
-use crate::lm::{GenerationOptions, SamplingParams};
+use crate::lm::{GenerationOptions, MatrixPrecision, SamplingParams};
 use crate::models::{ModelChoice, SyntheticSize};
 
 const DEFAULT_TAGS: &str = include_str!("../../assets/tags.txt");
@@ -46,15 +46,52 @@ pub struct ModelArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub dtype: DtypeArg,
 
+    /// How the LM's matrices are stored: bf16 (the --dtype), fp8 (E4M3 with a scale per output
+    /// channel: half the memory and bytes read per frame), or auto (the --dtype when the run
+    /// fits the GPU's free memory, fp8 when only fp8 fits)
+    #[arg(long, value_enum, default_value = "auto")]
+    pub lm_precision: LmPrecisionArg,
+
     /// Precision of the ScalarModel decoder's convolutions (auto: bf16 on a GPU, on tensor
     /// cores; f32 is the reference's precision)
     #[arg(long, value_enum, default_value = "f32")]
     pub decoder_dtype: DtypeArg,
 }
 
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LmPrecisionArg {
+    Auto,
+    Bf16,
+    Fp8,
+}
+
 impl ModelArgs {
     pub fn device(&self) -> Result<Device> {
         resolve_device(&self.device)
+    }
+
+    /// How the LM's matrices are stored: as asked, or for auto dense unless only FP8 `fits`.
+    pub fn lm_matrices(&self, fits: impl Fn(MatrixPrecision) -> bool) -> MatrixPrecision {
+        match self.lm_precision {
+            LmPrecisionArg::Bf16 => MatrixPrecision::Dense,
+            LmPrecisionArg::Fp8 => MatrixPrecision::Fp8,
+            LmPrecisionArg::Auto if !fits(MatrixPrecision::Dense) && fits(MatrixPrecision::Fp8) => {
+                eprintln!(
+                    "note: the LM in {} does not fit the free GPU memory; storing its matrices \
+                     in fp8 (--lm-precision auto)",
+                    self.dtype_name()
+                );
+                MatrixPrecision::Fp8
+            }
+            LmPrecisionArg::Auto => MatrixPrecision::Dense,
+        }
+    }
+
+    fn dtype_name(&self) -> &'static str {
+        match self.dtype {
+            DtypeArg::F32 => "f32",
+            DtypeArg::Bf16 | DtypeArg::Auto => "bf16",
+        }
     }
 
     pub fn lm_dtype(&self, device: &Device) -> DType {

@@ -9,9 +9,12 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::args::SongArgs;
+use super::run::PROMPT_POSITIONS;
+use crate::codec::CodecPrecision;
 use crate::files::OutputFile;
 use crate::lm::{FrameGenerator, Prompt};
-use crate::models::{codec_config, load_lm};
+use crate::memory::MemoryEstimate;
+use crate::models::{codec_config, lm_config, load_lm};
 use crate::stats::FrameTimes;
 
 #[derive(Args, Debug)]
@@ -38,9 +41,26 @@ pub fn run(mut args: CodesArgs) -> Result<()> {
     let device = model.device()?;
     let seed = sampling.fix_seed();
     let choice = model.choice(&device, seed);
-    let rates = codec_config(&choice)?.rates();
+    let codec = codec_config(&choice)?;
+    let rates = codec.rates();
     let options = sampling.generation(&choice, rates)?;
-    let lm = load_lm(&choice, &device, model.lm_dtype(&device))?;
+    let dtype = model.lm_dtype(&device);
+    // Only the LM loads: the estimate is checked without the codec's weights.
+    let estimate = |matrices| {
+        MemoryEstimate::of(
+            &lm_config(&choice)?,
+            dtype,
+            matrices,
+            options.sampling.batch(),
+            options.max_frames + PROMPT_POSITIONS,
+            &codec,
+            CodecPrecision::with_flow(dtype),
+        )
+        .check(&device, true)
+    };
+    let matrices = model.lm_matrices(|m| estimate(m).is_ok());
+    estimate(matrices)?;
+    let lm = load_lm(&choice, &device, dtype, matrices)?;
     eprintln!(
         "loaded {} on {} in {:.1} s (seed {seed})",
         choice.describe(),

@@ -178,7 +178,7 @@ pub struct Session {
 
 /// KV-cache positions set aside for the prompt in the memory estimate (tags and lyrics of a
 /// long song stay under this; the cache itself is sized to the real prompt).
-const PROMPT_POSITIONS: usize = 1024;
+pub(super) const PROMPT_POSITIONS: usize = 1024;
 
 impl RunArgs {
     /// Checks every option, then loads the models (the slow part).
@@ -214,17 +214,25 @@ impl RunArgs {
                 limit as f64 * codec.rates().seconds_per_frame()
             );
         }
-        let memory = MemoryEstimate::of(
-            &lm,
-            config.dtype,
-            generation.sampling.batch(),
-            generation.max_frames + PROMPT_POSITIONS,
-            &codec,
-            config.codec_precision,
-        );
-        let codec_elsewhere = config.codec_device.location() != config.device.location();
-        memory.check(&config.device, codec_elsewhere)?;
         config.codec_precision = self.song.model.codec_precision(&config.codec_device);
+        let codec_elsewhere = config.codec_device.location() != config.device.location();
+        let estimate = |matrices| {
+            MemoryEstimate::of(
+                &lm,
+                config.dtype,
+                matrices,
+                generation.sampling.batch(),
+                generation.max_frames + PROMPT_POSITIONS,
+                &codec,
+                config.codec_precision,
+            )
+        };
+        config.lm_matrices = self
+            .song
+            .model
+            .lm_matrices(|m| estimate(m).check(&config.device, codec_elsewhere).is_ok());
+        let memory = estimate(config.lm_matrices);
+        memory.check(&config.device, codec_elsewhere)?;
         let request = SongRequest {
             tags,
             lyrics,

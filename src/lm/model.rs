@@ -9,9 +9,10 @@ use candle_nn::Linear;
 
 use super::config::LmConfig;
 use super::kv_cache::KvCache;
+use super::projection::{MatrixPrecision, Projection};
 use super::prompt::Prompt;
 use super::spec::lm_spec;
-use super::transformer::{last_position, linear, Transformer};
+use super::transformer::{last_position, Matrices, Transformer};
 use crate::weights::{Loader, Source, WeightStore};
 
 /// What the fused GPU frame step reads of the model besides its heads.
@@ -21,7 +22,7 @@ pub(super) struct FrameWeights<'a> {
     pub decoder: super::transformer::StackWeights<'a>,
     /// `(codebooks · audio vocabulary, dim)`: every codebook's embeddings, stacked.
     pub audio_embeddings: &'a Tensor,
-    pub projection: &'a Tensor,
+    pub projection: &'a Projection,
 }
 
 pub struct HeartMuLa {
@@ -32,56 +33,68 @@ pub struct HeartMuLa {
     audio_embeddings: Tensor,
     unconditional_text_embedding: Tensor,
     muq_linear: Linear,
-    projection: Linear,
+    projection: Projection,
     /// (vocab, backbone_dim). Logits are always accumulated and returned in f32: rounded to
     /// bf16 they lose enough precision to change which tokens get sampled.
-    codebook0_head: Tensor,
-    /// (codebooks − 1, vocab, decoder_dim): the checkpoint's (…, decoder_dim, vocab)
+    codebook0_head: Projection,
+    /// Codebooks 1.. (vocab, decoder_dim) each: the checkpoint's (…, decoder_dim, vocab)
     /// transposed at load, so every head is a row-major (outputs, inputs) matrix.
-    audio_head: Tensor,
+    audio_head: Vec<Projection>,
     dtype: DType,
+    precision: MatrixPrecision,
     #[cfg(feature = "cuda")]
     kernels: Option<std::sync::Arc<super::cuda::Kernels>>,
 }
 
 impl HeartMuLa {
-    /// Loads `HeartMuLa-oss-3B/` (config.json + safetensors), converting weights to `dtype`.
-    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+    /// Loads `HeartMuLa-oss-3B/` (config.json + safetensors), converting weights to `dtype`
+    /// (the matrices stored as `precision` says).
+    pub fn load(
+        dir: &Path,
+        device: &Device,
+        dtype: DType,
+        precision: MatrixPrecision,
+    ) -> Result<Self> {
         let config = LmConfig::from_file(&dir.join("config.json"))?;
         let store = WeightStore::open(dir)?;
-        Self::from_source(config, Source::Checkpoint(store), device, dtype)
+        let m = Matrices { precision, dtype };
+        Self::from_source(config, Source::Checkpoint(store), device, m)
     }
 
     /// Random weights of the given configuration, built in memory.
-    pub fn synthetic(config: LmConfig, seed: u64, device: &Device, dtype: DType) -> Result<Self> {
-        Self::from_source(config, Source::Synthetic { seed }, device, dtype)
-    }
-
-    fn from_source(
+    pub fn synthetic(
         config: LmConfig,
-        source: Source,
+        seed: u64,
         device: &Device,
         dtype: DType,
+        precision: MatrixPrecision,
     ) -> Result<Self> {
+        let m = Matrices { precision, dtype };
+        Self::from_source(config, Source::Synthetic { seed }, device, m)
+    }
+
+    fn from_source(config: LmConfig, source: Source, device: &Device, m: Matrices) -> Result<Self> {
         let w = Loader::new(source, lm_spec(&config), device)?;
+        let (dtype, precision) = (m.dtype, m.precision);
         let muq_linear = Linear::new(
             w.get("muq_linear.weight", dtype)?,
             Some(w.get("muq_linear.bias", dtype)?),
         );
         Ok(Self {
-            backbone: Transformer::load(&w, "backbone", &config.backbone, dtype)
+            backbone: Transformer::load(&w, "backbone", &config.backbone, m)
                 .context("loading the backbone")?,
-            decoder: Transformer::load(&w, "decoder", &config.decoder, dtype)
+            decoder: Transformer::load(&w, "decoder", &config.decoder, m)
                 .context("loading the decoder")?,
             text_embeddings: w.get("text_embeddings.weight", dtype)?,
             audio_embeddings: w.get("audio_embeddings.weight", dtype)?,
             unconditional_text_embedding: w.get("unconditional_text_embedding.weight", dtype)?,
             muq_linear,
-            projection: linear(&w, "projection.weight", dtype)?,
-            codebook0_head: w.get("codebook0_head.weight", dtype)?,
-            audio_head: w.get("audio_head", dtype)?.transpose(1, 2)?.contiguous()?,
+            projection: Projection::load(&w, &["projection.weight"], precision, dtype)?,
+            codebook0_head: Projection::load(&w, &["codebook0_head.weight"], precision, dtype)?,
+            audio_head: Projection::load_heads(&w, "audio_head", precision, dtype)?,
             config,
             dtype,
+            precision,
             #[cfg(feature = "cuda")]
             kernels: match device {
                 Device::Cuda(_) => Some(std::sync::Arc::new(super::cuda::Kernels::load(device)?)),
@@ -94,6 +107,25 @@ impl HeartMuLa {
         self.dtype
     }
 
+    pub fn precision(&self) -> MatrixPrecision {
+        self.precision
+    }
+
+    /// Bytes of all its weights where they live.
+    pub fn weight_bytes(&self) -> u64 {
+        let tensor = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as u64;
+        let muq = tensor(self.muq_linear.weight()) + self.muq_linear.bias().map_or(0, tensor);
+        self.backbone.weight_bytes()
+            + self.decoder.weight_bytes()
+            + tensor(&self.text_embeddings)
+            + tensor(&self.audio_embeddings)
+            + tensor(&self.unconditional_text_embedding)
+            + muq
+            + self.projection.bytes()
+            + self.codebook0_head.bytes()
+            + self.audio_head.iter().map(Projection::bytes).sum::<u64>()
+    }
+
     /// The view of the weights the fused GPU frame step reads.
     #[cfg(feature = "cuda")]
     pub(super) fn frame_weights(&self) -> FrameWeights<'_> {
@@ -101,7 +133,7 @@ impl HeartMuLa {
             backbone: self.backbone.weights(),
             decoder: self.decoder.weights(),
             audio_embeddings: &self.audio_embeddings,
-            projection: self.projection.weight(),
+            projection: &self.projection,
         }
     }
 
@@ -185,13 +217,14 @@ impl HeartMuLa {
     }
 
     /// `hidden · headᵀ` with f32 accumulation and f32 output.
-    fn head_logits(&self, hidden: &Tensor, head: &Tensor) -> candle_core::Result<Tensor> {
+    fn head_logits(&self, hidden: &Tensor, head: &Projection) -> candle_core::Result<Tensor> {
         #[cfg(feature = "cuda")]
         if let Some(k) = &self.kernels {
-            return k.gemv(&hidden.contiguous()?, head, None, DType::F32);
+            return k.project(&hidden.contiguous()?, head, None, DType::F32);
         }
-        let f32 = |t: &Tensor| t.to_dtype(DType::F32);
-        f32(hidden)?.matmul(&f32(head)?.t()?)
+        hidden
+            .to_dtype(DType::F32)?
+            .matmul(&head.weight(DType::F32)?.t()?)
     }
 
     /// Embedding of `tokens` (batch,) of `codebook`, shaped (batch, 1, dim).
@@ -213,6 +246,12 @@ impl HeartMuLa {
         codebook: usize,
         decoder_hidden: &Tensor,
     ) -> candle_core::Result<Tensor> {
-        self.head_logits(decoder_hidden, &self.audio_head.get(codebook - 1)?)
+        let head = self.audio_head.get(codebook - 1).ok_or_else(|| {
+            candle_core::Error::Msg(format!(
+                "codebook {codebook}: the model has {} codebooks",
+                self.config.audio_num_codebooks
+            ))
+        })?;
+        self.head_logits(decoder_hidden, head)
     }
 }

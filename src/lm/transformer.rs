@@ -5,11 +5,11 @@
 //! so each runs as one matrix product: the per-frame step is bound by reading weights and by
 //! the number of kernels, and this halves both for those projections.
 
-use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::Linear;
+use candle_core::{DType, Result, Tensor};
 
 use super::config::Flavor;
 use super::kv_cache::KvCache;
+use super::projection::{MatrixPrecision, Projection};
 use super::rope::Rope;
 use crate::weights::Loader;
 
@@ -31,34 +31,21 @@ impl RmsNorm {
     }
 }
 
-pub(super) fn linear(w: &Loader, name: &str, dtype: DType) -> anyhow::Result<Linear> {
-    Ok(Linear::new(w.get(name, dtype)?, None))
-}
-
-/// Several projections of the same input stacked into one weight.
-fn fused_linear(w: &Loader, names: &[String], dtype: DType) -> anyhow::Result<Linear> {
-    let parts = names
-        .iter()
-        .map(|n| w.get(n, dtype))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(Linear::new(Tensor::cat(&parts, 0)?, None))
-}
-
 pub(super) struct Attention {
     /// [q; k; v] projections: (heads + 2·kv_heads)·head_dim outputs.
-    qkv: Linear,
-    output_proj: Linear,
+    qkv: Projection,
+    output_proj: Projection,
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
 }
 
 impl Attention {
-    fn load(w: &Loader, p: &str, f: &Flavor, dtype: DType) -> anyhow::Result<Self> {
+    fn load(w: &Loader, p: &str, f: &Flavor, m: Matrices) -> anyhow::Result<Self> {
         let names = ["q_proj", "k_proj", "v_proj"].map(|n| format!("{p}.{n}.weight"));
         Ok(Self {
-            qkv: fused_linear(w, &names, dtype)?,
-            output_proj: linear(w, &format!("{p}.output_proj.weight"), dtype)?,
+            qkv: m.load(w, &names)?,
+            output_proj: m.load(w, &[format!("{p}.output_proj.weight")])?,
             num_heads: f.num_heads,
             num_kv_heads: f.num_kv_heads,
             head_dim: f.head_dim(),
@@ -122,8 +109,8 @@ fn causal_mask(
 
 pub(super) struct Mlp {
     /// [w1; w3]: gate and up projections.
-    w13: Linear,
-    w2: Linear,
+    w13: Projection,
+    w2: Projection,
     hidden: usize,
 }
 
@@ -145,15 +132,16 @@ pub(super) struct Layer {
 }
 
 impl Layer {
-    fn load(w: &Loader, p: &str, f: &Flavor, dtype: DType) -> anyhow::Result<Self> {
+    fn load(w: &Loader, p: &str, f: &Flavor, m: Matrices) -> anyhow::Result<Self> {
         let w13 = ["w1", "w3"].map(|n| format!("{p}.mlp.{n}.weight"));
+        let dtype = m.dtype;
         Ok(Self {
             sa_norm: RmsNorm::load(w, &format!("{p}.sa_norm.scale"), f.norm_eps, dtype)?,
-            attn: Attention::load(w, &format!("{p}.attn"), f, dtype)?,
+            attn: Attention::load(w, &format!("{p}.attn"), f, m)?,
             mlp_norm: RmsNorm::load(w, &format!("{p}.mlp_norm.scale"), f.norm_eps, dtype)?,
             mlp: Mlp {
-                w13: fused_linear(w, &w13, dtype)?,
-                w2: linear(w, &format!("{p}.mlp.w2.weight"), dtype)?,
+                w13: m.load(w, &w13)?,
+                w2: m.load(w, &[format!("{p}.mlp.w2.weight")])?,
                 hidden: f.intermediate_dim,
             },
         })
@@ -162,6 +150,20 @@ impl Layer {
     fn forward(&self, x: &Tensor, rope: &Rope, cache: &mut KvCache) -> Result<Tensor> {
         let h = (x + self.attn.forward(&self.sa_norm.forward(x)?, rope, cache)?)?;
         &h + self.mlp.forward(&self.mlp_norm.forward(&h)?)?
+    }
+}
+
+/// How a stack's matrices are stored, and the dtype of everything else.
+#[derive(Debug, Clone, Copy)]
+pub struct Matrices {
+    pub precision: MatrixPrecision,
+    pub dtype: DType,
+}
+
+impl Matrices {
+    fn load(&self, w: &Loader, names: &[String]) -> anyhow::Result<Projection> {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        Projection::load(w, &names, self.precision, self.dtype)
     }
 }
 
@@ -186,11 +188,11 @@ pub struct NormWeights<'a> {
 #[cfg(feature = "cuda")]
 pub struct LayerWeights<'a> {
     pub attn_norm: NormWeights<'a>,
-    pub qkv: &'a Tensor,
-    pub output: &'a Tensor,
+    pub qkv: &'a Projection,
+    pub output: &'a Projection,
     pub mlp_norm: NormWeights<'a>,
-    pub gate_up: &'a Tensor,
-    pub down: &'a Tensor,
+    pub gate_up: &'a Projection,
+    pub down: &'a Projection,
     pub heads: usize,
     pub kv_heads: usize,
     /// Width of the SwiGLU hidden layer.
@@ -225,11 +227,11 @@ impl Transformer {
             .iter()
             .map(|l| LayerWeights {
                 attn_norm: l.sa_norm.weights(),
-                qkv: l.attn.qkv.weight(),
-                output: l.attn.output_proj.weight(),
+                qkv: &l.attn.qkv,
+                output: &l.attn.output_proj,
                 mlp_norm: l.mlp_norm.weights(),
-                gate_up: l.mlp.w13.weight(),
-                down: l.mlp.w2.weight(),
+                gate_up: &l.mlp.w13,
+                down: &l.mlp.w2,
                 heads: l.attn.num_heads,
                 kv_heads: l.attn.num_kv_heads,
                 hidden: l.mlp.hidden,
@@ -242,16 +244,35 @@ impl Transformer {
         }
     }
 
-    pub fn load(w: &Loader, prefix: &str, flavor: &Flavor, dtype: DType) -> anyhow::Result<Self> {
+    pub fn load(w: &Loader, prefix: &str, flavor: &Flavor, m: Matrices) -> anyhow::Result<Self> {
         let layers = (0..flavor.num_layers)
-            .map(|i| Layer::load(w, &format!("{prefix}.layers.{i}"), flavor, dtype))
+            .map(|i| Layer::load(w, &format!("{prefix}.layers.{i}"), flavor, m))
             .collect::<anyhow::Result<_>>()?;
+        let eps = flavor.norm_eps;
         Ok(Self {
             layers,
-            norm: RmsNorm::load(w, &format!("{prefix}.norm.scale"), flavor.norm_eps, dtype)?,
+            norm: RmsNorm::load(w, &format!("{prefix}.norm.scale"), eps, m.dtype)?,
             rope: Rope::new(flavor, flavor.max_seq_len, w.device())?,
             flavor: flavor.clone(),
         })
+    }
+
+    /// Bytes of its weights (the RoPE tables are computed, not loaded).
+    pub fn weight_bytes(&self) -> u64 {
+        let tensor = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as u64;
+        let layers: u64 = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.attn.qkv.bytes()
+                    + l.attn.output_proj.bytes()
+                    + l.mlp.w13.bytes()
+                    + l.mlp.w2.bytes()
+                    + tensor(&l.sa_norm.scale)
+                    + tensor(&l.mlp_norm.scale)
+            })
+            .sum();
+        layers + tensor(&self.norm.scale)
     }
 
     /// Empty caches for `batch` rows and `capacity` positions.

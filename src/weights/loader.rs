@@ -1,6 +1,6 @@
 use candle_core::{DType, Device, Tensor};
 
-use super::{synthetic, ModelSpec, WeightStore, WeightsError};
+use super::{synthetic, Fp8Matrix, ModelSpec, TensorSpec, WeightStore, WeightsError};
 
 /// Where a model's tensors come from.
 pub enum Source {
@@ -40,19 +40,63 @@ impl Loader {
 
     /// A tensor the spec lists, converted to `dtype`.
     pub fn get(&self, name: &str, dtype: DType) -> Result<Tensor, WeightsError> {
-        let spec = self.spec.get(name).ok_or_else(|| WeightsError::Tensor {
+        let spec = self.tensor_spec(name)?;
+        match &self.source {
+            Source::Checkpoint(store) => store.load(name, dtype, &self.device),
+            Source::Synthetic { seed } => {
+                synthetic::tensor(spec, *seed, dtype, &self.device).map_err(|e| self.fail(name, e))
+            }
+        }
+    }
+
+    /// A tensor the spec lists as host f32 blocks of whole rows (slices along its first
+    /// dimension), read one at a time: what quantising at load consumes.
+    pub fn blocks_f32<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> Result<Box<dyn Iterator<Item = Result<Tensor, WeightsError>> + 'a>, WeightsError> {
+        let spec = self.tensor_spec(name)?;
+        let to_f32 = move |t: Tensor| t.to_dtype(DType::F32).map_err(|e| self.fail(name, e));
+        match &self.source {
+            Source::Checkpoint(store) => Ok(Box::new(
+                store.blocks(name)?.map(move |block| block.and_then(to_f32)),
+            )),
+            Source::Synthetic { seed } => {
+                let whole = synthetic::tensor(spec, *seed, DType::F32, &Device::Cpu)
+                    .map_err(|e| self.fail(name, e));
+                Ok(Box::new(std::iter::once(whole)))
+            }
+        }
+    }
+
+    /// A (rows, cols) matrix the spec lists, quantised to FP8 with a scale per row, block by
+    /// block, and placed on the device.
+    pub fn get_fp8(&self, name: &str) -> Result<Fp8Matrix, WeightsError> {
+        let parts = self
+            .blocks_f32(name)?
+            .map(|block| {
+                Fp8Matrix::quantize_tensor(&block?, &self.device).map_err(|e| self.fail(name, e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        match parts.len() {
+            1 => Ok(parts.into_iter().next().expect("one part")),
+            _ => Fp8Matrix::cat(&parts).map_err(|e| self.fail(name, e)),
+        }
+    }
+
+    fn tensor_spec(&self, name: &str) -> Result<&TensorSpec, WeightsError> {
+        self.spec.get(name).ok_or_else(|| WeightsError::Tensor {
             name: name.to_string(),
             path: self.origin().into(),
             reason: format!("not part of the {} model spec", self.spec.model),
-        })?;
-        match &self.source {
-            Source::Checkpoint(store) => store.load(name, dtype, &self.device),
-            Source::Synthetic { seed } => synthetic::tensor(spec, *seed, dtype, &self.device)
-                .map_err(|e| WeightsError::Tensor {
-                    name: name.to_string(),
-                    path: self.origin().into(),
-                    reason: e.to_string(),
-                }),
+        })
+    }
+
+    fn fail(&self, name: &str, e: candle_core::Error) -> WeightsError {
+        WeightsError::Tensor {
+            name: name.to_string(),
+            path: self.origin().into(),
+            reason: e.to_string(),
         }
     }
 

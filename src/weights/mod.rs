@@ -3,12 +3,14 @@
 //! built in memory for running without a checkpoint.
 
 mod error;
+mod fp8;
 mod loader;
 mod spec;
 mod store;
 mod synthetic;
 
 pub use error::WeightsError;
+pub use fp8::Fp8Matrix;
 pub use loader::{Loader, Source};
 pub use spec::{Init, ModelSpec, TensorSpec};
-pub use store::WeightStore;
+pub use store::{Blocks, WeightStore};

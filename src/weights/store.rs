@@ -1,8 +1,10 @@
 use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
+use safetensors::tensor::TensorInfo;
 
 use super::WeightsError;
 use crate::files::Entry;
@@ -13,13 +15,26 @@ const LAYOUT: &str = "config.json plus model.safetensors, or model-0000N-of-0000
                       shards listed by model.safetensors.index.json";
 const PICKLE_EXTENSIONS: [&str; 4] = ["bin", "pt", "pth", "ckpt"];
 
-/// The memory-mapped safetensors files of one model folder. Nothing is read until a tensor
-/// is loaded, so peak host memory stays near one tensor even for a 15 GB fp32 checkpoint.
+/// Most bytes of a tensor read into host memory at once: large tensors (the fp32 text
+/// embeddings are 1.6 GB) arrive in blocks of whole rows.
+const BLOCK_BYTES: usize = 64 << 20;
+
+/// The safetensors files of one model folder. Opening reads only their headers; a tensor's
+/// bytes are read when it is loaded, a block of rows at a time with positioned reads, so the
+/// host holds about one block however large the checkpoint (no memory map whose touched pages
+/// would count against the process until the whole model had been read).
 pub struct WeightStore {
     dir: PathBuf,
-    files: Vec<(PathBuf, MmapedSafetensors)>,
-    /// tensor name -> index into `files`
-    routing: HashMap<String, usize>,
+    shards: Vec<Shard>,
+    /// tensor name -> (index into `shards`, where and how it is stored)
+    routing: HashMap<String, (usize, TensorInfo)>,
+}
+
+struct Shard {
+    path: PathBuf,
+    file: File,
+    /// File offset of the byte buffer the tensors' offsets count from.
+    data_start: u64,
 }
 
 impl WeightStore {
@@ -35,18 +50,18 @@ impl WeightStore {
             other => return Err(not_regular(dir, other, "a model folder")),
         }
         let shard_paths = shard_files(dir)?;
-        let mut files = Vec::with_capacity(shard_paths.len());
+        let mut shards = Vec::with_capacity(shard_paths.len());
         let mut routing = HashMap::new();
         for (i, path) in shard_paths.into_iter().enumerate() {
-            let st = map_file(&path)?;
-            for (name, _) in st.tensors() {
-                routing.insert(name, i);
+            let (shard, tensors) = read_header(path)?;
+            for (name, info) in tensors {
+                routing.insert(name, (i, info));
             }
-            files.push((path, st));
+            shards.push(shard);
         }
         let store = Self {
             dir: dir.to_path_buf(),
-            files,
+            shards,
             routing,
         };
         store.check_index()?;
@@ -59,34 +74,71 @@ impl WeightStore {
 
     /// Every stored tensor with its shape, sorted by name.
     pub fn shapes(&self) -> BTreeMap<String, Vec<usize>> {
-        self.files
+        self.routing
             .iter()
-            .flat_map(|(_, st)| st.tensors())
-            .map(|(name, view)| (name, view.shape().to_vec()))
+            .map(|(name, (_, info))| (name.clone(), info.shape.clone()))
             .collect()
     }
 
-    /// Loads one tensor, converting from the stored dtype to `dtype` on `device`. The
-    /// conversion runs on the target device, so a GPU load never holds the model twice on the host.
+    /// Loads one tensor, converting from the stored dtype to `dtype` on `device`. Each block
+    /// is converted on the target device, so a GPU load never holds the model on the host.
     pub fn load(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor, WeightsError> {
-        let &i = self.routing.get(name).ok_or_else(|| WeightsError::Tensor {
+        let parts = self
+            .blocks(name)?
+            .map(|block| {
+                let block = block?;
+                block
+                    .to_device(device)
+                    .and_then(|t| t.to_dtype(dtype))
+                    .map_err(|e| self.fail(name, e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        match parts.as_slice() {
+            [one] => Ok(one.clone()),
+            _ => Tensor::cat(&parts, 0).map_err(|e| self.fail(name, e.to_string())),
+        }
+    }
+
+    /// One tensor as host tensors in its stored dtype: consecutive blocks of whole rows
+    /// (slices along the first dimension), each checked to be finite as it is read.
+    pub fn blocks(&self, name: &str) -> Result<Blocks<'_>, WeightsError> {
+        self.blocks_of(name, BLOCK_BYTES)
+    }
+
+    fn blocks_of(&self, name: &str, block_bytes: usize) -> Result<Blocks<'_>, WeightsError> {
+        let (i, info) = self.routing.get(name).ok_or_else(|| WeightsError::Tensor {
             name: name.to_string(),
             path: self.dir.clone(),
             reason: "not present in any safetensors file".to_string(),
         })?;
-        let (path, st) = &self.files[i];
-        let fail = |reason: String| WeightsError::Tensor {
+        let shard = &self.shards[*i];
+        let dtype = candle_dtype(info.dtype).map_err(|reason| self.fail(name, reason))?;
+        let rows = info.shape.first().copied().unwrap_or(1);
+        let row_elems: usize = info.shape.iter().skip(1).product();
+        let row_bytes = row_elems * dtype.size_in_bytes();
+        Ok(Blocks {
+            store: self,
+            shard,
             name: name.to_string(),
-            path: path.clone(),
-            reason,
+            info,
+            dtype,
+            rows_per_block: (block_bytes / row_bytes.max(1)).clamp(1, rows.max(1)),
+            next_row: 0,
+            rows,
+            row_bytes,
+        })
+    }
+
+    fn fail(&self, name: &str, reason: String) -> WeightsError {
+        let path = match self.routing.get(name) {
+            Some((i, _)) => self.shards[*i].path.clone(),
+            None => self.dir.clone(),
         };
-        let err = |e: candle_core::Error| fail(e.to_string());
-        let view = st.get(name).map_err(err)?;
-        check_values(view.dtype(), view.data()).map_err(fail)?;
-        let host = st.load(name, &Device::Cpu).map_err(err)?;
-        host.to_device(device)
-            .and_then(|t| t.to_dtype(dtype))
-            .map_err(err)
+        WeightsError::Tensor {
+            name: name.to_string(),
+            path,
+            reason,
+        }
     }
 
     /// With an index file, every tensor it names must be in the shard it names.
@@ -96,7 +148,7 @@ impl WeightStore {
             return Ok(());
         }
         for (name, file) in read_index(&index_path)? {
-            let found = self.routing.get(&name).map(|&i| &self.files[i].0);
+            let found = self.routing.get(&name).map(|(i, _)| &self.shards[*i].path);
             if found.map(|p| p.file_name()) != Some(Some(std::ffi::OsStr::new(&file))) {
                 return Err(WeightsError::BadIndex {
                     path: index_path,
@@ -189,34 +241,23 @@ fn not_regular(path: &Path, found: Entry, expected: &str) -> WeightsError {
     }
 }
 
-/// Weights must be floating point and finite: integer data under a weight's name, or a NaN
-/// or infinity anywhere, would otherwise turn into silent garbage (every code 0, NaN audio).
-fn check_values(dtype: safetensors::Dtype, data: &[u8]) -> Result<(), String> {
-    use safetensors::Dtype;
+/// The index of the first element of `data` (stored as `dtype`) that is NaN or infinite: one
+/// would otherwise turn into silent garbage (every code 0, NaN audio).
+fn check_finite(dtype: DType, data: &[u8]) -> Result<(), usize> {
     let found = match dtype {
-        Dtype::F32 => {
+        DType::F32 => {
             first_non_finite::<4>(data, |b| u32::from_le_bytes(b) & 0x7f80_0000 == 0x7f80_0000)
         }
-        Dtype::BF16 => first_non_finite::<2>(data, |b| u16::from_le_bytes(b) & 0x7f80 == 0x7f80),
-        Dtype::F16 => first_non_finite::<2>(data, |b| u16::from_le_bytes(b) & 0x7c00 == 0x7c00),
-        other => {
-            return Err(format!(
-                "stored as {other:?}: expected floating-point weights (F32, BF16 or F16)"
-            ))
-        }
+        DType::BF16 => first_non_finite::<2>(data, |b| u16::from_le_bytes(b) & 0x7f80 == 0x7f80),
+        _ => first_non_finite::<2>(data, |b| u16::from_le_bytes(b) & 0x7c00 == 0x7c00),
     };
-    match found {
-        Some(i) => Err(format!(
-            "element {i} is not finite (NaN or infinity): the checkpoint is corrupt"
-        )),
-        None => Ok(()),
-    }
+    found.map_or(Ok(()), Err)
 }
 
 /// The index of the first element whose bytes `bad` flags. Large tensors are scanned on
 /// every core: the check must not add seconds to loading a 15 GB checkpoint.
 fn first_non_finite<const N: usize>(data: &[u8], bad: fn([u8; N]) -> bool) -> Option<usize> {
-    const PER_THREAD: usize = 64 << 20;
+    const PER_THREAD: usize = 8 << 20;
     let scan = |bytes: &[u8]| {
         bytes
             .chunks_exact(N)
@@ -268,19 +309,173 @@ fn read_index(path: &Path) -> Result<HashMap<String, String>, WeightsError> {
     Ok(index.weight_map)
 }
 
-fn map_file(path: &Path) -> Result<MmapedSafetensors, WeightsError> {
-    // SAFETY: the file is mapped read-only; like every mmap-based loader we assume the
-    // checkpoint is not modified while the program runs.
-    unsafe { MmapedSafetensors::new(path) }.map_err(|e| WeightsError::Corrupt {
-        path: path.to_path_buf(),
-        reason: root_cause(&e),
-    })
+/// Reads a shard's header: the tensors it holds and where its data starts. Only the header's
+/// pages are read; the map is dropped before any tensor is loaded.
+fn read_header(path: PathBuf) -> Result<(Shard, Vec<(String, TensorInfo)>), WeightsError> {
+    let corrupt = |reason: String| WeightsError::Corrupt {
+        path: path.clone(),
+        reason,
+    };
+    let file = File::open(&path).map_err(|e| corrupt(e.to_string()))?;
+    // SAFETY: the file is mapped read-only for the header parse; like every mmap-based
+    // loader we assume the checkpoint is not modified while it is being read.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| corrupt(e.to_string()))?;
+    let (header_len, metadata) =
+        safetensors::SafeTensors::read_metadata(&map).map_err(|e| corrupt(e.to_string()))?;
+    let tensors = metadata
+        .tensors()
+        .into_iter()
+        .map(|(name, info)| (name, info.clone()))
+        .collect();
+    let shard = Shard {
+        path: path.clone(),
+        file,
+        data_start: 8 + header_len as u64,
+    };
+    Ok((shard, tensors))
 }
 
-fn root_cause(e: &candle_core::Error) -> String {
-    match e {
-        candle_core::Error::WithPath { inner, .. } => root_cause(inner),
-        candle_core::Error::WithBacktrace { inner, .. } => root_cause(inner),
-        other => other.to_string(),
+/// The candle dtype of a stored weight. Weights must be floating point: integer data under a
+/// weight's name would otherwise turn into silent garbage.
+fn candle_dtype(dtype: safetensors::Dtype) -> Result<DType, String> {
+    use safetensors::Dtype;
+    match dtype {
+        Dtype::F32 => Ok(DType::F32),
+        Dtype::BF16 => Ok(DType::BF16),
+        Dtype::F16 => Ok(DType::F16),
+        other => Err(format!(
+            "stored as {other:?}: expected floating-point weights (F32, BF16 or F16)"
+        )),
+    }
+}
+
+/// The blocks of one tensor, read in order (see [`WeightStore::blocks`]).
+pub struct Blocks<'a> {
+    store: &'a WeightStore,
+    shard: &'a Shard,
+    name: String,
+    info: &'a TensorInfo,
+    dtype: DType,
+    rows_per_block: usize,
+    next_row: usize,
+    rows: usize,
+    row_bytes: usize,
+}
+
+impl Blocks<'_> {
+    /// Rows `first..first + count`, read straight into the storage of the tensor returned
+    /// (one allocation and one copy out of the page cache per block).
+    fn read(&self, first: usize, count: usize) -> Result<Tensor, WeightsError> {
+        let mut shape = self.info.shape.clone();
+        match shape.first_mut() {
+            Some(rows) => *rows = count,
+            None => shape.clear(),
+        }
+        let offset =
+            self.shard.data_start + (self.info.data_offsets.0 + first * self.row_bytes) as u64;
+        let first_elem = first * self.row_bytes / self.dtype.size_in_bytes();
+        let len = count * self.row_bytes / self.dtype.size_in_bytes();
+        match self.dtype {
+            DType::F32 => self.read_values::<f32>(len, offset, first_elem, &shape),
+            DType::BF16 => self.read_values::<half::bf16>(len, offset, first_elem, &shape),
+            _ => self.read_values::<half::f16>(len, offset, first_elem, &shape),
+        }
+    }
+
+    fn read_values<T: bytemuck::Pod + candle_core::WithDType>(
+        &self,
+        len: usize,
+        offset: u64,
+        first_elem: usize,
+        shape: &[usize],
+    ) -> Result<Tensor, WeightsError> {
+        let fail = |reason: String| self.store.fail(&self.name, reason);
+        let mut values = bytemuck::zeroed_vec::<T>(len);
+        self.shard
+            .file
+            .read_exact_at(bytemuck::cast_slice_mut(&mut values), offset)
+            .map_err(|e| fail(format!("reading its data: {e}")))?;
+        check_finite(self.dtype, bytemuck::cast_slice(&values)).map_err(|i| {
+            fail(format!(
+                "element {} is not finite (NaN or infinity): the checkpoint is corrupt",
+                first_elem + i
+            ))
+        })?;
+        Tensor::from_vec(values, shape, &Device::Cpu).map_err(|e| fail(e.to_string()))
+    }
+}
+
+impl Iterator for Blocks<'_> {
+    type Item = Result<Tensor, WeightsError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // A scalar or an empty tensor is one block.
+        let done = if self.rows == 0 || self.info.shape.is_empty() {
+            self.next_row > 0
+        } else {
+            self.next_row >= self.rows
+        };
+        if done {
+            return None;
+        }
+        let first = self.next_row;
+        let count = self.rows_per_block.min(self.rows.saturating_sub(first));
+        self.next_row = first + count.max(1);
+        Some(self.read(first, count))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, values: &[f32], shape: &[usize]) {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.to_vec(), &bytes)
+                .unwrap();
+        safetensors::serialize_to_file([("w", view)], None, &dir.join(SINGLE)).unwrap();
+    }
+
+    #[test]
+    fn a_tensor_read_in_blocks_of_rows_reassembles_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let values: Vec<f32> = (0..7 * 3 * 2).map(|i| i as f32 * 0.5 - 3.0).collect();
+        write(dir.path(), &values, &[7, 3, 2]);
+        let store = WeightStore::open(dir.path()).unwrap();
+        // 2 rows of 24 bytes fit in 50 bytes: blocks of 2, 2, 2 and 1 rows.
+        let blocks: Vec<Tensor> = store
+            .blocks_of("w", 50)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let rows: Vec<usize> = blocks.iter().map(|b| b.dim(0).unwrap()).collect();
+        assert_eq!(rows, [2, 2, 2, 1]);
+        let joined = Tensor::cat(&blocks, 0).unwrap();
+        assert_eq!(joined.dims(), [7, 3, 2]);
+        assert_eq!(
+            joined.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            values
+        );
+        // A row larger than a block is one block of one row.
+        assert_eq!(store.blocks_of("w", 4).unwrap().count(), 7);
+    }
+
+    #[test]
+    fn a_non_finite_value_in_a_later_block_is_reported_at_its_element() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut values = vec![1.0f32; 8 * 4];
+        values[29] = f32::NAN;
+        write(dir.path(), &values, &[8, 4]);
+        let store = WeightStore::open(dir.path()).unwrap();
+        let err = store
+            .blocks_of("w", 16)
+            .unwrap()
+            .find_map(|b| b.err())
+            .expect("the NaN is found");
+        assert!(
+            err.to_string().contains("element 29 is not finite"),
+            "{err}"
+        );
     }
 }

@@ -5,12 +5,21 @@ use std::sync::Arc;
 
 use candle_core::Tensor;
 use heartstream::lm::{
-    FrameGenerator, FrameTrace, GenConfig, GenerationOptions, HeartMuLa, Prompt, SamplingParams,
+    FrameGenerator, FrameTrace, GenConfig, GenerationOptions, HeartMuLa, MatrixPrecision, Prompt,
+    SamplingParams,
 };
 
 use crate::fixture::{assert_close, assert_exact, test_device, test_dtype, Golden};
 
 const HIDDEN_ATOL: f32 = 1e-4;
+
+/// With FP8 matrices (E4M3: 3 mantissa bits, a per-row scale), the logits of frame 0 — from
+/// the prompt alone, before sampled tokens can diverge — must keep this cosine similarity to
+/// the f32 goldens and stay within this RMS error relative to the goldens' RMS. Each weight
+/// carries up to 1/16 relative rounding error; over the products of a layer the errors average
+/// out to a few percent of a logit's spread.
+const FP8_MIN_COSINE: f32 = 0.995;
+const FP8_MAX_RELATIVE_RMS: f32 = 0.1;
 
 struct Run<'g> {
     golden: &'g Golden,
@@ -22,8 +31,9 @@ struct Run<'g> {
 }
 
 impl<'g> Run<'g> {
-    fn new(golden: &'g Golden, key: &'static str) -> Self {
-        let model = HeartMuLa::load(&golden.dir.join("heartmula"), &test_device(), test_dtype())
+    fn new(golden: &'g Golden, key: &'static str, matrices: MatrixPrecision) -> Self {
+        let dir = golden.dir.join("heartmula");
+        let model = HeartMuLa::load(&dir, &test_device(), test_dtype(), matrices)
             .expect("the fixture's heartmula folder loads");
         let gen = GenConfig::from_file(&golden.dir.join("gen_config.json")).unwrap();
         let ids = |k: &str| -> Vec<u32> {
@@ -204,6 +214,110 @@ impl<'g> Run<'g> {
         assert_exact(&self.name("frames"), &Self::flat(&fast), &want);
     }
 
+    /// FP8 matrices against the f32 goldens: the prompt is untouched (embeddings stay dense),
+    /// frame 0's logits are close, its greedy tokens agree wherever the goldens' margin exceeds
+    /// the logits' error, and the EOS rule cuts the song where its own tokens say.
+    fn check_fp8(&self) {
+        self.check_prompt_grid();
+        let batch = self.sampling.batch();
+        let input = self.model.prompt_embeddings(&self.prompt, batch).unwrap();
+        assert_close(
+            &self.name("prompt_backbone_input (fp8 matrices)"),
+            &input,
+            &self.golden.f32(&self.name("prompt_backbone_input")),
+            HIDDEN_ATOL,
+        );
+        let traced = self.traced_frames();
+        let frame0 = &traced[0];
+        let want_frames = self.golden.i64(&self.name("frames"));
+        let codebooks = frame0.0.len();
+        let golden_c0 = self.golden.f32(&self.name("c0_logits")).get(0).unwrap();
+        let golden_decoder = self.golden.f32(&self.name("frame0_decoder_logits"));
+        let mut logits = vec![(frame0.1.c0_logits.clone(), golden_c0)];
+        for (c, got) in frame0.1.decoder_logits.iter().enumerate() {
+            // Decoder logits depend on the earlier tokens of the frame: compared while those agree.
+            if frame0.0[..=c]
+                .iter()
+                .zip(&want_frames)
+                .any(|(&a, &b)| a as i64 != b)
+            {
+                break;
+            }
+            logits.push((got.clone(), golden_decoder.get(c).unwrap()));
+        }
+        for (codebook, (got, want)) in logits.iter().enumerate() {
+            let name = self.name(&format!(
+                "frame 0 codebook {codebook} logits (fp8 matrices)"
+            ));
+            let (cosine, relative_rms) = (cosine(got, want), relative_rms(got, want));
+            println!("{name}: cosine {cosine:.6}, relative RMS error {relative_rms:.4}");
+            assert!(cosine >= FP8_MIN_COSINE, "{name}: cosine {cosine}");
+            assert!(
+                relative_rms <= FP8_MAX_RELATIVE_RMS,
+                "{name}: relative RMS {relative_rms}"
+            );
+            let (got, want) = (self.guided(got), self.guided(want));
+            let error = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            let (best, margin) = top_margin(&want);
+            if margin > 2.0 * error {
+                assert_eq!(
+                    top_margin(&got).0,
+                    best,
+                    "{name}: the golden token leads by {margin}, more than twice the error {error}"
+                );
+                assert_eq!(
+                    frame0.0[codebook] as i64, want_frames[codebook],
+                    "{name}: token"
+                );
+            }
+        }
+        println!(
+            "{}: frame 0 agrees with the goldens' greedy tokens in its first {} of {codebooks} \
+             codebooks (later frames follow their own tokens)",
+            self.name("frames (fp8 matrices)"),
+            frame0
+                .0
+                .iter()
+                .zip(&want_frames)
+                .take_while(|(&a, &b)| a as i64 == b)
+                .count()
+        );
+        let all: Vec<Vec<u32>> = traced.iter().map(|(f, _)| f.clone()).collect();
+        // The EOS rule reads the generated tokens: the song stops before the first later frame
+        // holding one at or above audio_eos_id, whatever the weights' precision.
+        let mut g = self.generator(true);
+        let stopped: Vec<_> = std::iter::from_fn(|| g.next_frame().unwrap()).collect();
+        let eos = self.gen.audio_eos_id;
+        let cut = all
+            .iter()
+            .skip(1)
+            .position(|f| f.iter().any(|&t| t >= eos))
+            .map_or(all.len(), |i| i + 1);
+        assert_eq!(
+            stopped,
+            all[..cut],
+            "{}",
+            self.name("EOS rule (fp8 matrices)")
+        );
+    }
+
+    /// Row 0 of (batch, vocab) logits, guided by row 1 when there is one (heartlib's
+    /// `uncond + (cond − uncond)·cfg_scale`).
+    fn guided(&self, logits: &Tensor) -> Vec<f32> {
+        let rows = logits.to_vec2::<f32>().unwrap();
+        match rows.as_slice() {
+            [cond, uncond] => cond
+                .iter()
+                .zip(uncond)
+                .map(|(&c, &u)| u + (c - u) * self.sampling.cfg_scale)
+                .collect(),
+            _ => rows[0].clone(),
+        }
+    }
+
     fn check_eos_truncation(&self) {
         let mut g = self.generator(true);
         let frames: Vec<_> = std::iter::from_fn(|| g.next_frame().unwrap()).collect();
@@ -222,11 +336,49 @@ impl<'g> Run<'g> {
 
 fn check_all(key: &'static str) {
     let golden = Golden::load();
-    let run = Run::new(&golden, key);
+    let run = Run::new(&golden, key, MatrixPrecision::Dense);
     run.check_prompt_grid();
     run.check_prompt_backbone();
     run.check_frames();
     run.check_eos_truncation();
+}
+
+fn values(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+fn cosine(a: &Tensor, b: &Tensor) -> f32 {
+    let (a, b) = (values(a), values(b));
+    let dot: f64 = a.iter().zip(&b).map(|(x, y)| (x * y) as f64).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| (x * x) as f64).sum::<f64>().sqrt();
+    (dot / (norm(&a) * norm(&b))) as f32
+}
+
+/// RMS of the difference over the RMS of `want`.
+fn relative_rms(got: &Tensor, want: &Tensor) -> f32 {
+    let (got, want) = (values(got), values(want));
+    let diff: f64 = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| ((a - b) * (a - b)) as f64)
+        .sum();
+    let norm: f64 = want.iter().map(|b| (b * b) as f64).sum();
+    (diff / norm).sqrt() as f32
+}
+
+/// The best token and how far it leads the runner-up.
+fn top_margin(logits: &[f32]) -> (usize, f32) {
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    (order[0], logits[order[0]] - logits[order[1]])
+}
+
+#[test]
+fn lm_with_fp8_matrices_stays_close_to_the_reference() {
+    let golden = Golden::load();
+    for key in ["cfg", "nocfg"] {
+        Run::new(&golden, key, MatrixPrecision::Fp8).check_fp8();
+    }
 }
 
 #[test]

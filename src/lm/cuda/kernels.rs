@@ -14,6 +14,9 @@ use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
 use candle_core::op::BackpropOp;
 use candle_core::{bail, CudaDevice, CudaStorage, DType, Device, Result, Shape, Storage, Tensor};
 
+use crate::lm::projection::Projection;
+use crate::weights::Fp8Matrix;
+
 /// The kernel sources, concatenated in dependency order into one NVRTC program.
 const SOURCES: [&str; 7] = [
     include_str!("kernels/common.cuh"),
@@ -26,10 +29,13 @@ const SOURCES: [&str; 7] = [
 ];
 const MODULE: &str = "heartstream_lm";
 
-const FUNCTIONS: [&str; 17] = [
+const FUNCTIONS: [&str; 20] = [
     "gemv_f32",
     "gemv_bf16",
     "gemv_bf16_to_f32",
+    "gemv_e4m3_f32",
+    "gemv_e4m3_bf16",
+    "gemv_e4m3_bf16_to_f32",
     "gemv_bf16_r1_b8",
     "gemv_bf16_r1_b16",
     "gemv_bf16_r4_b4",
@@ -205,6 +211,20 @@ impl Kernels {
         ))
     }
 
+    /// `x · Wᵀ (+ residual)` for the few rows of a frame step with a dense or FP8 matrix.
+    pub fn project(
+        &self,
+        x: &Tensor,
+        w: &Projection,
+        residual: Option<&Tensor>,
+        out: DType,
+    ) -> Result<Tensor> {
+        match w {
+            Projection::Dense(w) => self.gemv(x, w, residual, out),
+            Projection::Fp8(m) => self.gemv_fp8(x, m, residual, out),
+        }
+    }
+
     /// `x · wᵀ (+ residual)` for the few rows of a frame step (at most 4 rows of K values,
     /// w: (N, K)), accumulated in f32 and returned in `out` (the model dtype, or f32 for
     /// logits).
@@ -247,36 +267,87 @@ impl Kernels {
                 x.dtype()
             );
         }
+        let weights = [aligned_ptr(w)?];
+        let shape = GemvShape { rows, n, k };
+        self.launch_gemv(kernel, columns_per_warp, x, &weights, shape, residual, out)
+    }
+
+    /// [`gemv`](Self::gemv) with FP8 weights: E4M3 codes (N, K), K a multiple of 16, and a
+    /// scale per output row.
+    fn gemv_fp8(
+        &self,
+        x: &Tensor,
+        w: &Fp8Matrix,
+        residual: Option<&Tensor>,
+        out: DType,
+    ) -> Result<Tensor> {
+        let (n, k) = w.dims();
+        let name = match (x.dtype(), out) {
+            (DType::F32, DType::F32) => "gemv_e4m3_f32",
+            (DType::BF16, DType::BF16) => "gemv_e4m3_bf16",
+            (DType::BF16, DType::F32) => "gemv_e4m3_bf16_to_f32",
+            (x, o) => bail!("no FP8 gemv from {x:?} activations to {o:?}"),
+        };
+        let rows = x.elem_count() / k.max(1);
+        if k % 16 != 0 || rows == 0 || rows > 4 || rows * k != x.elem_count() {
+            bail!(
+                "the FP8 gemv takes 1..=4 rows of {k} values (a multiple of 16), got {:?}",
+                x.shape()
+            );
+        }
+        let weights = [aligned_ptr(w.codes())?, ptr(w.scales())?];
+        let shape = GemvShape { rows, n, k };
+        self.launch_gemv(name, 1, x, &weights, shape, residual, out)
+    }
+
+    /// Launches a matrix-product kernel taking (x, the weight's arguments, residual, y, M, N,
+    /// K), `columns_per_warp` outputs per warp, and returns y: x's shape with N last.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_gemv(
+        &self,
+        kernel: &str,
+        columns_per_warp: usize,
+        x: &Tensor,
+        weights: &[Arg],
+        shape: GemvShape,
+        residual: Option<&Tensor>,
+        out: DType,
+    ) -> Result<Tensor> {
+        let GemvShape { rows, n, k } = shape;
         let mut dims = x.dims().to_vec();
         *dims.last_mut().expect("rank ≥ 1") = n;
         let y = self.alloc(out, dims)?;
-        let res = match residual {
-            Some(r) if r.dims() == y.dims() && r.dtype() == out => ptr(r)?,
-            Some(r) => bail!(
-                "gemv residual {:?} {:?} does not match the output {:?}",
-                r.shape(),
-                r.dtype(),
-                y.shape()
-            ),
-            None => Arg::Ptr(0),
-        };
         const WARPS: usize = 8;
         let cfg = LaunchConfig {
             grid_dim: (n.div_ceil(WARPS * columns_per_warp) as u32, 1, 1),
             block_dim: ((WARPS * 32) as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        let args = [
-            aligned_ptr(x)?,
-            aligned_ptr(w)?,
-            res,
+        let mut args = vec![aligned_ptr(x)?];
+        args.extend_from_slice(weights);
+        args.extend([
+            self.residual(residual, &y, out)?,
             ptr(&y)?,
             Arg::I32(rows as i32),
             Arg::I32(n as i32),
             Arg::I32(k as i32),
-        ];
+        ]);
         self.launch(kernel, cfg, &args)?;
         Ok(y)
+    }
+
+    /// The residual argument of a product writing `y`: none, or a tensor shaped like it.
+    fn residual(&self, residual: Option<&Tensor>, y: &Tensor, out: DType) -> Result<Arg> {
+        match residual {
+            Some(r) if r.dims() == y.dims() && r.dtype() == out => ptr(r),
+            Some(r) => bail!(
+                "gemv residual {:?} {:?} does not match the output {:?}",
+                r.shape(),
+                r.dtype(),
+                y.shape()
+            ),
+            None => Ok(Arg::Ptr(0)),
+        }
     }
 
     /// RMSNorm over the last dimension (`x·γ / rms(x)`, computed in f32).
@@ -496,6 +567,15 @@ impl Kernels {
     }
 }
 
+/// A product's rows of x, outputs and inputs.
+#[derive(Clone, Copy)]
+struct GemvShape {
+    rows: usize,
+    n: usize,
+    k: usize,
+}
+
+#[derive(Clone, Copy)]
 enum Arg {
     Ptr(u64),
     I32(i32),
@@ -531,8 +611,9 @@ fn ptr(t: &Tensor) -> Result<Arg> {
         CudaStorageSlice::F32(s) => s.device_ptr(&stream).0,
         CudaStorageSlice::BF16(s) => s.device_ptr(&stream).0,
         CudaStorageSlice::U32(s) => s.device_ptr(&stream).0,
+        CudaStorageSlice::U8(s) => s.device_ptr(&stream).0,
         _ => bail!(
-            "fused LM kernels take f32, bf16 or u32, got {:?}",
+            "fused LM kernels take f32, bf16, u32 or u8, got {:?}",
             t.dtype()
         ),
     };

@@ -14,6 +14,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use super::kernels::Kernels;
 use crate::lm::kv_cache::KvCache;
 use crate::lm::model::HeartMuLa;
+use crate::lm::projection::Projection;
 use crate::lm::sampling::SamplingParams;
 use crate::lm::transformer::{last_position, LayerWeights, NormWeights, StackWeights};
 
@@ -164,9 +165,9 @@ impl GpuFrameStep {
         )
     }
 
-    /// `x · wᵀ (+ residual)` in the model dtype.
-    fn linear(&self, x: &Tensor, w: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
-        self.kernels.gemv(x, w, residual, x.dtype())
+    /// `x · Wᵀ (+ residual)` in the model dtype.
+    fn linear(&self, x: &Tensor, w: &Projection, residual: Option<&Tensor>) -> Result<Tensor> {
+        self.kernels.project(x, w, residual, x.dtype())
     }
 
     /// `x` (batch, seq, dim) at positions `pos[0]..` through every layer and the final norm.

@@ -86,17 +86,31 @@ __device__ __forceinline__ void accumulate_chunk(uint4 w_chunk, const T* x, int 
     }
 }
 
+// How a matrix's rows are stored, for the plain form below: dense rows of T, VEC weights per
+// 16-byte chunk and no scale.
+template <typename T>
+struct DenseRows {
+    static constexpr int VEC = 16 / sizeof(T);
+    static constexpr int BYTES = sizeof(T);
+    __device__ __forceinline__ void accumulate(uint4 w, const T* x, int K, int M, int c,
+                                               float (&acc)[GEMV_MAX_M]) const {
+        accumulate_chunk<T, VEC>(w, x, K, M, c, acc);
+    }
+    __device__ __forceinline__ float row_scale(int) const { return 1.f; }
+};
+
 // The plain form: one output column per warp, the compiler left to pipeline the loads; the
 // first loads of W are issued before waiting for the previous kernel (see common.cuh).
-template <typename T, typename Y>
-__device__ void gemv_simple(const T* x, const T* W, const Y* res, Y* y, int M, int N, int K) {
-    constexpr int VEC = 16 / sizeof(T);
+template <typename T, typename Y, typename Rows>
+__device__ void gemv_rows(const T* x, const void* W, Rows rows, const Y* res, Y* y, int M, int N,
+                          int K) {
     constexpr int EARLY = 4;  // loads of W issued before waiting for x
     allow_dependents();
     int lane = threadIdx.x & 31;
     int n = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    const uint4* w = reinterpret_cast<const uint4*>(W + (size_t)min(n, N - 1) * K);
-    int chunks = K / VEC;
+    const uint4* w = reinterpret_cast<const uint4*>(reinterpret_cast<const unsigned char*>(W) +
+                                                    (size_t)min(n, N - 1) * K * Rows::BYTES);
+    int chunks = K / Rows::VEC;
     uint4 early[EARLY];
 #pragma unroll
     for (int i = 0; i < EARLY; ++i) {
@@ -110,18 +124,19 @@ __device__ void gemv_simple(const T* x, const T* W, const Y* res, Y* y, int M, i
     for (int i = 0; i < EARLY; ++i) {
         int c = lane + 32 * i;
         if (c >= chunks) break;
-        accumulate_chunk<T, VEC>(early[i], x, K, M, c, acc);
+        rows.accumulate(early[i], x, K, M, c, acc);
     }
 #pragma unroll 4
     for (int c = lane + 32 * EARLY; c < chunks; c += 32) {
-        accumulate_chunk<T, VEC>(load_stream(w + c), x, K, M, c, acc);
+        rows.accumulate(load_stream(w + c), x, K, M, c, acc);
     }
 #pragma unroll
     for (int m = 0; m < GEMV_MAX_M; ++m) acc[m] = warp_sum(acc[m]);
     if (lane == 0) {
+        float s = rows.row_scale(n);
         for (int m = 0; m < M; ++m) {
             float r = res ? to_f32(res[(size_t)m * N + n]) : 0.f;
-            store(y + (size_t)m * N + n, r + acc[m]);
+            store(y + (size_t)m * N + n, r + acc[m] * s);
         }
     }
 }
@@ -129,7 +144,7 @@ __device__ void gemv_simple(const T* x, const T* W, const Y* res, Y* y, int M, i
 #define GEMV_SIMPLE_ENTRY(T, Y, NAME)                                                        \
     extern "C" __global__ void NAME(const T* x, const T* W, const Y* res, Y* y, int M,       \
                                     int N, int K) {                                          \
-        gemv_simple<T, Y>(x, W, res, y, M, N, K);                                            \
+        gemv_rows<T, Y>(x, W, DenseRows<T>(), res, y, M, N, K);                             \
     }
 
 #define GEMV_ENTRY(T, Y, ROWS, BATCH, NAME)                                                  \
@@ -145,3 +160,70 @@ GEMV_SIMPLE_ENTRY(bf16_t, float, gemv_bf16_to_f32)
 GEMV_ENTRY(bf16_t, bf16_t, 1, 8, gemv_bf16_r1_b8)
 GEMV_ENTRY(bf16_t, bf16_t, 1, 16, gemv_bf16_r1_b16)
 GEMV_ENTRY(bf16_t, bf16_t, 4, 4, gemv_bf16_r4_b4)
+
+// FP8 weights (E4M3 codes, one f32 scale per output row): 16 codes per 16-byte load, half the
+// bytes of bf16. A code is decoded in registers by moving its 7 magnitude bits to where an
+// IEEE half keeps exponent and mantissa: the result is the E4M3 value times 2⁻⁸ (the biases
+// differ by 8, subnormals included), and that 2⁸ is folded into the row's scale. NaN codes
+// (0x7f, 0xff) never occur: quantisation saturates. Works on every architecture.
+__device__ __forceinline__ float half_bits_to_f32(u32 bits) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"((unsigned short)bits));
+    return f;
+}
+__device__ __forceinline__ void unpack_e4m3(uint4 raw, float* out) {
+    u32 w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        u32 even = ((w[i] & 0x007f007fu) << 7) | ((w[i] & 0x00800080u) << 8);
+        u32 odd = (((w[i] >> 8) & 0x007f007fu) << 7) | (((w[i] >> 8) & 0x00800080u) << 8);
+        out[4 * i + 0] = half_bits_to_f32(even & 0xffffu);
+        out[4 * i + 1] = half_bits_to_f32(odd & 0xffffu);
+        out[4 * i + 2] = half_bits_to_f32(even >> 16);
+        out[4 * i + 3] = half_bits_to_f32(odd >> 16);
+    }
+}
+
+// acc[m] += 16 codes of chunk c · the matching 16 values of x[m] (f32 or bf16).
+template <typename T>
+__device__ __forceinline__ void accumulate_e4m3(uint4 w_chunk, const T* x, int K, int M, int c,
+                                                float (&acc)[GEMV_MAX_M]) {
+    constexpr int XV = 16 / sizeof(T);  // x values per 16-byte load
+    float wv[16], xv[XV];
+    unpack_e4m3(w_chunk, wv);
+#pragma unroll
+    for (int m = 0; m < GEMV_MAX_M; ++m) {
+        if (m < M) {
+            const uint4* xp = reinterpret_cast<const uint4*>(x + (size_t)m * K) + c * (16 / XV);
+#pragma unroll
+            for (int j = 0; j < 16 / XV; ++j) {
+                unpack(__ldg(xp + j), xv, T());
+#pragma unroll
+                for (int e = 0; e < XV; ++e) acc[m] += wv[j * XV + e] * xv[e];
+            }
+        }
+    }
+}
+
+// FP8 rows: 16 codes per chunk, a scale per row with E4M3's 2⁸ (see unpack_e4m3) folded in.
+template <typename T>
+struct E4m3Rows {
+    static constexpr int VEC = 16;
+    static constexpr int BYTES = 1;
+    const float* scale;
+    __device__ __forceinline__ void accumulate(uint4 w, const T* x, int K, int M, int c,
+                                               float (&acc)[GEMV_MAX_M]) const {
+        accumulate_e4m3<T>(w, x, K, M, c, acc);
+    }
+    __device__ __forceinline__ float row_scale(int n) const { return scale[n] * 256.f; }
+};
+
+#define GEMV_E4M3_ENTRY(T, Y, NAME)                                                          \
+    extern "C" __global__ void NAME(const T* x, const unsigned char* W, const float* scale,  \
+                                    const Y* res, Y* y, int M, int N, int K) {               \
+        gemv_rows<T, Y>(x, W, E4m3Rows<T>{scale}, res, y, M, N, K);                          \
+    }
+
+GEMV_E4M3_ENTRY(float, float, gemv_e4m3_f32)
+GEMV_E4M3_ENTRY(bf16_t, bf16_t, gemv_e4m3_bf16)
+GEMV_E4M3_ENTRY(bf16_t, float, gemv_e4m3_bf16_to_f32)

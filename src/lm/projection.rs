@@ -1,0 +1,146 @@
+//! The LM's matrices (attention and MLP projections, the decoder's input projection and the
+//! output heads), stored dense in the model dtype or as FP8 codes with one scale per output.
+//!
+//! The per-frame step reads every matrix once per frame, so its time is bound by their bytes:
+//! FP8 halves them against bf16. The fused GPU step multiplies the codes directly (dequantising
+//! in registers); everywhere else a matrix is expanded to the activations' dtype first.
+
+use std::borrow::Cow;
+
+use candle_core::{DType, Module, Result, Tensor};
+
+use crate::weights::{Fp8Matrix, Loader};
+
+/// How the LM's matrices are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatrixPrecision {
+    /// In the model dtype (bf16 on a GPU).
+    #[default]
+    Dense,
+    /// E4M3 codes with an f32 scale per output channel.
+    Fp8,
+}
+
+impl MatrixPrecision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dense => "dense",
+            Self::Fp8 => "fp8",
+        }
+    }
+}
+
+/// Whether a tensor of the checkpoint is one of the matrices [`MatrixPrecision`] applies to.
+/// Embeddings (looked up, not multiplied), norms and the small muq projection stay dense.
+pub fn is_matrix(name: &str) -> bool {
+    const SUFFIXES: [&str; 7] = [
+        ".q_proj.weight",
+        ".k_proj.weight",
+        ".v_proj.weight",
+        ".output_proj.weight",
+        ".mlp.w1.weight",
+        ".mlp.w2.weight",
+        ".mlp.w3.weight",
+    ];
+    SUFFIXES.iter().any(|s| name.ends_with(s))
+        || matches!(
+            name,
+            "projection.weight" | "codebook0_head.weight" | "audio_head"
+        )
+}
+
+/// A row-major (outputs, inputs) matrix.
+pub enum Projection {
+    Dense(Tensor),
+    Fp8(Fp8Matrix),
+}
+
+impl Projection {
+    /// The checkpoint tensors `names` (each (outputs, inputs), same inputs) stacked by rows
+    /// into one matrix, so projections of the same input run as one product.
+    pub fn load(
+        w: &Loader,
+        names: &[&str],
+        precision: MatrixPrecision,
+        dtype: DType,
+    ) -> anyhow::Result<Self> {
+        Ok(match precision {
+            MatrixPrecision::Dense => {
+                let parts = names
+                    .iter()
+                    .map(|n| w.get(n, dtype))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                Self::Dense(cat_rows(parts)?)
+            }
+            MatrixPrecision::Fp8 => {
+                let parts = names
+                    .iter()
+                    .map(|n| w.get_fp8(n))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                Self::Fp8(match parts.len() {
+                    1 => parts.into_iter().next().expect("one part"),
+                    _ => Fp8Matrix::cat(&parts)?,
+                })
+            }
+        })
+    }
+
+    /// Heads stored as one (heads, inputs, outputs) tensor, as `audio_head` is: each head
+    /// transposed to (outputs, inputs).
+    pub fn load_heads(
+        w: &Loader,
+        name: &str,
+        precision: MatrixPrecision,
+        dtype: DType,
+    ) -> anyhow::Result<Vec<Self>> {
+        if precision == MatrixPrecision::Dense {
+            let all = w.get(name, dtype)?.transpose(1, 2)?.contiguous()?;
+            return Ok((0..all.dim(0)?)
+                .map(|i| all.get(i).map(Self::Dense))
+                .collect::<Result<_>>()?);
+        }
+        // Quantised a block of heads at a time on the host: a head's rows are its outputs.
+        let mut heads = Vec::new();
+        for block in w.blocks_f32(name)? {
+            let block = block?;
+            for i in 0..block.dim(0)? {
+                let head = block.get(i)?.t()?.contiguous()?;
+                heads.push(Self::Fp8(Fp8Matrix::quantize_tensor(&head, w.device())?));
+            }
+        }
+        Ok(heads)
+    }
+
+    /// `x · Wᵀ` for `x` (…, inputs) in its own dtype.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        candle_nn::Linear::new(self.weight(x.dtype())?.into_owned(), None).forward(x)
+    }
+
+    /// The matrix in `dtype`: the stored tensor when it already is, expanded otherwise.
+    pub fn weight(&self, dtype: DType) -> Result<Cow<'_, Tensor>> {
+        match self {
+            Self::Dense(w) if w.dtype() == dtype => Ok(Cow::Borrowed(w)),
+            Self::Dense(w) => Ok(Cow::Owned(w.to_dtype(dtype)?)),
+            Self::Fp8(m) => Ok(Cow::Owned(m.dequantize(dtype)?)),
+        }
+    }
+
+    /// Bytes it occupies.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Self::Dense(w) => (w.elem_count() * w.dtype().size_in_bytes()) as u64,
+            Self::Fp8(m) => {
+                let (rows, cols) = m.dims();
+                Fp8Matrix::bytes(rows, cols)
+            }
+        }
+    }
+}
+
+fn cat_rows(parts: Vec<Tensor>) -> Result<Tensor> {
+    match parts.len() {
+        1 => Ok(parts.into_iter().next().expect("one part")),
+        _ => Tensor::cat(&parts, 0),
+    }
+}
