@@ -1,7 +1,8 @@
 //! Times the kernels of the LM frame step at the real HeartMuLa-oss-3B shapes, with CUDA
 //! events, on data that does not fit in L2 (weights rotate among several copies): achieved
 //! bandwidth against the device-to-device copy ceiling, per matrix product and per variant
-//! of the matrix-product kernel. Needs a GPU: `cargo bench --features cuda --bench lm_kernels`.
+//! of the matrix-product kernel, dense bf16 and FP8 (whose output is also compared with the
+//! dense kernel on the same weights, dequantised). Needs a GPU: `cargo bench --features cuda --bench lm_kernels`.
 
 use anyhow::Result;
 use candle_core::cuda_backend::cudarc::driver::sys::{
@@ -10,6 +11,8 @@ use candle_core::cuda_backend::cudarc::driver::sys::{
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{DType, Device, Tensor};
 use heartstream::lm::cuda::{Kernels, GEMV_BF16_VARIANTS};
+use heartstream::lm::projection::Projection;
+use heartstream::weights::Fp8Matrix;
 
 /// (what, output columns, inputs, rows) of the products of one frame.
 const PRODUCTS: [(&str, usize, usize, usize); 8] = [
@@ -62,8 +65,58 @@ fn main() -> Result<()> {
                 100.0 * gbs / copy_gbs
             );
         }
+        let out = if what.contains("f32") {
+            DType::F32
+        } else {
+            DType::BF16
+        };
+        fp8_row(&kernels, what, &weights, &x, out, copy_gbs)?;
     }
     other_kernels(&dev, &kernels)
+}
+
+/// The FP8 product on the same shape (weights quantised from the bf16 copies): time, and the
+/// largest difference from the dense kernel on the dequantised weights, relative to the
+/// output's largest magnitude.
+fn fp8_row(
+    kernels: &Kernels,
+    what: &str,
+    weights: &[Tensor],
+    x: &Tensor,
+    out: DType,
+    copy_gbs: f64,
+) -> Result<()> {
+    let dev = x.device();
+    let fp8: Vec<Projection> = weights
+        .iter()
+        .map(|w| {
+            Ok(Projection::Fp8(Fp8Matrix::quantize_tensor(
+                &w.to_device(&candle_core::Device::Cpu)?,
+                dev,
+            )?))
+        })
+        .collect::<Result<_>>()?;
+    let (n, k) = weights[0].dims2()?;
+    let us = time_us(dev, |i| {
+        kernels.project(x, &fp8[i % fp8.len()], None, out)?;
+        Ok(())
+    })?;
+    let gbs = Fp8Matrix::bytes(n, k) as f64 / us / 1e3;
+    let got = kernels
+        .project(x, &fp8[0], None, out)?
+        .to_dtype(DType::F32)?;
+    let dense = Projection::Dense(fp8[0].weight(DType::BF16)?.into_owned());
+    let want = kernels
+        .project(x, &dense, None, out)?
+        .to_dtype(DType::F32)?;
+    let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
+    let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()? / scale;
+    println!(
+        "{what:<28} {:<18} {us:9.2} {gbs:8.0} {:6.0}%   vs dense on the same weights: {diff:.1e}",
+        "gemv_e4m3",
+        100.0 * gbs / copy_gbs
+    );
+    Ok(())
 }
 
 /// The step's other kernels, each at its largest shape in a frame.
