@@ -121,16 +121,16 @@ fn sharded_checkpoint_with_index_loads_like_the_single_file() {
     )
     .unwrap();
 
-    let sharded =
-        HeartMuLa::load(dir.path(), &Device::Cpu, DType::F32, MatrixPrecision::Dense).unwrap();
-    let single = HeartMuLa::load(
-        &fixture_lm(),
-        &Device::Cpu,
-        DType::F32,
-        MatrixPrecision::Dense,
-    )
-    .unwrap();
-    assert_eq!(greedy_frames(sharded, 4), greedy_frames(single, 4));
+    // Both precisions: FP8 quantises each shard's tensors as they are read.
+    for matrices in [MatrixPrecision::Dense, MatrixPrecision::Fp8] {
+        let load = |dir: &Path| HeartMuLa::load(dir, &Device::Cpu, DType::F32, matrices).unwrap();
+        let (sharded, single) = (load(dir.path()), load(&fixture_lm()));
+        assert_eq!(
+            greedy_frames(sharded, 4),
+            greedy_frames(single, 4),
+            "{matrices:?}"
+        );
+    }
 }
 
 #[test]

@@ -319,3 +319,31 @@ impl CodesInputArgs {
         Ok(LoadedCodes { codec, frames })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        model: ModelArgs,
+    }
+
+    fn matrices(flag: &[&str], fits: impl Fn(MatrixPrecision) -> bool) -> MatrixPrecision {
+        let args = std::iter::once("heartstream").chain(flag.iter().copied());
+        Cli::parse_from(args).model.lm_matrices(fits)
+    }
+
+    #[test]
+    fn auto_stores_the_lm_in_fp8_only_when_the_dense_run_does_not_fit() {
+        use MatrixPrecision::{Dense, Fp8};
+        assert_eq!(matrices(&[], |_| true), Dense);
+        assert_eq!(matrices(&[], |m| m == Fp8), Fp8);
+        // Nothing fits: dense, whose memory check then names --lm-precision fp8 among the ways out.
+        assert_eq!(matrices(&[], |_| false), Dense);
+        assert_eq!(matrices(&["--lm-precision", "fp8"], |_| true), Fp8);
+        assert_eq!(matrices(&["--lm-precision", "bf16"], |m| m == Fp8), Dense);
+    }
+}
