@@ -10,6 +10,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::audio::{OutputClosed, Sink};
 use crate::codec::{CodecConfig, CodecPrecision, FlowStreamConfig, HeartCodec, Placement};
+use crate::device::gpu_memory_used;
 use crate::lm::{GenerationOptions, MatrixPrecision, Prompt, SamplingParams};
 use crate::models::{load_codec, load_lm, LmBundle, ModelChoice};
 use crate::pipeline::{
@@ -81,6 +82,9 @@ pub struct LoadReport {
     /// Bytes of the LM's weights on its device, and how its matrices are stored.
     pub lm_weight_bytes: u64,
     pub lm_matrices: MatrixPrecision,
+    /// How much the GPU's memory in use grew while each model loaded (none on the CPU).
+    pub lm_gpu_bytes: Option<u64>,
+    pub codec_gpu_bytes: Option<u64>,
     /// The LM's weights (read or generated, converted, uploaded), its kernels included.
     pub lm_weights_ms: f64,
     pub codec_weights_ms: f64,
@@ -157,16 +161,22 @@ impl Engine {
     /// Loads both models (and, on a GPU, pays the one-time kernel and graph costs).
     pub fn load(config: EngineConfig) -> Result<Self> {
         let started = std::time::Instant::now();
+        let growth = |device: &Device, before: Option<u64>| {
+            Some(gpu_memory_used(device)?.saturating_sub(before?))
+        };
+        let before_lm = gpu_memory_used(&config.device);
         let lm = load_lm(
             &config.model,
             &config.device,
             config.dtype,
             config.lm_matrices,
         )?;
+        let lm_gpu_bytes = growth(&config.device, before_lm);
         let scalar_device = own_stream(&config.codec_device)?;
         let mut load = LoadReport {
             lm_weight_bytes: lm.model.weight_bytes(),
             lm_matrices: lm.model.precision(),
+            lm_gpu_bytes,
             lm_weights_ms: lm.load_seconds * 1e3,
             ..LoadReport::default()
         };
@@ -185,7 +195,9 @@ impl Engine {
             flow: config.codec_device.clone(),
             scalar: scalar_device,
         };
+        let before_codec = gpu_memory_used(&config.codec_device);
         let (codec, codec_seconds) = load_codec(&config.model, placement, config.codec_precision)?;
+        load.codec_gpu_bytes = growth(&config.codec_device, before_codec);
         load.codec_weights_ms = codec_seconds * 1e3;
         Ok(Self {
             lm,
