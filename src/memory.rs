@@ -7,7 +7,7 @@ use candle_core::{DType, Device};
 
 use crate::codec::{codec_spec, CodecConfig, CodecPrecision};
 use crate::lm::projection::is_matrix;
-use crate::lm::spec::lm_spec;
+use crate::lm::spec::{lm_spec, TEXT_EMBEDDINGS};
 use crate::lm::{LmConfig, MatrixPrecision};
 use crate::weights::{Fp8Matrix, ModelSpec, TensorSpec};
 
@@ -92,11 +92,13 @@ impl MemoryEstimate {
     }
 }
 
-/// Bytes of the LM's tensors: the matrices as `matrices` says, the rest in `dtype`.
+/// Bytes of the LM's tensors on a GPU: the matrices as `matrices` says, the rest in `dtype`,
+/// but for the text embeddings, which stay in host memory.
 fn lm_bytes(spec: &ModelSpec, dtype: DType, matrices: MatrixPrecision) -> u64 {
     let dense = |t: &TensorSpec| (t.shape.iter().product::<usize>() * dtype.size_in_bytes()) as u64;
     spec.required
         .iter()
+        .filter(|t| t.name != TEXT_EMBEDDINGS)
         .map(|t| match matrices {
             MatrixPrecision::Fp8 if is_matrix(&t.name) => fp8_bytes(t),
             _ => dense(t),
@@ -153,7 +155,8 @@ mod tests {
         );
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         // 3.94 B LM parameters, 1.49 B flow-matching and 84 M decoder parameters.
-        assert!((gib(e.lm_weights) - 7.34).abs() < 0.05, "{e:?}");
+        // Less the 394 M text-embedding values, which stay on the host.
+        assert!((gib(e.lm_weights) - 6.60).abs() < 0.05, "{e:?}");
         assert!((gib(e.codec_weights) - 3.08).abs() < 0.05, "{e:?}");
         // 28 layers × 2 rows × 8 kv heads × 128 × 572 positions × K and V in bf16.
         assert_eq!(e.kv_cache, 28 * 2 * 8 * 128 * 572 * 2 * 2);
@@ -185,7 +188,13 @@ mod tests {
                 &CodecConfig::tiny(),
                 CodecPrecision::with_flow(DType::F32),
             );
-            assert_eq!(e.lm_weights, model.weight_bytes(), "{matrices:?}");
+            // On the CPU the text embeddings are on the model's device too.
+            let text = config.text_vocab_size * config.backbone.embed_dim * 4;
+            assert_eq!(
+                e.lm_weights + text as u64,
+                model.weight_bytes(),
+                "{matrices:?}"
+            );
         }
         let dense = MemoryEstimate::of(
             &LmConfig::oss_3b(),

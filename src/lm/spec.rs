@@ -4,6 +4,9 @@ use crate::weights::{Init, ModelSpec};
 
 use super::config::{Flavor, LmConfig};
 
+/// The text embeddings: looked up once a song, so kept in host memory on every device.
+pub const TEXT_EMBEDDINGS: &str = "text_embeddings.weight";
+
 /// Repacked checkpoints sometimes carry torchtune's RoPE buffers; they are recomputed, never read.
 const IGNORED_SUFFIXES: [&str; 2] = ["attn.pos_embeddings.theta", "attn.pos_embeddings.cache"];
 
@@ -17,11 +20,7 @@ pub fn lm_spec(c: &LmConfig) -> ModelSpec {
     );
     add_transformer(&mut s, "backbone", &c.backbone);
     add_transformer(&mut s, "decoder", &c.decoder);
-    s.add(
-        "text_embeddings.weight",
-        &[c.text_vocab_size, d],
-        Init::Normal(1.0),
-    );
+    s.add(TEXT_EMBEDDINGS, &[c.text_vocab_size, d], Init::Normal(1.0));
     s.add(
         "audio_embeddings.weight",
         &[v * c.audio_num_codebooks, d],

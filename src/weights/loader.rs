@@ -40,11 +40,20 @@ impl Loader {
 
     /// A tensor the spec lists, converted to `dtype`.
     pub fn get(&self, name: &str, dtype: DType) -> Result<Tensor, WeightsError> {
+        self.get_on(name, dtype, &self.device)
+    }
+
+    /// [`get`](Self::get), kept in host memory whatever the model's device.
+    pub fn get_on_host(&self, name: &str, dtype: DType) -> Result<Tensor, WeightsError> {
+        self.get_on(name, dtype, &Device::Cpu)
+    }
+
+    fn get_on(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor, WeightsError> {
         let spec = self.tensor_spec(name)?;
         match &self.source {
-            Source::Checkpoint(store) => store.load(name, dtype, &self.device),
+            Source::Checkpoint(store) => store.load(name, dtype, device),
             Source::Synthetic { seed } => {
-                synthetic::tensor(spec, *seed, dtype, &self.device).map_err(|e| self.fail(name, e))
+                synthetic::tensor(spec, *seed, dtype, device).map_err(|e| self.fail(name, e))
             }
         }
     }
