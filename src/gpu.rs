@@ -5,8 +5,9 @@ use candle_core::cuda_backend::cudarc::driver::sys::{
     self, CUgraphInstantiate_flags, CUstreamCaptureMode,
 };
 use candle_core::cuda_backend::cudarc::driver::CudaGraph;
+use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 use candle_core::cuda_backend::WrapErr;
-use candle_core::{Device, Result};
+use candle_core::{CudaDevice, Device, Result};
 
 /// Which captured steps run as graphs: `HEARTSTREAM_CUDA_GRAPH=0` runs every one eagerly
 /// instead, `HEARTSTREAM_<PART>_GRAPH=0` those of one part (`LM`, `FLOW`), to measure what
@@ -138,4 +139,29 @@ fn store(path: &std::path::Path, ptx: &str) -> std::io::Result<()> {
     std::io::Write::write_all(&mut temp, ptx.as_bytes())?;
     temp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// `sm_XY` of the device, for NVRTC.
+pub fn compute_arch(dev: &CudaDevice) -> Result<&'static str> {
+    use candle_core::cuda_backend::cudarc::driver::sys::CUdevice_attribute::*;
+    let ctx = dev.cuda_stream().context().clone();
+    let major = ctx
+        .attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
+        .w()?;
+    let minor = ctx
+        .attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
+        .w()?;
+    // NVRTC wants a 'static string; there are few architectures, so leak one per process.
+    Ok(Box::leak(format!("sm_{major}{minor}").into_boxed_str()))
+}
+
+/// PTX of `source` for `arch` (NVRTC needs no GPU).
+pub fn compile(arch: &'static str, source: String) -> std::result::Result<String, String> {
+    let opts = CompileOptions {
+        arch: Some(arch),
+        ..Default::default()
+    };
+    compile_ptx_with_opts(source, opts)
+        .map(|p| p.to_src())
+        .map_err(|e| format!("{e:?}"))
 }

@@ -8,6 +8,8 @@ mod loader;
 mod spec;
 mod store;
 mod synthetic;
+#[cfg(feature = "cuda")]
+mod synthetic_gpu;
 
 pub use error::WeightsError;
 pub use fp8::Fp8Matrix;

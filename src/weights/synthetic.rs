@@ -12,26 +12,52 @@ pub(super) fn tensor(
     dtype: DType,
     device: &Device,
 ) -> candle_core::Result<Tensor> {
-    let n: usize = spec.shape.iter().product();
-    let key = splitmix64(seed ^ fnv1a(spec.name.as_bytes()));
-    let (center, half_width) = uniform_params(spec.init);
-    let value = |i: usize| {
-        let u = unit(splitmix64(key.wrapping_add(i as u64)));
-        center + half_width * (2.0 * u - 1.0)
-    };
+    let draw = Draw::of(spec, seed);
     let shape = spec.shape.as_slice();
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(dev) = device {
+        if let Some(t) = super::synthetic_gpu::tensor(&draw, shape, dtype, dev)? {
+            return Ok(t);
+        }
+    }
+    let n: usize = shape.iter().product();
     // bf16 targets are rounded while filling, on every core: half the bytes cross to the
     // device, and no single-threaded conversion of billions of values follows.
     let host = if dtype == DType::BF16 {
         let mut values = vec![half::bf16::ZERO; n];
-        fill_parallel(&mut values, |i| half::bf16::from_f32(value(i)));
+        fill_parallel(&mut values, |i| half::bf16::from_f32(draw.value(i)));
         Tensor::from_vec(values, shape, &Device::Cpu)?
     } else {
         let mut values = vec![0f32; n];
-        fill_parallel(&mut values, value);
+        fill_parallel(&mut values, |i| draw.value(i));
         Tensor::from_vec(values, shape, &Device::Cpu)?
     };
     host.to_device(device)?.to_dtype(dtype)
+}
+
+/// Element i of one tensor: `center + half_width·(2u − 1)` for u uniform in [0, 1) from a hash
+/// of (seed, tensor name, i). `synthetic.cu` computes the same, rounding for rounding.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Draw {
+    pub key: u64,
+    pub center: f32,
+    pub half_width: f32,
+}
+
+impl Draw {
+    fn of(spec: &TensorSpec, seed: u64) -> Self {
+        let (center, half_width) = uniform_params(spec.init);
+        Self {
+            key: splitmix64(seed ^ fnv1a(spec.name.as_bytes())),
+            center,
+            half_width,
+        }
+    }
+
+    pub fn value(&self, i: usize) -> f32 {
+        let u = unit(splitmix64(self.key.wrapping_add(i as u64)));
+        self.center + self.half_width * (2.0 * u - 1.0)
+    }
 }
 
 /// A uniform distribution (center, half width) with the mean and variance of the init.

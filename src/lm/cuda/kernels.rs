@@ -9,7 +9,6 @@ use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
     CudaFunction, CudaStream, DevicePtr, LaunchConfig,
 };
-use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
 use candle_core::op::BackpropOp;
 use candle_core::{bail, CudaDevice, CudaStorage, DType, Device, Result, Shape, Storage, Tensor};
@@ -101,13 +100,13 @@ impl Kernels {
         let Device::Cuda(dev) = device else {
             bail!("the fused LM kernels need a CUDA device");
         };
-        let arch = compute_arch(dev)?;
+        let arch = crate::gpu::compute_arch(dev)?;
         let (ptx, _) = PTX
             .get_or_init(|| {
                 let started = std::time::Instant::now();
                 let source = SOURCES.concat();
                 let (ptx, from_disk_cache) = crate::gpu::cached_ptx(MODULE, &source, arch, || {
-                    compile(arch, source.clone()).map_err(|e| format!("{e:?}"))
+                    crate::gpu::compile(arch, source.clone())
                 })?;
                 let ms = started.elapsed().as_secs_f64() * 1e3;
                 Ok((
@@ -583,17 +582,6 @@ enum Arg {
     U64(u64),
 }
 
-fn compile(
-    arch: &'static str,
-    source: String,
-) -> std::result::Result<String, impl std::fmt::Debug> {
-    let opts = CompileOptions {
-        arch: Some(arch),
-        ..Default::default()
-    };
-    compile_ptx_with_opts(source, opts).map(|p| p.to_src())
-}
-
 /// The device address of a contiguous CUDA tensor's first element.
 fn ptr(t: &Tensor) -> Result<Arg> {
     if !t.is_contiguous() {
@@ -647,20 +635,6 @@ fn typed(name: &'static str, dtype: DType) -> Result<&'static str> {
     })
 }
 
-/// `sm_XY` of the device, for NVRTC.
-fn compute_arch(dev: &CudaDevice) -> Result<&'static str> {
-    use candle_core::cuda_backend::cudarc::driver::sys::CUdevice_attribute::*;
-    let ctx = dev.cuda_stream().context().clone();
-    let major = ctx
-        .attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
-        .w()?;
-    let minor = ctx
-        .attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
-        .w()?;
-    // NVRTC wants a 'static string; there are few architectures, so leak one per process.
-    Ok(Box::leak(format!("sm_{major}{minor}").into_boxed_str()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -669,7 +643,7 @@ mod tests {
     /// every function the launchers name must be an entry point of the module.
     #[test]
     fn kernels_compile_with_nvrtc() {
-        let ptx = compile("sm_90", SOURCES.concat()).unwrap_or_else(|e| panic!("{e:?}"));
+        let ptx = crate::gpu::compile("sm_90", SOURCES.concat()).unwrap_or_else(|e| panic!("{e}"));
         for name in FUNCTIONS {
             assert!(
                 ptx.contains(&format!(".entry {name}(")),

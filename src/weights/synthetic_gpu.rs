@@ -1,0 +1,153 @@
+//! Synthetic weights made on the GPU (`synthetic.cu`): the same hash and roundings as the
+//! host's, so the values are identical, without making billions of them on a few host cores
+//! and copying them over (8–10 s of the full-size start-up). Every tensor's first and last
+//! values are checked against the host's; a difference turns GPU generation off for the
+//! process, with a warning, and the host makes them instead.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{CudaDType, WrapErr};
+use candle_core::op::BackpropOp;
+use candle_core::{CudaDevice, CudaStorage, DType, Result, Storage, Tensor};
+
+use super::synthetic::Draw;
+
+const SOURCE: &str = include_str!("synthetic.cu");
+const MODULE: &str = "heartstream_synthetic";
+/// Values compared with the host's at each end of every tensor.
+const CHECKED: usize = 1024;
+
+static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+static DISABLED: AtomicBool = AtomicBool::new(false);
+
+/// The tensor made on `dev`, or `None` where the host must make it (another dtype, or GPU
+/// generation turned off).
+pub(super) fn tensor(
+    draw: &Draw,
+    shape: &[usize],
+    dtype: DType,
+    dev: &CudaDevice,
+) -> Result<Option<Tensor>> {
+    if DISABLED.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    let made = match dtype {
+        DType::F32 => fill::<f32>(draw, shape, dev, "synthetic_f32")?,
+        DType::BF16 => fill::<half::bf16>(draw, shape, dev, "synthetic_bf16")?,
+        _ => return Ok(None),
+    };
+    let Some(t) = made else { return Ok(None) };
+    if let Some(i) = first_difference(draw, &t)? {
+        DISABLED.store(true, Ordering::Relaxed);
+        tracing::warn!(
+            "synthetic weights made on the GPU differ from the host's at element {i}; \
+             making them on the host from now on"
+        );
+        return Ok(None);
+    }
+    Ok(Some(t))
+}
+
+fn fill<T: CudaDType + candle_core::cuda_backend::cudarc::driver::DeviceRepr>(
+    draw: &Draw,
+    shape: &[usize],
+    dev: &CudaDevice,
+    kernel: &str,
+) -> Result<Option<Tensor>> {
+    let Some(ptx) = ptx(dev)? else {
+        return Ok(None);
+    };
+    let n: usize = shape.iter().product();
+    if n == 0 {
+        return Ok(None);
+    }
+    let func = dev.get_or_load_custom_func(kernel, MODULE, ptx)?;
+    // SAFETY: the kernel writes every one of the n elements.
+    let mut out: CudaSlice<T> = unsafe { dev.alloc::<T>(n)? };
+    let (count, key, center, half_width) = (n as u64, draw.key, draw.center, draw.half_width);
+    let mut launch = func.builder();
+    launch.arg(&mut out);
+    launch.arg(&count);
+    launch.arg(&key);
+    launch.arg(&center);
+    launch.arg(&half_width);
+    const THREADS: usize = 256;
+    let cfg = LaunchConfig {
+        grid_dim: (n.div_ceil(THREADS).clamp(1, 8192) as u32, 1, 1),
+        block_dim: (THREADS as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: the arguments match the kernel's (T*, u64, u64, float, float).
+    unsafe { launch.launch(cfg) }.w()?;
+    let storage = CudaStorage::wrap_cuda_slice(out, dev.clone());
+    Ok(Some(Tensor::from_storage(
+        Storage::Cuda(storage),
+        shape,
+        BackpropOp::none(),
+        false,
+    )))
+}
+
+/// The module for this device, compiled once (`None` with a warning if NVRTC fails).
+fn ptx(dev: &CudaDevice) -> Result<Option<&'static str>> {
+    let arch = crate::gpu::compute_arch(dev)?;
+    let ptx = PTX.get_or_init(|| {
+        crate::gpu::cached_ptx(MODULE, SOURCE, arch, || {
+            crate::gpu::compile(arch, SOURCE.to_string())
+        })
+        .map(|(ptx, _)| ptx)
+    });
+    match ptx {
+        Ok(p) => Ok(Some(p.as_str())),
+        Err(e) => {
+            if !DISABLED.swap(true, Ordering::Relaxed) {
+                tracing::warn!("synthetic-weight kernels unavailable ({e}); using the host");
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// The first of the checked elements (each end of the tensor) that is not the host's value.
+fn first_difference(draw: &Draw, t: &Tensor) -> Result<Option<usize>> {
+    let n = t.elem_count();
+    let flat = t.flatten_all()?;
+    let ends = [(0, CHECKED.min(n)), (n.saturating_sub(CHECKED), n)];
+    for (from, to) in ends {
+        let got = flat.narrow(0, from, to - from)?.to_dtype(DType::F32)?;
+        let got: Vec<f32> = got.to_vec1()?;
+        for (j, g) in got.iter().enumerate() {
+            let want = draw.value(from + j);
+            let want = match t.dtype() {
+                DType::BF16 => half::bf16::from_f32(want).to_f32(),
+                _ => want,
+            };
+            if g.to_bits() != want.to_bits() {
+                return Ok(Some(from + j));
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// NVRTC needs no GPU: the module must compile for Hopper on any build machine, with no
+    /// fused multiply-add that would round differently from the host.
+    #[test]
+    fn synthetic_kernels_compile_with_nvrtc_without_contractions() {
+        let ptx =
+            crate::gpu::compile("sm_90", SOURCE.to_string()).unwrap_or_else(|e| panic!("{e}"));
+        for name in ["synthetic_f32", "synthetic_bf16"] {
+            assert!(ptx.contains(&format!(".entry {name}(")), "no kernel {name}");
+        }
+        assert!(
+            !ptx.contains("fma."),
+            "a contracted multiply-add in the PTX"
+        );
+    }
+}
