@@ -28,6 +28,9 @@ pub struct WeightStore {
     shards: Vec<Shard>,
     /// tensor name -> (index into `shards`, where and how it is stored)
     routing: HashMap<String, (usize, TensorInfo)>,
+    /// Where blocks are read to, reused for every block: one allocation for the whole load
+    /// (fresh pages per block cost more than the copy out of the page cache). u32 for alignment.
+    buffer: std::sync::Mutex<Vec<u32>>,
 }
 
 struct Shard {
@@ -63,6 +66,7 @@ impl WeightStore {
             dir: dir.to_path_buf(),
             shards,
             routing,
+            buffer: std::sync::Mutex::new(Vec::new()),
         };
         store.check_index()?;
         Ok(store)
@@ -84,12 +88,10 @@ impl WeightStore {
     /// is converted on the target device, so a GPU load never holds the model on the host.
     pub fn load(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor, WeightsError> {
         let parts = self
-            .blocks(name)?
+            .blocks_of(name, BLOCK_BYTES, device)?
             .map(|block| {
-                let block = block?;
-                block
-                    .to_device(device)
-                    .and_then(|t| t.to_dtype(dtype))
+                block?
+                    .to_dtype(dtype)
                     .map_err(|e| self.fail(name, e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -102,10 +104,16 @@ impl WeightStore {
     /// One tensor as host tensors in its stored dtype: consecutive blocks of whole rows
     /// (slices along the first dimension), each checked to be finite as it is read.
     pub fn blocks(&self, name: &str) -> Result<Blocks<'_>, WeightsError> {
-        self.blocks_of(name, BLOCK_BYTES)
+        self.blocks_of(name, BLOCK_BYTES, &Device::Cpu)
     }
 
-    fn blocks_of(&self, name: &str, block_bytes: usize) -> Result<Blocks<'_>, WeightsError> {
+    /// The blocks of `name` on `device`, copied there from one read buffer the store keeps.
+    fn blocks_of(
+        &self,
+        name: &str,
+        block_bytes: usize,
+        device: &Device,
+    ) -> Result<Blocks<'_>, WeightsError> {
         let (i, info) = self.routing.get(name).ok_or_else(|| WeightsError::Tensor {
             name: name.to_string(),
             path: self.dir.clone(),
@@ -118,6 +126,7 @@ impl WeightStore {
         let row_bytes = row_elems * dtype.size_in_bytes();
         Ok(Blocks {
             store: self,
+            device: device.clone(),
             shard,
             name: name.to_string(),
             info,
@@ -352,6 +361,7 @@ fn candle_dtype(dtype: safetensors::Dtype) -> Result<DType, String> {
 /// The blocks of one tensor, read in order (see [`WeightStore::blocks`]).
 pub struct Blocks<'a> {
     store: &'a WeightStore,
+    device: Device,
     shard: &'a Shard,
     name: String,
     info: &'a TensorInfo,
@@ -363,8 +373,7 @@ pub struct Blocks<'a> {
 }
 
 impl Blocks<'_> {
-    /// Rows `first..first + count`, read straight into the storage of the tensor returned
-    /// (one allocation and one copy out of the page cache per block).
+    /// Rows `first..first + count`, read into the store's buffer and copied to the device.
     fn read(&self, first: usize, count: usize) -> Result<Tensor, WeightsError> {
         let mut shape = self.info.shape.clone();
         match shape.first_mut() {
@@ -390,18 +399,29 @@ impl Blocks<'_> {
         shape: &[usize],
     ) -> Result<Tensor, WeightsError> {
         let fail = |reason: String| self.store.fail(&self.name, reason);
-        let mut values = bytemuck::zeroed_vec::<T>(len);
+        let mut buffer = self
+            .store
+            .buffer
+            .lock()
+            .map_err(|_| fail("the read buffer was poisoned by a panic".into()))?;
+        let bytes = len * std::mem::size_of::<T>();
+        if buffer.len() * 4 < bytes {
+            buffer.resize(bytes.div_ceil(4), 0);
+        }
+        let bytes = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut buffer)[..bytes];
         self.shard
             .file
-            .read_exact_at(bytemuck::cast_slice_mut(&mut values), offset)
+            .read_exact_at(bytes, offset)
             .map_err(|e| fail(format!("reading its data: {e}")))?;
-        check_finite(self.dtype, bytemuck::cast_slice(&values)).map_err(|i| {
+        check_finite(self.dtype, bytes).map_err(|i| {
             fail(format!(
                 "element {} is not finite (NaN or infinity): the checkpoint is corrupt",
                 first_elem + i
             ))
         })?;
-        Tensor::from_vec(values, shape, &Device::Cpu).map_err(|e| fail(e.to_string()))
+        // The buffer is 4-byte aligned (u32s), enough for every stored dtype.
+        Tensor::from_slice(bytemuck::cast_slice::<u8, T>(bytes), shape, &self.device)
+            .map_err(|e| fail(e.to_string()))
     }
 }
 
@@ -445,7 +465,7 @@ mod tests {
         let store = WeightStore::open(dir.path()).unwrap();
         // 2 rows of 24 bytes fit in 50 bytes: blocks of 2, 2, 2 and 1 rows.
         let blocks: Vec<Tensor> = store
-            .blocks_of("w", 50)
+            .blocks_of("w", 50, &Device::Cpu)
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
@@ -458,7 +478,7 @@ mod tests {
             values
         );
         // A row larger than a block is one block of one row.
-        assert_eq!(store.blocks_of("w", 4).unwrap().count(), 7);
+        assert_eq!(store.blocks_of("w", 4, &Device::Cpu).unwrap().count(), 7);
     }
 
     #[test]
@@ -469,7 +489,7 @@ mod tests {
         write(dir.path(), &values, &[8, 4]);
         let store = WeightStore::open(dir.path()).unwrap();
         let err = store
-            .blocks_of("w", 16)
+            .blocks_of("w", 16, &Device::Cpu)
             .unwrap()
             .find_map(|b| b.err())
             .expect("the NaN is found");
