@@ -64,7 +64,10 @@ for part in $parts; do
     kernels)
       run gpu/lm_kernels.xz > "$out/kernels.txt" 2>&1 ;;
     fp8)
-      # FP8 LM matrices: 20 s songs against bf16 (the same seeds as bench), and a 4-minute song.
+      # FP8 LM matrices: c0 logits against dense on the same frames, 20 s songs against bf16
+      # (the same seeds as bench), and a 4-minute song in each.
+      run gpu/fp8_accuracy.xz 3b 100 > "$out/fp8-accuracy.txt" 2>&1
+      echo "fp8 accuracy exit $?" >> "$out/summary.txt"
       for seed in 1 2 3; do song fp8-20s 20 "$seed" --lm-precision fp8; done
       song fp8-240s 240 1 --lm-precision fp8
       song bf16-240s 240 1 --lm-precision bf16 ;;
