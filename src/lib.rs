@@ -47,6 +47,7 @@ pub mod engine;
 pub mod files;
 #[cfg(feature = "cuda")]
 pub mod gpu;
+pub mod hash;
 pub mod limits;
 pub mod lm;
 pub mod memory;

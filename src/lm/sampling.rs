@@ -8,6 +8,8 @@
 
 use anyhow::{bail, Result};
 
+use crate::hash::splitmix64;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SamplingParams {
     pub temperature: f32,
@@ -121,18 +123,10 @@ fn kth_largest(values: &[f32], k: usize) -> f32 {
 
 /// An Exp(1) draw for (seed, frame, codebook, token): −ln(u) of a hashed uniform u ∈ (0, 1].
 pub fn exponential(seed: u64, frame: u64, codebook: usize, token: usize) -> f32 {
-    let key = mix(mix(mix(seed) ^ frame) ^ codebook as u64);
-    let bits = mix(key ^ token as u64);
+    let key = splitmix64(splitmix64(splitmix64(seed) ^ frame) ^ codebook as u64);
+    let bits = splitmix64(key ^ token as u64);
     let u = ((bits >> 40) + 1) as f32 / (1u64 << 24) as f32;
     -u.ln()
-}
-
-/// The splitmix64 finaliser.
-fn mix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

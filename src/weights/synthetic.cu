@@ -2,17 +2,11 @@
 //   center + half_width · (2·u − 1),  u = (splitmix64(key + i) >> 40) / 2²⁴,
 // with the same single roundings as the host's Rust (no fused multiply-add), so the values are
 // bit-identical to `synthetic.rs`'s; bf16 targets are rounded to nearest even, as half does.
+// Compiled after `src/hash.cuh` (splitmix64).
 
 typedef unsigned long long u64;
 typedef unsigned int u32;
 typedef unsigned short bf16_t;
-
-__device__ __forceinline__ u64 splitmix64(u64 x) {
-    u64 z = x + 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 __device__ __forceinline__ float draw(u64 key, u64 i, float center, float half_width) {
     float u = __fmul_rn(__ull2float_rn(splitmix64(key + i) >> 40), 1.0f / 16777216.0f);

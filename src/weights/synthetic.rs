@@ -5,6 +5,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use super::{Init, TensorSpec};
+use crate::hash::splitmix64;
 
 pub(super) fn tensor(
     spec: &TensorSpec,
@@ -86,13 +87,6 @@ fn fill_parallel<T: Send>(values: &mut [T], f: impl Fn(usize) -> T + Sync) {
             });
         }
     });
-}
-
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

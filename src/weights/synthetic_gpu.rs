@@ -14,7 +14,10 @@ use candle_core::{CudaDevice, CudaStorage, DType, Result, Storage, Tensor};
 
 use super::synthetic::Draw;
 
-const SOURCE: &str = include_str!("synthetic.cu");
+/// The module's source: the hash, then the kernels.
+fn source() -> String {
+    [crate::hash::SPLITMIX64_CUDA, include_str!("synthetic.cu")].concat()
+}
 const MODULE: &str = "heartstream_synthetic";
 /// Values compared with the host's at each end of every tensor.
 const CHECKED: usize = 1024;
@@ -94,8 +97,9 @@ fn fill<T: CudaDType + candle_core::cuda_backend::cudarc::driver::DeviceRepr>(
 fn ptx(dev: &CudaDevice) -> Result<Option<&'static str>> {
     let arch = crate::gpu::compute_arch(dev)?;
     let ptx = PTX.get_or_init(|| {
-        crate::gpu::cached_ptx(MODULE, SOURCE, arch, || {
-            crate::gpu::compile(arch, SOURCE.to_string())
+        let source = source();
+        crate::gpu::cached_ptx(MODULE, &source, arch, || {
+            crate::gpu::compile(arch, source.clone())
         })
         .map(|(ptx, _)| ptx)
     });
@@ -140,8 +144,7 @@ mod tests {
     /// fused multiply-add that would round differently from the host.
     #[test]
     fn synthetic_kernels_compile_with_nvrtc_without_contractions() {
-        let ptx =
-            crate::gpu::compile("sm_90", SOURCE.to_string()).unwrap_or_else(|e| panic!("{e}"));
+        let ptx = crate::gpu::compile("sm_90", source()).unwrap_or_else(|e| panic!("{e}"));
         for name in ["synthetic_f32", "synthetic_bf16"] {
             assert!(ptx.contains(&format!(".entry {name}(")), "no kernel {name}");
         }

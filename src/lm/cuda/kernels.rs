@@ -17,8 +17,9 @@ use crate::lm::projection::Projection;
 use crate::weights::Fp8Matrix;
 
 /// The kernel sources, concatenated in dependency order into one NVRTC program.
-const SOURCES: [&str; 7] = [
+const SOURCES: [&str; 8] = [
     include_str!("kernels/common.cuh"),
+    crate::hash::SPLITMIX64_CUDA,
     include_str!("kernels/gemv.cu"),
     include_str!("kernels/mlp.cu"),
     include_str!("kernels/rope_kv.cu"),
