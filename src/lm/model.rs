@@ -9,7 +9,7 @@ use candle_nn::Linear;
 
 use super::config::LmConfig;
 use super::kv_cache::KvCache;
-use super::projection::{MatrixPrecision, Projection};
+use super::projection::{tensor_bytes, MatrixPrecision, Projection};
 use super::prompt::Prompt;
 use super::spec::{lm_spec, TEXT_EMBEDDINGS};
 use super::transformer::{last_position, Matrices, Transformer};
@@ -115,17 +115,17 @@ impl HeartMuLa {
 
     /// Bytes of its weights on its device (on a GPU, all but the text embeddings).
     pub fn weight_bytes(&self) -> u64 {
-        let tensor = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as u64;
-        let muq = tensor(self.muq_linear.weight()) + self.muq_linear.bias().map_or(0, tensor);
+        let muq =
+            tensor_bytes(self.muq_linear.weight()) + self.muq_linear.bias().map_or(0, tensor_bytes);
         let text = match self.device() {
-            Device::Cpu => tensor(&self.text_embeddings),
+            Device::Cpu => tensor_bytes(&self.text_embeddings),
             _ => 0,
         };
         self.backbone.weight_bytes()
             + self.decoder.weight_bytes()
             + text
-            + tensor(&self.audio_embeddings)
-            + tensor(&self.unconditional_text_embedding)
+            + tensor_bytes(&self.audio_embeddings)
+            + tensor_bytes(&self.unconditional_text_embedding)
             + muq
             + self.projection.bytes()
             + self.codebook0_head.bytes()

@@ -22,15 +22,6 @@ pub enum MatrixPrecision {
     Fp8,
 }
 
-impl MatrixPrecision {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Dense => "dense",
-            Self::Fp8 => "fp8",
-        }
-    }
-}
-
 /// Whether a tensor of the checkpoint is one of the matrices [`MatrixPrecision`] applies to.
 /// Embeddings (looked up, not multiplied), norms and the small muq projection stay dense.
 pub fn is_matrix(name: &str) -> bool {
@@ -71,17 +62,14 @@ impl Projection {
                     .iter()
                     .map(|n| w.get(n, dtype))
                     .collect::<std::result::Result<Vec<_>, _>>()?;
-                Self::Dense(cat_rows(parts)?)
+                Self::Dense(Tensor::cat(&parts, 0)?)
             }
             MatrixPrecision::Fp8 => {
                 let parts = names
                     .iter()
                     .map(|n| w.get_fp8(n))
                     .collect::<std::result::Result<Vec<_>, _>>()?;
-                Self::Fp8(match parts.len() {
-                    1 => parts.into_iter().next().expect("one part"),
-                    _ => Fp8Matrix::cat(&parts)?,
-                })
+                Self::Fp8(Fp8Matrix::cat(&parts)?)
             }
         })
     }
@@ -129,7 +117,7 @@ impl Projection {
     /// Bytes it occupies.
     pub fn bytes(&self) -> u64 {
         match self {
-            Self::Dense(w) => (w.elem_count() * w.dtype().size_in_bytes()) as u64,
+            Self::Dense(w) => tensor_bytes(w),
             Self::Fp8(m) => {
                 let (rows, cols) = m.dims();
                 Fp8Matrix::bytes(rows, cols)
@@ -138,9 +126,7 @@ impl Projection {
     }
 }
 
-fn cat_rows(parts: Vec<Tensor>) -> Result<Tensor> {
-    match parts.len() {
-        1 => Ok(parts.into_iter().next().expect("one part")),
-        _ => Tensor::cat(&parts, 0),
-    }
+/// Bytes of a tensor's elements.
+pub(super) fn tensor_bytes(t: &Tensor) -> u64 {
+    (t.elem_count() * t.dtype().size_in_bytes()) as u64
 }

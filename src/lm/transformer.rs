@@ -9,7 +9,7 @@ use candle_core::{DType, Result, Tensor};
 
 use super::config::Flavor;
 use super::kv_cache::KvCache;
-use super::projection::{MatrixPrecision, Projection};
+use super::projection::{tensor_bytes, MatrixPrecision, Projection};
 use super::rope::Rope;
 use crate::weights::Loader;
 
@@ -259,7 +259,6 @@ impl Transformer {
 
     /// Bytes of its weights (the RoPE tables are computed, not loaded).
     pub fn weight_bytes(&self) -> u64 {
-        let tensor = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as u64;
         let layers: u64 = self
             .layers
             .iter()
@@ -268,11 +267,11 @@ impl Transformer {
                     + l.attn.output_proj.bytes()
                     + l.mlp.w13.bytes()
                     + l.mlp.w2.bytes()
-                    + tensor(&l.sa_norm.scale)
-                    + tensor(&l.mlp_norm.scale)
+                    + tensor_bytes(&l.sa_norm.scale)
+                    + tensor_bytes(&l.mlp_norm.scale)
             })
             .sum();
-        layers + tensor(&self.norm.scale)
+        layers + tensor_bytes(&self.norm.scale)
     }
 
     /// Empty caches for `batch` rows and `capacity` positions.

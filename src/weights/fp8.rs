@@ -61,7 +61,8 @@ impl Fp8Matrix {
         Self::quantize(&values, cols, device)
     }
 
-    /// The rows of `parts`, stacked in order (matrices with the same number of columns).
+    /// The rows of `parts`, stacked in order (matrices with the same number of columns; one
+    /// part is returned as it is).
     pub fn cat(parts: &[Fp8Matrix]) -> Result<Self> {
         let codes: Vec<&Tensor> = parts.iter().map(|p| &p.codes).collect();
         let scales: Vec<&Tensor> = parts.iter().map(|p| &p.scales).collect();

@@ -87,10 +87,7 @@ impl Loader {
                 Fp8Matrix::quantize_tensor(&block?, &self.device).map_err(|e| self.fail(name, e))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        match parts.len() {
-            1 => Ok(parts.into_iter().next().expect("one part")),
-            _ => Fp8Matrix::cat(&parts).map_err(|e| self.fail(name, e)),
-        }
+        Fp8Matrix::cat(&parts).map_err(|e| self.fail(name, e))
     }
 
     fn tensor_spec(&self, name: &str) -> Result<&TensorSpec, WeightsError> {

@@ -95,10 +95,7 @@ impl WeightStore {
                     .map_err(|e| self.fail(name, e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        match parts.as_slice() {
-            [one] => Ok(one.clone()),
-            _ => Tensor::cat(&parts, 0).map_err(|e| self.fail(name, e.to_string())),
-        }
+        Tensor::cat(&parts, 0).map_err(|e| self.fail(name, e.to_string()))
     }
 
     /// One tensor as host tensors in its stored dtype: consecutive blocks of whole rows

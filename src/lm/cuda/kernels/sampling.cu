@@ -3,16 +3,9 @@
 // k-th largest dropped, then argmax(softmax / q) with q ~ Exp(1) drawn from the same hash of
 // (seed, frame, codebook, token) as the CPU sampler, so both pick the same token.
 
-__device__ __forceinline__ u64 mix(u64 x) {
-    u64 z = x + 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 __device__ __forceinline__ float exponential(u64 seed, u64 frame, u64 codebook, u64 token) {
-    u64 key = mix(mix(mix(seed) ^ frame) ^ codebook);
-    u64 bits = mix(key ^ token);
+    u64 key = splitmix64(splitmix64(splitmix64(seed) ^ frame) ^ codebook);
+    u64 bits = splitmix64(key ^ token);
     float u = (float)((bits >> 40) + 1ull) / 16777216.f;
     return -logf(u);
 }
