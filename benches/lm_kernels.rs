@@ -10,7 +10,7 @@ use candle_core::cuda_backend::cudarc::driver::sys::{
 };
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{DType, Device, Tensor};
-use heartstream::lm::cuda::{Kernels, GEMV_BF16_VARIANTS};
+use heartstream::lm::cuda::{Kernels, GEMV_BF16_VARIANTS, GEMV_E4M3_VARIANTS};
 use heartstream::lm::projection::Projection;
 use heartstream::weights::Fp8Matrix;
 
@@ -75,9 +75,9 @@ fn main() -> Result<()> {
     other_kernels(&dev, &kernels)
 }
 
-/// The FP8 product on the same shape (weights quantised from the bf16 copies): time, and the
-/// largest difference from the dense kernel on the dequantised weights, relative to the
-/// output's largest magnitude.
+/// The FP8 product on the same shape (weights quantised from the bf16 copies), for each
+/// variant of the kernel: time, and the largest difference from the dense kernel on the
+/// dequantised weights, relative to the output's largest magnitude.
 fn fp8_row(
     kernels: &Kernels,
     what: &str,
@@ -87,35 +87,36 @@ fn fp8_row(
     copy_gbs: f64,
 ) -> Result<()> {
     let dev = x.device();
-    let fp8: Vec<Projection> = weights
+    let fp8: Vec<Fp8Matrix> = weights
         .iter()
-        .map(|w| {
-            Ok(Projection::Fp8(Fp8Matrix::quantize_tensor(
-                &w.to_device(&candle_core::Device::Cpu)?,
-                dev,
-            )?))
-        })
+        .map(|w| Ok(Fp8Matrix::quantize_tensor(w, dev)?))
         .collect::<Result<_>>()?;
     let (n, k) = weights[0].dims2()?;
-    let us = time_us(dev, |i| {
-        kernels.project(x, &fp8[i % fp8.len()], None, out)?;
-        Ok(())
-    })?;
-    let gbs = Fp8Matrix::bytes(n, k) as f64 / us / 1e3;
-    let got = kernels
-        .project(x, &fp8[0], None, out)?
-        .to_dtype(DType::F32)?;
-    let dense = Projection::Dense(fp8[0].weight(DType::BF16)?.into_owned());
+    let dense = Projection::Dense(fp8[0].dequantize(DType::BF16)?);
     let want = kernels
         .project(x, &dense, None, out)?
         .to_dtype(DType::F32)?;
     let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
-    let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()? / scale;
-    println!(
-        "{what:<28} {:<18} {us:9.2} {gbs:8.0} {:6.0}%   vs dense on the same weights: {diff:.1e}",
-        "gemv_e4m3",
-        100.0 * gbs / copy_gbs
-    );
+    let variants: Vec<(&str, usize)> = if out == DType::F32 {
+        vec![("gemv_e4m3_bf16_to_f32", 1)]
+    } else {
+        GEMV_E4M3_VARIANTS.to_vec()
+    };
+    for (kernel, columns) in variants {
+        let us = time_us(dev, |i| {
+            kernels.gemv_fp8_with(kernel, columns, x, &fp8[i % fp8.len()], None, out)?;
+            Ok(())
+        })?;
+        let gbs = Fp8Matrix::bytes(n, k) as f64 / us / 1e3;
+        let got = kernels
+            .gemv_fp8_with(kernel, columns, x, &fp8[0], None, out)?
+            .to_dtype(DType::F32)?;
+        let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()? / scale;
+        println!(
+            "{what:<28} {kernel:<18} {us:9.2} {gbs:8.0} {:6.0}%   vs dense on the same weights: {diff:.1e}",
+            100.0 * gbs / copy_gbs
+        );
+    }
     Ok(())
 }
 

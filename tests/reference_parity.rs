@@ -7,5 +7,7 @@
 mod codec;
 #[path = "reference_parity/fixture.rs"]
 mod fixture;
+#[path = "reference_parity/fp8.rs"]
+mod fp8;
 #[path = "reference_parity/lm.rs"]
 mod lm;

@@ -88,7 +88,8 @@ impl Projection {
                 .map(|i| all.get(i).map(Self::Dense))
                 .collect::<Result<_>>()?);
         }
-        // Quantised a block of heads at a time on the host: a head's rows are its outputs.
+        // Quantised a block of heads at a time, on the model's device: a head's rows are its
+        // outputs.
         let mut heads = Vec::new();
         for block in w.blocks_f32(name)? {
             let block = block?;

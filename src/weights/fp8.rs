@@ -2,9 +2,9 @@
 //! output channel (row), `w[n, k] ≈ scale[n] · e4m3(code[n, k])`.
 //!
 //! A per-row scale maps each row's largest magnitude to E4M3's largest finite value (448), so
-//! no weight saturates and every row uses the format's whole range. Quantisation runs on the
-//! host, block by block while loading, and is the same on every device: the GPU kernels and
-//! the CPU path read the same bytes.
+//! no weight saturates and every row uses the format's whole range. Quantisation runs block by
+//! block while loading, on the GPU for a GPU model and on the host otherwise, and gives the
+//! same bytes either way: the GPU kernels and the CPU path read the same codes.
 
 use candle_core::{DType, Device, Result, Tensor};
 use float8::F8E4M3;
@@ -54,11 +54,23 @@ impl Fp8Matrix {
         })
     }
 
-    /// Quantises a host tensor of shape (rows, cols), in any float dtype.
+    /// Quantises a tensor of shape (rows, cols), in any float dtype, onto `device`: on the
+    /// GPU when both are that GPU (the same bytes, see `fp8_gpu.rs`), on the host otherwise.
     pub fn quantize_tensor(rows: &Tensor, device: &Device) -> Result<Self> {
+        #[cfg(feature = "cuda")]
+        if let (Device::Cuda(dev), true) = (device, rows.device().same_device(device)) {
+            if let Some(m) = super::fp8_gpu::quantize(rows, dev)? {
+                return Ok(m);
+            }
+        }
         let (_, cols) = rows.dims2()?;
         let values = rows.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         Self::quantize(&values, cols, device)
+    }
+
+    #[cfg(feature = "cuda")]
+    pub(super) fn from_parts(codes: Tensor, scales: Tensor) -> Self {
+        Self { codes, scales }
     }
 
     /// The rows of `parts`, stacked in order (matrices with the same number of columns; one
@@ -87,8 +99,15 @@ impl Fp8Matrix {
     }
 
     /// The matrix in `dtype`, decoded through a table of the 256 codes and scaled in f32
-    /// before the final rounding. The prompt step and the CPU path multiply with this.
+    /// before the final rounding (on a GPU, by one kernel that rounds the same way). The
+    /// prompt step and the CPU path multiply with this.
     pub fn dequantize(&self, dtype: DType) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(dev) = self.codes.device() {
+            if let Some(t) = super::fp8_gpu::dequantize(self, dtype, dev)? {
+                return Ok(t);
+            }
+        }
         let table: Vec<f32> = (0..=255u8).map(decode).collect();
         let table = Tensor::from_vec(table, 256, self.codes.device())?;
         let (rows, cols) = self.dims();
@@ -125,17 +144,18 @@ pub fn decode(code: u8) -> f32 {
 mod tests {
     use super::*;
 
-    /// The GPU kernels decode a code by placing its 7 magnitude bits where an IEEE half keeps
-    /// exponent and mantissa (the exponent biases differ by 8) and scaling by 2⁸. That must
-    /// agree with the E4M3 definition for every code quantisation can produce (all but NaN).
+    /// The GPU kernels decode a code with integer operations: its 7 magnitude bits go where
+    /// an f32 keeps the top of exponent and mantissa, its sign to the sign bit, giving the
+    /// value times 2⁻¹²⁰ (subnormal codes become f32 subnormals). That must agree with the
+    /// E4M3 definition for every code quantisation can produce (all but NaN).
     #[test]
-    fn the_kernels_half_precision_decoding_is_exact_for_every_finite_code() {
+    fn the_kernels_integer_decoding_is_exact_for_every_finite_code() {
         for code in (0..=255u8).filter(|c| c & 0x7f != 0x7f) {
-            let c = u16::from(code);
-            let half = ((c & 0x7f) << 7) | ((c & 0x80) << 8);
-            let via_half = half::f16::from_bits(half).to_f32() * 256.0;
+            let c = u32::from(code);
+            let bits = ((c & 0x7f) << 20) | ((c & 0x80) << 24);
+            let decoded = f32::from_bits(bits) * 2f32.powi(120);
             assert_eq!(
-                via_half.to_bits(),
+                decoded.to_bits(),
                 decode(code).to_bits(),
                 "code {code:#04x}"
             );

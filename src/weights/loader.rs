@@ -58,8 +58,8 @@ impl Loader {
         }
     }
 
-    /// A tensor the spec lists as host f32 blocks of whole rows (slices along its first
-    /// dimension), read one at a time: what quantising at load consumes.
+    /// A tensor the spec lists as f32 blocks of whole rows (slices along its first
+    /// dimension) on the model's device, made one at a time: what quantising at load consumes.
     pub fn blocks_f32<'a>(
         &'a self,
         name: &'a str,
@@ -68,10 +68,12 @@ impl Loader {
         let to_f32 = move |t: Tensor| t.to_dtype(DType::F32).map_err(|e| self.fail(name, e));
         match &self.source {
             Source::Checkpoint(store) => Ok(Box::new(
-                store.blocks(name)?.map(move |block| block.and_then(to_f32)),
+                store
+                    .blocks_on(name, &self.device)?
+                    .map(move |block| block.and_then(to_f32)),
             )),
             Source::Synthetic { seed } => {
-                let whole = synthetic::tensor(spec, *seed, DType::F32, &Device::Cpu)
+                let whole = synthetic::tensor(spec, *seed, DType::F32, &self.device)
                     .map_err(|e| self.fail(name, e));
                 Ok(Box::new(std::iter::once(whole)))
             }

@@ -4,6 +4,10 @@
 
 mod error;
 mod fp8;
+#[cfg(feature = "cuda")]
+mod fp8_gpu;
+#[cfg(feature = "cuda")]
+mod kernels;
 mod loader;
 mod spec;
 mod store;

@@ -5,7 +5,6 @@
 //! process, with a warning, and the host makes them instead.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
 
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
@@ -14,15 +13,9 @@ use candle_core::{CudaDevice, CudaStorage, DType, Result, Storage, Tensor};
 
 use super::synthetic::Draw;
 
-/// The module's source: the hash, then the kernels.
-fn source() -> String {
-    [crate::hash::SPLITMIX64_CUDA, include_str!("synthetic.cu")].concat()
-}
-const MODULE: &str = "heartstream_synthetic";
 /// Values compared with the host's at each end of every tensor.
 const CHECKED: usize = 1024;
 
-static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
 static DISABLED: AtomicBool = AtomicBool::new(false);
 
 /// The tensor made on `dev`, or `None` where the host must make it (another dtype, or GPU
@@ -59,14 +52,15 @@ fn fill<T: CudaDType + candle_core::cuda_backend::cudarc::driver::DeviceRepr>(
     dev: &CudaDevice,
     kernel: &str,
 ) -> Result<Option<Tensor>> {
-    let Some(ptx) = ptx(dev)? else {
-        return Ok(None);
-    };
     let n: usize = shape.iter().product();
     if n == 0 {
         return Ok(None);
     }
-    let func = dev.get_or_load_custom_func(kernel, MODULE, ptx)?;
+    let Some(ptx) = super::kernels::ptx(dev)? else {
+        DISABLED.store(true, Ordering::Relaxed);
+        return Ok(None);
+    };
+    let func = dev.get_or_load_custom_func(kernel, super::kernels::MODULE, ptx)?;
     // SAFETY: the kernel writes every one of the n elements.
     let mut out: CudaSlice<T> = unsafe { dev.alloc::<T>(n)? };
     let (count, key, center, half_width) = (n as u64, draw.key, draw.center, draw.half_width);
@@ -93,35 +87,12 @@ fn fill<T: CudaDType + candle_core::cuda_backend::cudarc::driver::DeviceRepr>(
     )))
 }
 
-/// The module for this device, compiled once (`None` with a warning if NVRTC fails).
-fn ptx(dev: &CudaDevice) -> Result<Option<&'static str>> {
-    let arch = crate::gpu::compute_arch(dev)?;
-    let ptx = PTX.get_or_init(|| {
-        let source = source();
-        crate::gpu::cached_ptx(MODULE, &source, arch, || {
-            crate::gpu::compile(arch, source.clone())
-        })
-        .map(|(ptx, _)| ptx)
-    });
-    match ptx {
-        Ok(p) => Ok(Some(p.as_str())),
-        Err(e) => {
-            if !DISABLED.swap(true, Ordering::Relaxed) {
-                tracing::warn!("synthetic-weight kernels unavailable ({e}); using the host");
-            }
-            Ok(None)
-        }
-    }
-}
-
 /// The first of the checked elements (each end of the tensor) that is not the host's value.
 fn first_difference(draw: &Draw, t: &Tensor) -> Result<Option<usize>> {
     let n = t.elem_count();
-    let flat = t.flatten_all()?;
     let ends = [(0, CHECKED.min(n)), (n.saturating_sub(CHECKED), n)];
     for (from, to) in ends {
-        let got = flat.narrow(0, from, to - from)?.to_dtype(DType::F32)?;
-        let got: Vec<f32> = got.to_vec1()?;
+        let got = super::kernels::elements_to_host(t, from..to)?;
         for (j, g) in got.iter().enumerate() {
             let want = draw.value(from + j);
             let want = match t.dtype() {
@@ -134,23 +105,4 @@ fn first_difference(draw: &Draw, t: &Tensor) -> Result<Option<usize>> {
         }
     }
     Ok(None)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// NVRTC needs no GPU: the module must compile for Hopper on any build machine, with no
-    /// fused multiply-add that would round differently from the host.
-    #[test]
-    fn synthetic_kernels_compile_with_nvrtc_without_contractions() {
-        let ptx = crate::gpu::compile("sm_90", source()).unwrap_or_else(|e| panic!("{e}"));
-        for name in ["synthetic_f32", "synthetic_bf16"] {
-            assert!(ptx.contains(&format!(".entry {name}(")), "no kernel {name}");
-        }
-        assert!(
-            !ptx.contains("fma."),
-            "a contracted multiply-add in the PTX"
-        );
-    }
 }

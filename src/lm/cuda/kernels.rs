@@ -29,13 +29,15 @@ const SOURCES: [&str; 8] = [
 ];
 const MODULE: &str = "heartstream_lm";
 
-const FUNCTIONS: [&str; 20] = [
+const FUNCTIONS: [&str; 22] = [
     "gemv_f32",
     "gemv_bf16",
     "gemv_bf16_to_f32",
     "gemv_e4m3_f32",
     "gemv_e4m3_bf16",
     "gemv_e4m3_bf16_to_f32",
+    "gemv_e4m3_bf16_r2",
+    "gemv_e4m3_bf16_r4",
     "gemv_bf16_r1_b8",
     "gemv_bf16_r1_b16",
     "gemv_bf16_r4_b4",
@@ -84,6 +86,14 @@ pub const GEMV_BF16_VARIANTS: [(&str, usize); 4] = [
     ("gemv_bf16_r1_b8", 1),
     ("gemv_bf16_r1_b16", 1),
     ("gemv_bf16_r4_b4", 4),
+];
+
+/// Shapes of the bf16-activation FP8 product (kernel, output columns per warp), compared by
+/// `benches/lm_kernels.rs`; the first is the one the step uses.
+pub const GEMV_E4M3_VARIANTS: [(&str, usize); 3] = [
+    ("gemv_e4m3_bf16", 1),
+    ("gemv_e4m3_bf16_r2", 2),
+    ("gemv_e4m3_bf16_r4", 4),
 ];
 
 pub struct Kernels {
@@ -281,13 +291,27 @@ impl Kernels {
         residual: Option<&Tensor>,
         out: DType,
     ) -> Result<Tensor> {
-        let (n, k) = w.dims();
-        let name = match (x.dtype(), out) {
-            (DType::F32, DType::F32) => "gemv_e4m3_f32",
-            (DType::BF16, DType::BF16) => "gemv_e4m3_bf16",
-            (DType::BF16, DType::F32) => "gemv_e4m3_bf16_to_f32",
+        let (name, columns) = match (x.dtype(), out) {
+            (DType::F32, DType::F32) => ("gemv_e4m3_f32", 1),
+            (DType::BF16, DType::BF16) => GEMV_E4M3_VARIANTS[0],
+            (DType::BF16, DType::F32) => ("gemv_e4m3_bf16_to_f32", 1),
             (x, o) => bail!("no FP8 gemv from {x:?} activations to {o:?}"),
         };
+        self.gemv_fp8_with(name, columns, x, w, residual, out)
+    }
+
+    /// [`gemv_fp8`](Self::gemv_fp8) with a given kernel of `GEMV_E4M3_VARIANTS` (or the f32
+    /// ones) computing `columns_per_warp` outputs per warp.
+    pub fn gemv_fp8_with(
+        &self,
+        name: &str,
+        columns_per_warp: usize,
+        x: &Tensor,
+        w: &Fp8Matrix,
+        residual: Option<&Tensor>,
+        out: DType,
+    ) -> Result<Tensor> {
+        let (n, k) = w.dims();
         let rows = x.elem_count() / k.max(1);
         if k % 16 != 0 || rows == 0 || rows > 4 || rows * k != x.elem_count() {
             bail!(
@@ -297,7 +321,7 @@ impl Kernels {
         }
         let weights = [aligned_ptr(w.codes())?, ptr(w.scales())?];
         let shape = GemvShape { rows, n, k };
-        self.launch_gemv(name, 1, x, &weights, shape, residual, out)
+        self.launch_gemv(name, columns_per_warp, x, &weights, shape, residual, out)
     }
 
     /// Launches a matrix-product kernel taking (x, the weight's arguments, residual, y, M, N,

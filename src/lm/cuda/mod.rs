@@ -3,5 +3,5 @@
 mod kernels;
 mod step;
 
-pub use kernels::{KernelBuild, Kernels, GEMV_BF16_VARIANTS};
+pub use kernels::{KernelBuild, Kernels, GEMV_BF16_VARIANTS, GEMV_E4M3_VARIANTS};
 pub use step::GpuFrameStep;

@@ -70,18 +70,22 @@ __device__ void gemv(const T* x, const T* W, const Y* res, Y* y, int M, int N, i
     }
 }
 
-// acc[m] += W chunk c · x[m] chunk c, for the M rows of x.
-template <typename T, int VEC>
-__device__ __forceinline__ void accumulate_chunk(uint4 w_chunk, const T* x, int K, int M, int c,
-                                                 float (&acc)[GEMV_MAX_M]) {
-    float wv[VEC], xv[VEC];
-    unpack(w_chunk, wv, T());
+// acc[r][m] += W chunk c of row r · x[m] chunk c, for the R rows of a warp and the M rows of
+// x: each x chunk is read once for all R rows.
+template <typename T, int VEC, int R>
+__device__ __forceinline__ void accumulate_chunk(const uint4 (&w)[R], const T* x, int K, int M,
+                                                 int c, float (&acc)[R][GEMV_MAX_M]) {
+    float wv[R][VEC], xv[VEC];
+#pragma unroll
+    for (int r = 0; r < R; ++r) unpack(w[r], wv[r], T());
 #pragma unroll
     for (int m = 0; m < GEMV_MAX_M; ++m) {
         if (m < M) {
             unpack(__ldg(reinterpret_cast<const uint4*>(x + (size_t)m * K) + c), xv, T());
 #pragma unroll
-            for (int e = 0; e < VEC; ++e) acc[m] += wv[e] * xv[e];
+            for (int r = 0; r < R; ++r)
+#pragma unroll
+                for (int e = 0; e < VEC; ++e) acc[r][m] += wv[r][e] * xv[e];
         }
     }
 }
@@ -92,51 +96,70 @@ template <typename T>
 struct DenseRows {
     static constexpr int VEC = 16 / sizeof(T);
     static constexpr int BYTES = sizeof(T);
-    __device__ __forceinline__ void accumulate(uint4 w, const T* x, int K, int M, int c,
-                                               float (&acc)[GEMV_MAX_M]) const {
-        accumulate_chunk<T, VEC>(w, x, K, M, c, acc);
+    template <int R>
+    __device__ __forceinline__ void accumulate(const uint4 (&w)[R], const T* x, int K, int M,
+                                               int c, float (&acc)[R][GEMV_MAX_M]) const {
+        accumulate_chunk<T, VEC, R>(w, x, K, M, c, acc);
     }
-    __device__ __forceinline__ float row_scale(int) const { return 1.f; }
+    __device__ __forceinline__ float scaled(float acc, int) const { return acc; }
 };
 
-// The plain form: one output column per warp, the compiler left to pipeline the loads; the
+// The plain form: R output columns per warp, the compiler left to pipeline the loads; the
 // first loads of W are issued before waiting for the previous kernel (see common.cuh).
-template <typename T, typename Y, typename Rows>
+template <typename T, typename Y, typename Rows, int R = 1>
 __device__ void gemv_rows(const T* x, const void* W, Rows rows, const Y* res, Y* y, int M, int N,
                           int K) {
     constexpr int EARLY = 4;  // loads of W issued before waiting for x
     allow_dependents();
     int lane = threadIdx.x & 31;
-    int n = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    const uint4* w = reinterpret_cast<const uint4*>(reinterpret_cast<const unsigned char*>(W) +
-                                                    (size_t)min(n, N - 1) * K * Rows::BYTES);
+    int n0 = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * R;
+    const uint4* w[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+        w[r] = reinterpret_cast<const uint4*>(reinterpret_cast<const unsigned char*>(W) +
+                                              (size_t)min(n0 + r, N - 1) * K * Rows::BYTES);
     int chunks = K / Rows::VEC;
-    uint4 early[EARLY];
+    uint4 early[EARLY][R];
 #pragma unroll
     for (int i = 0; i < EARLY; ++i) {
         int c = lane + 32 * i;
-        if (c < chunks) early[i] = load_stream(w + c);
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+            if (c < chunks) early[i][r] = load_stream(w[r] + c);
     }
     wait_for_producers();
-    if (n >= N) return;
-    float acc[GEMV_MAX_M] = {0.f, 0.f, 0.f, 0.f};
+    if (n0 >= N) return;
+    float acc[R][GEMV_MAX_M];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int m = 0; m < GEMV_MAX_M; ++m) acc[r][m] = 0.f;
 #pragma unroll
     for (int i = 0; i < EARLY; ++i) {
         int c = lane + 32 * i;
         if (c >= chunks) break;
-        rows.accumulate(early[i], x, K, M, c, acc);
+        rows.template accumulate<R>(early[i], x, K, M, c, acc);
     }
 #pragma unroll 4
     for (int c = lane + 32 * EARLY; c < chunks; c += 32) {
-        rows.accumulate(load_stream(w + c), x, K, M, c, acc);
+        uint4 chunk[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r) chunk[r] = load_stream(w[r] + c);
+        rows.template accumulate<R>(chunk, x, K, M, c, acc);
     }
 #pragma unroll
-    for (int m = 0; m < GEMV_MAX_M; ++m) acc[m] = warp_sum(acc[m]);
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int m = 0; m < GEMV_MAX_M; ++m) acc[r][m] = warp_sum(acc[r][m]);
     if (lane == 0) {
-        float s = rows.row_scale(n);
-        for (int m = 0; m < M; ++m) {
-            float r = res ? to_f32(res[(size_t)m * N + n]) : 0.f;
-            store(y + (size_t)m * N + n, r + acc[m] * s);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            int n = n0 + r;
+            if (n >= N) break;
+            for (int m = 0; m < M; ++m) {
+                float base_value = res ? to_f32(res[(size_t)m * N + n]) : 0.f;
+                store(y + (size_t)m * N + n, base_value + rows.scaled(acc[r][m], n));
+            }
         }
     }
 }
@@ -162,35 +185,35 @@ GEMV_ENTRY(bf16_t, bf16_t, 1, 16, gemv_bf16_r1_b16)
 GEMV_ENTRY(bf16_t, bf16_t, 4, 4, gemv_bf16_r4_b4)
 
 // FP8 weights (E4M3 codes, one f32 scale per output row): 16 codes per 16-byte load, half the
-// bytes of bf16. A code is decoded in registers by moving its 7 magnitude bits to where an
-// IEEE half keeps exponent and mantissa: the result is the E4M3 value times 2⁻⁸ (the biases
-// differ by 8, subnormals included), and that 2⁸ is folded into the row's scale. NaN codes
-// (0x7f, 0xff) never occur: quantisation saturates. Works on every architecture.
-__device__ __forceinline__ float half_bits_to_f32(u32 bits) {
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"((unsigned short)bits));
-    return f;
-}
+// bytes of bf16. A code is decoded in registers with integer operations only (no conversion
+// instruction, whose throughput would bound the kernel): its 7 magnitude bits go where a bf16
+// keeps exponent and mantissa, its sign to the sign bit, and the bf16 becomes an f32 by a
+// shift. The result is the E4M3 value times 2⁻¹²⁰ (the exponent biases differ by 120;
+// subnormal codes land on f32 subnormals, which the FMA keeps: no flush to zero here), and
+// 2¹²⁰ is applied to the row's sum with its scale. NaN codes (0x7f, 0xff) never occur:
+// quantisation saturates. Works on every architecture.
 __device__ __forceinline__ void unpack_e4m3(uint4 raw, float* out) {
     u32 w[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-        u32 even = ((w[i] & 0x007f007fu) << 7) | ((w[i] & 0x00800080u) << 8);
-        u32 odd = (((w[i] >> 8) & 0x007f007fu) << 7) | (((w[i] >> 8) & 0x00800080u) << 8);
-        out[4 * i + 0] = half_bits_to_f32(even & 0xffffu);
-        out[4 * i + 1] = half_bits_to_f32(odd & 0xffffu);
-        out[4 * i + 2] = half_bits_to_f32(even >> 16);
-        out[4 * i + 3] = half_bits_to_f32(odd >> 16);
+        // Two bf16 in each word: codes 0 and 2 (even), codes 1 and 3 (odd).
+        u32 even = ((w[i] & 0x007f007fu) << 4) | ((w[i] & 0x00800080u) << 8);
+        u32 odd = ((w[i] & 0x7f007f00u) >> 4) | (w[i] & 0x80008000u);
+        out[4 * i + 0] = __uint_as_float(even << 16);
+        out[4 * i + 1] = __uint_as_float(odd << 16);
+        out[4 * i + 2] = __uint_as_float(even & 0xffff0000u);
+        out[4 * i + 3] = __uint_as_float(odd & 0xffff0000u);
     }
 }
 
-// acc[m] += 16 codes of chunk c · the matching 16 values of x[m] (f32 or bf16).
-template <typename T>
-__device__ __forceinline__ void accumulate_e4m3(uint4 w_chunk, const T* x, int K, int M, int c,
-                                                float (&acc)[GEMV_MAX_M]) {
+// acc[r][m] += 16 codes of chunk c of row r · the matching 16 values of x[m] (f32 or bf16).
+template <typename T, int R>
+__device__ __forceinline__ void accumulate_e4m3(const uint4 (&w)[R], const T* x, int K, int M,
+                                                int c, float (&acc)[R][GEMV_MAX_M]) {
     constexpr int XV = 16 / sizeof(T);  // x values per 16-byte load
-    float wv[16], xv[XV];
-    unpack_e4m3(w_chunk, wv);
+    float wv[R][16], xv[XV];
+#pragma unroll
+    for (int r = 0; r < R; ++r) unpack_e4m3(w[r], wv[r]);
 #pragma unroll
     for (int m = 0; m < GEMV_MAX_M; ++m) {
         if (m < M) {
@@ -199,31 +222,41 @@ __device__ __forceinline__ void accumulate_e4m3(uint4 w_chunk, const T* x, int K
             for (int j = 0; j < 16 / XV; ++j) {
                 unpack(__ldg(xp + j), xv, T());
 #pragma unroll
-                for (int e = 0; e < XV; ++e) acc[m] += wv[j * XV + e] * xv[e];
+                for (int r = 0; r < R; ++r)
+#pragma unroll
+                    for (int e = 0; e < XV; ++e) acc[r][m] += wv[r][j * XV + e] * xv[e];
             }
         }
     }
 }
 
-// FP8 rows: 16 codes per chunk, a scale per row with E4M3's 2⁸ (see unpack_e4m3) folded in.
+// FP8 rows: 16 codes per chunk, a scale per row, and E4M3's 2¹²⁰ (see unpack_e4m3) applied
+// before the scale so that no product of the two can overflow.
 template <typename T>
 struct E4m3Rows {
     static constexpr int VEC = 16;
     static constexpr int BYTES = 1;
     const float* scale;
-    __device__ __forceinline__ void accumulate(uint4 w, const T* x, int K, int M, int c,
-                                               float (&acc)[GEMV_MAX_M]) const {
-        accumulate_e4m3<T>(w, x, K, M, c, acc);
+    template <int R>
+    __device__ __forceinline__ void accumulate(const uint4 (&w)[R], const T* x, int K, int M,
+                                               int c, float (&acc)[R][GEMV_MAX_M]) const {
+        accumulate_e4m3<T, R>(w, x, K, M, c, acc);
     }
-    __device__ __forceinline__ float row_scale(int n) const { return scale[n] * 256.f; }
+    __device__ __forceinline__ float scaled(float acc, int n) const {
+        return (acc * 0x1p120f) * scale[n];
+    }
 };
 
-#define GEMV_E4M3_ENTRY(T, Y, NAME)                                                          \
+#define GEMV_E4M3_ENTRY(T, Y, R, NAME)                                                       \
     extern "C" __global__ void NAME(const T* x, const unsigned char* W, const float* scale,  \
                                     const Y* res, Y* y, int M, int N, int K) {               \
-        gemv_rows<T, Y>(x, W, E4m3Rows<T>{scale}, res, y, M, N, K);                          \
+        gemv_rows<T, Y, E4m3Rows<T>, R>(x, W, E4m3Rows<T>{scale}, res, y, M, N, K);          \
     }
 
-GEMV_E4M3_ENTRY(float, float, gemv_e4m3_f32)
-GEMV_E4M3_ENTRY(bf16_t, bf16_t, gemv_e4m3_bf16)
-GEMV_E4M3_ENTRY(bf16_t, float, gemv_e4m3_bf16_to_f32)
+GEMV_E4M3_ENTRY(float, float, 1, gemv_e4m3_f32)
+GEMV_E4M3_ENTRY(bf16_t, bf16_t, 1, gemv_e4m3_bf16)
+GEMV_E4M3_ENTRY(bf16_t, float, 1, gemv_e4m3_bf16_to_f32)
+// Candidate shapes of the FP8 product (output columns per warp), compared by
+// `benches/lm_kernels.rs`.
+GEMV_E4M3_ENTRY(bf16_t, bf16_t, 2, gemv_e4m3_bf16_r2)
+GEMV_E4M3_ENTRY(bf16_t, bf16_t, 4, gemv_e4m3_bf16_r4)

@@ -1,0 +1,66 @@
+// FP8 quantisation on the GPU, one block per row: the row's largest magnitude, its scale
+// (largest / 448) and each value's E4M3 code, with the host's single roundings (IEEE division,
+// no fused multiply-add) and float8's conversion (round to nearest even, saturating at 448),
+// so the codes and scales are the bytes `fp8.rs` writes.
+
+#define QUANTIZE_THREADS 256
+
+__device__ __forceinline__ unsigned char e4m3_code(float v) {
+    u32 bits = __float_as_uint(v);
+    u32 sign = (bits >> 24) & 0x80u;
+    u32 magnitude = bits & 0x7fffffffu;
+    float a = __uint_as_float(magnitude);
+    if (a > 464.f) return (unsigned char)(sign | 0x7eu);  // beyond halfway to 480: saturate
+    if (a < 0x1p-6f)  // subnormal codes are the multiples of 2⁻⁹: scaling by 2⁹ is exact
+        return (unsigned char)(sign | __float2uint_rn(__fmul_rn(a, 512.f)));
+    u32 code = ((((magnitude >> 23) - 127u + 7u) << 3) | ((magnitude >> 20) & 7u));
+    u32 rest = magnitude & 0xfffffu;  // the 20 bits below E4M3's 3 mantissa bits
+    if (rest > 0x80000u || (rest == 0x80000u && (code & 1u))) code += 1u;
+    return (unsigned char)(sign | code);
+}
+
+extern "C" __global__ void quantize_e4m3_rows(const float* values, unsigned char* codes,
+                                              float* scales, int cols) {
+    __shared__ float partial[QUANTIZE_THREADS / 32];
+    const float* row = values + (size_t)blockIdx.x * cols;
+    unsigned char* out = codes + (size_t)blockIdx.x * cols;
+    float m = 0.f;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) m = fmaxf(m, fabsf(row[i]));
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = m;
+    __syncthreads();
+    m = 0.f;
+    for (int w = 0; w < (int)(blockDim.x >> 5); ++w) m = fmaxf(m, partial[w]);
+    float scale = m > 0.f ? __fdiv_rn(m, 448.f) : 1.f;
+    float inverse = __fdiv_rn(1.f, scale);
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) out[i] = e4m3_code(__fmul_rn(row[i], inverse));
+    if (threadIdx.x == 0) scales[blockIdx.x] = scale;
+}
+
+// The matrix decoded, out[r, c] = scale[r] · e4m3(code[r, c]), rounded once in f32 and then
+// to the output type, as the host's table lookup, multiply and conversion do. The code's bits
+// go where an f32 keeps them (see gemv.cu's unpack_e4m3), and 2¹²⁰ makes that exact.
+__device__ __forceinline__ float e4m3_value(u32 code) {
+    return __fmul_rn(__uint_as_float(((code & 0x7fu) << 20) | ((code & 0x80u) << 24)), 0x1p120f);
+}
+
+__device__ __forceinline__ void store_value(float* out, float v) { *out = v; }
+__device__ __forceinline__ void store_value(bf16_t* out, float v) { *out = to_bf16(v); }
+
+template <typename T>
+__device__ void dequantize_e4m3(const unsigned char* codes, const float* scales, T* out, u64 n,
+                                u64 cols) {
+    for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n;
+         i += (u64)gridDim.x * blockDim.x)
+        store_value(out + i, __fmul_rn(e4m3_value(codes[i]), scales[i / cols]));
+}
+
+extern "C" __global__ void dequantize_e4m3_f32(const unsigned char* codes, const float* scales,
+                                               float* out, u64 n, u64 cols) {
+    dequantize_e4m3(codes, scales, out, n, cols);
+}
+
+extern "C" __global__ void dequantize_e4m3_bf16(const unsigned char* codes, const float* scales,
+                                                bf16_t* out, u64 n, u64 cols) {
+    dequantize_e4m3(codes, scales, out, n, cols);
+}
