@@ -385,7 +385,7 @@ fn candle_dtype(dtype: safetensors::Dtype) -> Result<DType, String> {
     }
 }
 
-/// The blocks of one tensor, read in order (see [`WeightStore::blocks`]).
+/// The blocks of one tensor, read in order (see [`WeightStore::blocks_on`]).
 pub struct Blocks<'a> {
     store: &'a WeightStore,
     device: Device,

@@ -300,8 +300,8 @@ impl Kernels {
         self.gemv_fp8_with(name, columns, x, w, residual, out)
     }
 
-    /// [`gemv_fp8`](Self::gemv_fp8) with a given kernel of `GEMV_E4M3_VARIANTS` (or the f32
-    /// ones) computing `columns_per_warp` outputs per warp.
+    /// [`project`](Self::project) on FP8 weights with a given kernel of `GEMV_E4M3_VARIANTS`
+    /// (or the f32 ones) computing `columns_per_warp` outputs per warp.
     pub fn gemv_fp8_with(
         &self,
         name: &str,
