@@ -17,6 +17,7 @@ use crate::pipeline::{
     warm_up_codec, warm_up_lm, LmJob, Pipeline, PipelineConfig, RunControl, RunReport,
     DEFAULT_DECODE_CHUNK_LATENTS, DEFAULT_YIELD_LEAD_SECONDS,
 };
+use crate::weights::ReadTimes;
 
 /// Which weights, and where each model runs.
 #[derive(Debug, Clone)]
@@ -88,6 +89,10 @@ pub struct LoadReport {
     /// The LM's weights (read or generated, converted, uploaded), its kernels included.
     pub lm_weights_ms: f64,
     pub codec_weights_ms: f64,
+    /// Where reading each model's checkpoint went (read, finite check, copy to the device);
+    /// none for synthetic weights.
+    pub lm_read: Option<ReadTimes>,
+    pub codec_read: Option<ReadTimes>,
     /// Getting the LM's own kernels (NVRTC, or the disk cache), part of `lm_weights_ms`.
     pub lm_kernels_ms: Option<f64>,
     pub lm_kernels_from_disk_cache: Option<bool>,
@@ -165,6 +170,7 @@ impl Engine {
             Some(gpu_memory_used(device)?.saturating_sub(before?))
         };
         let before_lm = gpu_memory_used(&config.device);
+        let read_before_lm = ReadTimes::of_this_thread();
         let lm = load_lm(
             &config.model,
             &config.device,
@@ -178,6 +184,7 @@ impl Engine {
             lm_matrices: lm.model.precision(),
             lm_gpu_bytes,
             lm_weights_ms: lm.load_seconds * 1e3,
+            lm_read: read_since(read_before_lm),
             ..LoadReport::default()
         };
         #[cfg(feature = "cuda")]
@@ -196,7 +203,9 @@ impl Engine {
             scalar: scalar_device,
         };
         let before_codec = gpu_memory_used(&config.codec_device);
+        let read_before_codec = ReadTimes::of_this_thread();
         let (codec, codec_seconds) = load_codec(&config.model, placement, config.codec_precision)?;
+        load.codec_read = read_since(read_before_codec);
         load.codec_gpu_bytes = growth(&config.codec_device, before_codec);
         load.codec_weights_ms = codec_seconds * 1e3;
         Ok(Self {
@@ -359,4 +368,10 @@ impl Sink for ChunkSink {
     fn finish(&mut self) -> Result<()> {
         Ok(())
     }
+}
+
+/// What this thread read from checkpoints since `before`, if anything.
+fn read_since(before: ReadTimes) -> Option<ReadTimes> {
+    let read = ReadTimes::of_this_thread().since(before);
+    (read.bytes > 0).then_some(read)
 }

@@ -11,6 +11,7 @@ use heartstream::lm::{
     FrameGenerator, GenConfig, GenerationOptions, HeartMuLa, LmConfig, MatrixPrecision, Prompt,
     SamplingParams,
 };
+use heartstream::weights::ReadTimes;
 
 fn fixture_lm() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference-tiny/heartmula")
@@ -469,4 +470,38 @@ fn special_files_and_escaping_index_entries_are_refused_by_name() {
             "{e}"
         );
     }
+}
+
+#[test]
+fn loading_accounts_every_byte_it_reads_to_the_loading_thread() {
+    // Every tensor of the fixture's file is one the model loads, so a load reads exactly the
+    // file's data section: its length less the 8-byte header size and the header.
+    let file = fixture_lm().join("model.safetensors");
+    let bytes = std::fs::read(&file).unwrap();
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    let data = bytes.len() as u64 - 8 - header;
+    for matrices in [MatrixPrecision::Dense, MatrixPrecision::Fp8] {
+        let before = ReadTimes::of_this_thread();
+        HeartMuLa::load(&fixture_lm(), &Device::Cpu, DType::F32, matrices).unwrap();
+        let read = ReadTimes::of_this_thread().since(before);
+        assert_eq!(read.bytes, data, "{matrices:?}");
+        assert!(
+            read.read_ms > 0.0 && read.check_ms >= 0.0 && read.copy_ms > 0.0,
+            "{read:?}"
+        );
+    }
+    // Another thread's loads are not this thread's.
+    let before = ReadTimes::of_this_thread();
+    std::thread::spawn(|| {
+        HeartMuLa::load(
+            &fixture_lm(),
+            &Device::Cpu,
+            DType::F32,
+            MatrixPrecision::Dense,
+        )
+        .unwrap()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(ReadTimes::of_this_thread(), before);
 }

@@ -189,6 +189,49 @@ fn bench_prints_one_json_line_with_every_figure() {
     assert!(j["peak_rss_mib"].as_f64().unwrap() > 1.0);
     assert!(j["peak_gpu_mib"].is_null(), "no GPU on the CPU");
     assert_eq!(j["outcome"], "completed");
+    // Synthetic weights are not read from files.
+    assert!(j["load"]["lm_read"].is_null() && j["load"]["codec_read"].is_null());
+}
+
+#[test]
+fn bench_on_a_checkpoint_says_where_reading_each_model_went() {
+    let ckpt = tiny_checkpoint();
+    let model = ckpt.path().to_str().unwrap();
+    let out = heartstream(&[
+        "bench",
+        "--model",
+        model,
+        "--max-seconds",
+        "0.5",
+        "--seed",
+        "1",
+    ]);
+    assert_success(&out);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (model, dir) in [("lm", "HeartMuLa-oss-3B"), ("codec", "HeartCodec-oss")] {
+        let read = &j["load"][format!("{model}_read")];
+        // At least the safetensors' data section was read (the codec's may be sharded).
+        let on_disk: u64 = std::fs::read_dir(ckpt.path().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .sum();
+        let bytes = read["bytes"].as_u64().unwrap();
+        assert!(
+            bytes > 0 && bytes < on_disk,
+            "{model}: read {bytes} of {on_disk}"
+        );
+        for part in ["read_ms", "check_ms", "copy_ms"] {
+            assert!(read[part].as_f64().unwrap() >= 0.0, "{model}.{part}");
+        }
+        let total = read["read_ms"].as_f64().unwrap() + read["copy_ms"].as_f64().unwrap();
+        let weights_ms = j["load"][format!("{model}_weights_ms")].as_f64().unwrap();
+        assert!(
+            total <= weights_ms,
+            "{model}: parts {total} ms > {weights_ms} ms"
+        );
+    }
 }
 
 #[test]

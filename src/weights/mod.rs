@@ -19,4 +19,4 @@ pub use error::WeightsError;
 pub use fp8::Fp8Matrix;
 pub use loader::{Loader, Source};
 pub use spec::{Init, ModelSpec, TensorSpec};
-pub use store::{Blocks, WeightStore};
+pub use store::{Blocks, ReadTimes, WeightStore};

@@ -2,6 +2,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
 use safetensors::tensor::TensorInfo;
@@ -19,6 +20,54 @@ const PICKLE_EXTENSIONS: [&str; 4] = ["bin", "pt", "pth", "ckpt"];
 /// embeddings are 1.6 GB) arrive in blocks of whole rows.
 const BLOCK_BYTES: usize = 64 << 20;
 
+/// Where the time of reading checkpoint tensors went, summed over the blocks this thread read
+/// (a model loads on one thread, so a thread's totals before and after a load are that load's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct ReadTimes {
+    /// Bytes read from the shards.
+    pub bytes: u64,
+    /// Positioned reads out of the files (the page cache, or the disk).
+    pub read_ms: f64,
+    /// The finite-value check.
+    pub check_ms: f64,
+    /// Copying each block to its device: a pageable host-to-device copy on a GPU.
+    pub copy_ms: f64,
+}
+
+impl ReadTimes {
+    /// This thread's totals so far.
+    pub fn of_this_thread() -> Self {
+        THREAD_READ_TIMES.with(|t| t.get())
+    }
+
+    /// What was added since `before` (an earlier reading of the same thread).
+    pub fn since(self, before: Self) -> Self {
+        Self {
+            bytes: self.bytes - before.bytes,
+            read_ms: self.read_ms - before.read_ms,
+            check_ms: self.check_ms - before.check_ms,
+            copy_ms: self.copy_ms - before.copy_ms,
+        }
+    }
+
+    fn add_block(bytes: usize, read: Duration, check: Duration, copy: Duration) {
+        THREAD_READ_TIMES.with(|t| {
+            let mut v = t.get();
+            v.bytes += bytes as u64;
+            v.read_ms += read.as_secs_f64() * 1e3;
+            v.check_ms += check.as_secs_f64() * 1e3;
+            v.copy_ms += copy.as_secs_f64() * 1e3;
+            t.set(v);
+        });
+    }
+}
+
+thread_local! {
+    static THREAD_READ_TIMES: std::cell::Cell<ReadTimes> = const {
+        std::cell::Cell::new(ReadTimes { bytes: 0, read_ms: 0.0, check_ms: 0.0, copy_ms: 0.0 })
+    };
+}
+
 /// The safetensors files of one model folder. Opening reads only their headers; a tensor's
 /// bytes are read when it is loaded, a block of rows at a time with positioned reads, so the
 /// host holds about one block however large the checkpoint (no memory map whose touched pages
@@ -31,6 +80,8 @@ pub struct WeightStore {
     /// Where blocks are read to, reused for every block: one allocation for the whole load
     /// (fresh pages per block cost more than the copy out of the page cache). u32 for alignment.
     buffer: std::sync::Mutex<Vec<u32>>,
+    /// Where f32 blocks are rounded to a 16-bit type before they cross to a GPU, reused too.
+    narrow_buffer: std::sync::Mutex<Vec<u16>>,
 }
 
 struct Shard {
@@ -67,6 +118,7 @@ impl WeightStore {
             shards,
             routing,
             buffer: std::sync::Mutex::new(Vec::new()),
+            narrow_buffer: std::sync::Mutex::new(Vec::new()),
         };
         store.check_index()?;
         Ok(store)
@@ -84,11 +136,16 @@ impl WeightStore {
             .collect()
     }
 
-    /// Loads one tensor, converting from the stored dtype to `dtype` on `device`. Each block
-    /// is converted on the target device, so a GPU load never holds the model on the host.
+    /// Loads one tensor, converting from the stored dtype to `dtype` on `device`, a block at a
+    /// time, so a GPU load never holds the model on the host. f32 weights bound for a 16-bit
+    /// dtype on a GPU are rounded on the host's cores first: half the bytes cross to the
+    /// device (the copy bounds loading from the page cache), with the same roundings.
     pub fn load(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor, WeightsError> {
-        let parts = self
-            .blocks_of(name, BLOCK_BYTES, device)?
+        let mut blocks = self.blocks_of(name, BLOCK_BYTES, device)?;
+        if device.is_cuda() && matches!(dtype, DType::BF16 | DType::F16) {
+            blocks.narrow_to = Some(dtype);
+        }
+        let parts = blocks
             .map(|block| {
                 block?
                     .to_dtype(dtype)
@@ -133,6 +190,7 @@ impl WeightStore {
             next_row: 0,
             rows,
             row_bytes,
+            narrow_to: None,
         })
     }
 
@@ -277,6 +335,19 @@ fn read_parallel(file: &File, bytes: &mut [u8], offset: u64) -> std::io::Result<
     })
 }
 
+/// `work` on matching parts of `out` and `values`, one part a core for large slices.
+fn for_each_part(out: &mut [u16], values: &[f32], work: impl Fn(&mut [u16], &[f32]) + Sync) {
+    const PER_THREAD: usize = 1 << 20;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let part = values.len().div_ceil(threads).max(PER_THREAD);
+    std::thread::scope(|s| {
+        for (o, v) in out.chunks_mut(part).zip(values.chunks(part)) {
+            let work = &work;
+            s.spawn(move || work(o, v));
+        }
+    });
+}
+
 /// The index of the first element of `data` (stored as `dtype`) that is NaN or infinite: one
 /// would otherwise turn into silent garbage (every code 0, NaN audio).
 fn check_finite(dtype: DType, data: &[u8]) -> Result<(), usize> {
@@ -397,6 +468,8 @@ pub struct Blocks<'a> {
     next_row: usize,
     rows: usize,
     row_bytes: usize,
+    /// A 16-bit dtype f32 blocks are rounded to on the host before the copy.
+    narrow_to: Option<DType>,
 }
 
 impl Blocks<'_> {
@@ -436,17 +509,66 @@ impl Blocks<'_> {
             buffer.resize(bytes.div_ceil(4), 0);
         }
         let bytes = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut buffer)[..bytes];
+        let started = Instant::now();
         read_parallel(&self.shard.file, bytes, offset)
             .map_err(|e| fail(format!("reading its data: {e}")))?;
+        let read = started.elapsed();
         check_finite(self.dtype, bytes).map_err(|i| {
             fail(format!(
                 "element {} is not finite (NaN or infinity): the checkpoint is corrupt",
                 first_elem + i
             ))
         })?;
+        let checked = started.elapsed();
         // The buffer is 4-byte aligned (u32s), enough for every stored dtype.
-        Tensor::from_slice(bytemuck::cast_slice::<u8, T>(bytes), shape, &self.device)
-            .map_err(|e| fail(e.to_string()))
+        let block = match (self.dtype, self.narrow_to) {
+            (DType::F32, Some(narrow)) => self.narrowed(bytemuck::cast_slice(bytes), narrow, shape),
+            _ => Tensor::from_slice(bytemuck::cast_slice::<u8, T>(bytes), shape, &self.device),
+        }
+        .map_err(|e| fail(e.to_string()))?;
+        let copied = started.elapsed();
+        ReadTimes::add_block(bytes.len(), read, checked - read, copied - checked);
+        Ok(block)
+    }
+
+    /// `values` rounded to `dtype` (bf16 or f16: to nearest even, as the device's conversion
+    /// does) on every core, into the store's second buffer, then copied to the device.
+    fn narrowed(
+        &self,
+        values: &[f32],
+        dtype: DType,
+        shape: &[usize],
+    ) -> candle_core::Result<Tensor> {
+        let mut out = self
+            .store
+            .narrow_buffer
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("the narrowing buffer was poisoned".into()))?;
+        if out.len() < values.len() {
+            out.resize(values.len(), 0);
+        }
+        let out = &mut out[..values.len()];
+        let round: fn(f32) -> u16 = match dtype {
+            DType::BF16 => |v| half::bf16::from_f32(v).to_bits(),
+            _ => |v| half::f16::from_f32(v).to_bits(),
+        };
+        for_each_part(out, values, |o, v| {
+            for (o, v) in o.iter_mut().zip(v) {
+                *o = round(*v);
+            }
+        });
+        match dtype {
+            DType::BF16 => Tensor::from_slice(
+                bytemuck::cast_slice::<u16, half::bf16>(out),
+                shape,
+                &self.device,
+            ),
+            _ => Tensor::from_slice(
+                bytemuck::cast_slice::<u16, half::f16>(out),
+                shape,
+                &self.device,
+            ),
+        }
     }
 }
 
@@ -504,6 +626,36 @@ mod tests {
         );
         // A row larger than a block is one block of one row.
         assert_eq!(store.blocks_of("w", 4, &Device::Cpu).unwrap().count(), 7);
+    }
+
+    #[test]
+    fn f32_blocks_rounded_on_the_host_are_what_converting_after_the_copy_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        // Over a million values (several threads round them), ties and subnormals included.
+        let values: Vec<f32> = (0..(1u32 << 21) + 77)
+            .map(|i| f32::from_bits(i.wrapping_mul(2_654_435_761) & 0xbfff_ffff))
+            .filter(|v| v.is_finite())
+            .take(1 << 21)
+            .chain([1.0 + 2f32.powi(-8), 1.0 + 3.0 * 2f32.powi(-8), 1e-40, -0.0])
+            .collect();
+        write(dir.path(), &values, &[values.len()]);
+        let store = WeightStore::open(dir.path()).unwrap();
+        let want = Tensor::from_slice(&values, values.len(), &Device::Cpu).unwrap();
+        for dtype in [DType::BF16, DType::F16] {
+            let mut blocks = store.blocks_of("w", 1 << 22, &Device::Cpu).unwrap();
+            blocks.narrow_to = Some(dtype);
+            let parts: Vec<Tensor> = blocks.collect::<Result<_, _>>().unwrap();
+            assert!(parts.len() > 1 && parts.iter().all(|p| p.dtype() == dtype));
+            let got = Tensor::cat(&parts, 0).unwrap();
+            let bits = |t: &Tensor| t.to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap();
+            let (got, want) = (bits(&got), bits(&want.to_dtype(dtype).unwrap()));
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{dtype:?}"
+            );
+        }
     }
 
     #[test]
