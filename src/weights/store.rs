@@ -338,6 +338,9 @@ fn read_parallel(file: &File, bytes: &mut [u8], offset: u64) -> std::io::Result<
 /// `work` on matching parts of `out` and `values`, one part a core for large slices.
 fn for_each_part(out: &mut [u16], values: &[f32], work: impl Fn(&mut [u16], &[f32]) + Sync) {
     const PER_THREAD: usize = 1 << 20;
+    if values.len() <= PER_THREAD {
+        return work(out, values); // most tensors: no thread to start
+    }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let part = values.len().div_ceil(threads).max(PER_THREAD);
     std::thread::scope(|s| {
