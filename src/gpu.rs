@@ -101,12 +101,7 @@ pub fn cached_ptx(
     arch: &str,
     compile: impl FnOnce() -> std::result::Result<String, String>,
 ) -> std::result::Result<(String, bool), String> {
-    let key = source
-        .bytes()
-        .chain(arch.bytes())
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3)
-        });
+    let key = crate::hash::fnv1a(source.bytes().chain(arch.bytes()));
     let path = cache_dir().map(|d| d.join(format!("{module}-{arch}-{key:016x}.ptx")));
     if let Some(ptx) = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
         return Ok((ptx, true));

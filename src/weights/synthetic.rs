@@ -5,7 +5,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use super::{Init, TensorSpec};
-use crate::hash::splitmix64;
+use crate::hash::{fnv1a, splitmix64};
 
 pub(super) fn tensor(
     spec: &TensorSpec,
@@ -49,7 +49,7 @@ impl Draw {
     fn of(spec: &TensorSpec, seed: u64) -> Self {
         let (center, half_width) = uniform_params(spec.init);
         Self {
-            key: splitmix64(seed ^ fnv1a(spec.name.as_bytes())),
+            key: splitmix64(seed ^ fnv1a(spec.name.bytes())),
             center,
             half_width,
         }
@@ -87,12 +87,6 @@ fn fill_parallel<T: Send>(values: &mut [T], f: impl Fn(usize) -> T + Sync) {
             });
         }
     });
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3)
-    })
 }
 
 /// Top 24 bits as a float in [0, 1).
