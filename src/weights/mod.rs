@@ -20,3 +20,25 @@ pub use fp8::Fp8Matrix;
 pub use loader::{Loader, Source};
 pub use spec::{Init, ModelSpec, TensorSpec};
 pub use store::{Blocks, ReadTimes, WeightStore};
+
+/// `values[i] = f(i)` for every i, on every core for large slices (below a million values one
+/// thread is started for nothing).
+fn fill_parallel<T: Send>(values: &mut [T], f: impl Fn(usize) -> T + Sync) {
+    const MIN_CHUNK: usize = 1 << 20;
+    if values.len() <= MIN_CHUNK {
+        values.iter_mut().enumerate().for_each(|(i, v)| *v = f(i));
+        return;
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = values.len().div_ceil(threads).max(MIN_CHUNK);
+    std::thread::scope(|s| {
+        for (c, part) in values.chunks_mut(chunk).enumerate() {
+            let f = &f;
+            s.spawn(move || {
+                for (j, v) in part.iter_mut().enumerate() {
+                    *v = f(c * chunk + j);
+                }
+            });
+        }
+    });
+}

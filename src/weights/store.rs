@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device, Tensor};
 use safetensors::tensor::TensorInfo;
 
-use super::WeightsError;
+use super::{fill_parallel, WeightsError};
 use crate::files::Entry;
 
 const SINGLE: &str = "model.safetensors";
@@ -335,22 +335,6 @@ fn read_parallel(file: &File, bytes: &mut [u8], offset: u64) -> std::io::Result<
     })
 }
 
-/// `work` on matching parts of `out` and `values`, one part a core for large slices.
-fn for_each_part(out: &mut [u16], values: &[f32], work: impl Fn(&mut [u16], &[f32]) + Sync) {
-    const PER_THREAD: usize = 1 << 20;
-    if values.len() <= PER_THREAD {
-        return work(out, values); // most tensors: no thread to start
-    }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let part = values.len().div_ceil(threads).max(PER_THREAD);
-    std::thread::scope(|s| {
-        for (o, v) in out.chunks_mut(part).zip(values.chunks(part)) {
-            let work = &work;
-            s.spawn(move || work(o, v));
-        }
-    });
-}
-
 /// The index of the first element of `data` (stored as `dtype`) that is NaN or infinite: one
 /// would otherwise turn into silent garbage (every code 0, NaN audio).
 fn check_finite(dtype: DType, data: &[u8]) -> Result<(), usize> {
@@ -551,15 +535,10 @@ impl Blocks<'_> {
             out.resize(values.len(), 0);
         }
         let out = &mut out[..values.len()];
-        let round: fn(f32) -> u16 = match dtype {
-            DType::BF16 => |v| half::bf16::from_f32(v).to_bits(),
-            _ => |v| half::f16::from_f32(v).to_bits(),
-        };
-        for_each_part(out, values, |o, v| {
-            for (o, v) in o.iter_mut().zip(v) {
-                *o = round(*v);
-            }
-        });
+        match dtype {
+            DType::BF16 => fill_parallel(out, |i| half::bf16::from_f32(values[i]).to_bits()),
+            _ => fill_parallel(out, |i| half::f16::from_f32(values[i]).to_bits()),
+        }
         match dtype {
             DType::BF16 => Tensor::from_slice(
                 bytemuck::cast_slice::<u16, half::bf16>(out),

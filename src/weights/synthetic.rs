@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use super::{Init, TensorSpec};
+use super::{fill_parallel, Init, TensorSpec};
 use crate::hash::{fnv1a, splitmix64};
 
 pub(super) fn tensor(
@@ -71,22 +71,6 @@ fn uniform_params(init: Init) -> (f32, f32) {
         Init::NearOne => (1.0, sqrt3 * 0.1),
         Init::Const(v) => (v, 0.0),
     }
-}
-
-fn fill_parallel<T: Send>(values: &mut [T], f: impl Fn(usize) -> T + Sync) {
-    const MIN_CHUNK: usize = 1 << 20;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = values.len().div_ceil(threads).max(MIN_CHUNK);
-    std::thread::scope(|s| {
-        for (c, part) in values.chunks_mut(chunk).enumerate() {
-            let f = &f;
-            s.spawn(move || {
-                for (j, v) in part.iter_mut().enumerate() {
-                    *v = f(c * chunk + j);
-                }
-            });
-        }
-    });
 }
 
 /// Top 24 bits as a float in [0, 1).
