@@ -4,10 +4,11 @@
 use candle_core::cuda_backend::cudarc::driver::sys::{
     self, CUgraphInstantiate_flags, CUstreamCaptureMode,
 };
-use candle_core::cuda_backend::cudarc::driver::CudaGraph;
+use candle_core::cuda_backend::cudarc::driver::{CudaGraph, CudaSlice};
 use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
-use candle_core::cuda_backend::WrapErr;
-use candle_core::{CudaDevice, Device, Result};
+use candle_core::cuda_backend::{CudaDType, WrapErr};
+use candle_core::op::BackpropOp;
+use candle_core::{CudaDevice, Device, Result, Shape, Storage, Tensor};
 
 /// Which captured steps run as graphs: `HEARTSTREAM_CUDA_GRAPH=0` runs every one eagerly
 /// instead, `HEARTSTREAM_<PART>_GRAPH=0` those of one part (`LM`, `FLOW`), to measure what
@@ -148,6 +149,16 @@ pub fn compute_arch(dev: &CudaDevice) -> Result<&'static str> {
         .w()?;
     // NVRTC wants a 'static string; there are few architectures, so leak one per process.
     Ok(Box::leak(format!("sm_{major}{minor}").into_boxed_str()))
+}
+
+/// A buffer our own kernels filled, as a tensor of `shape` on `dev` (no gradient tracking).
+pub fn tensor_of<T: CudaDType>(
+    slice: CudaSlice<T>,
+    dev: &CudaDevice,
+    shape: impl Into<Shape>,
+) -> Tensor {
+    let storage = T::wrap_cuda_slice(slice, dev.clone());
+    Tensor::from_storage(Storage::Cuda(storage), shape, BackpropOp::none(), false)
 }
 
 /// PTX of `source` for `arch` (NVRTC needs no GPU).

@@ -12,8 +12,7 @@ use candle_core::cuda_backend::cudarc::driver::{
     CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use candle_core::cuda_backend::{CudaDType, CudaStorageSlice, WrapErr};
-use candle_core::op::BackpropOp;
-use candle_core::{CudaDevice, CudaStorage, DType, Device, Result, Storage, Tensor};
+use candle_core::{CudaDevice, DType, Device, Result, Storage, Tensor};
 
 use super::Fp8Matrix;
 
@@ -60,12 +59,9 @@ pub(super) fn quantize(rows: &Tensor, dev: &CudaDevice) -> Result<Option<Fp8Matr
     // holds n·cols values and the kernel's block size is the one it was written for.
     unsafe { launch.launch(cfg) }.w()?;
     drop(storage);
-    let wrap = |s: CudaStorage, shape: &[usize]| {
-        Tensor::from_storage(Storage::Cuda(s), shape, BackpropOp::none(), false)
-    };
     let made = Fp8Matrix::from_parts(
-        wrap(CudaStorage::wrap_cuda_slice(codes, dev.clone()), &[n, cols]),
-        wrap(CudaStorage::wrap_cuda_slice(scales, dev.clone()), &[n]),
+        crate::gpu::tensor_of(codes, dev, (n, cols)),
+        crate::gpu::tensor_of(scales, dev, n),
     );
     if let Some(row) = first_difference(&values, &made)? {
         DISABLED.store(true, Ordering::Relaxed);
@@ -104,18 +100,11 @@ pub(super) fn dequantize(m: &Fp8Matrix, dtype: DType, dev: &CudaDevice) -> Resul
         cols,
         ptx,
     };
-    let storage = match dtype {
+    Ok(Some(match dtype {
         DType::F32 => args.decode::<f32>("dequantize_e4m3_f32", dev)?,
         DType::BF16 => args.decode::<half::bf16>("dequantize_e4m3_bf16", dev)?,
         _ => return Ok(None),
-    };
-    let shape: &[usize] = &[rows, cols];
-    Ok(Some(Tensor::from_storage(
-        Storage::Cuda(storage),
-        shape,
-        BackpropOp::none(),
-        false,
-    )))
+    }))
 }
 
 /// What a dequantising kernel reads.
@@ -128,12 +117,8 @@ struct DecodeArgs<'a> {
 }
 
 impl DecodeArgs<'_> {
-    /// Runs `kernel` (its output type `T`) into fresh storage.
-    fn decode<T: CudaDType + DeviceRepr>(
-        &self,
-        kernel: &str,
-        dev: &CudaDevice,
-    ) -> Result<CudaStorage> {
+    /// Runs `kernel` (its output type `T`) into a fresh (rows, cols) tensor.
+    fn decode<T: CudaDType + DeviceRepr>(&self, kernel: &str, dev: &CudaDevice) -> Result<Tensor> {
         const THREADS: usize = 256;
         let n = self.rows * self.cols;
         let func = dev.get_or_load_custom_func(kernel, super::kernels::MODULE, self.ptx)?;
@@ -154,7 +139,7 @@ impl DecodeArgs<'_> {
         };
         // SAFETY: the arguments match the kernel's (const u8*, const float*, T*, u64, u64).
         unsafe { launch.launch(cfg) }.w()?;
-        Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+        Ok(crate::gpu::tensor_of(out, dev, (self.rows, self.cols)))
     }
 }
 

@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
-use candle_core::op::BackpropOp;
-use candle_core::{CudaDevice, CudaStorage, DType, Result, Storage, Tensor};
+use candle_core::{CudaDevice, DType, Result, Tensor};
 
 use super::synthetic::Draw;
 
@@ -78,13 +77,7 @@ fn fill<T: CudaDType + candle_core::cuda_backend::cudarc::driver::DeviceRepr>(
     };
     // SAFETY: the arguments match the kernel's (T*, u64, u64, float, float).
     unsafe { launch.launch(cfg) }.w()?;
-    let storage = CudaStorage::wrap_cuda_slice(out, dev.clone());
-    Ok(Some(Tensor::from_storage(
-        Storage::Cuda(storage),
-        shape,
-        BackpropOp::none(),
-        false,
-    )))
+    Ok(Some(crate::gpu::tensor_of(out, dev, shape)))
 }
 
 /// The first of the checked elements (each end of the tensor) that is not the host's value.

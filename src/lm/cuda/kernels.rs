@@ -10,8 +10,7 @@ use candle_core::cuda_backend::cudarc::driver::{
     CudaFunction, CudaStream, DevicePtr, LaunchConfig,
 };
 use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
-use candle_core::op::BackpropOp;
-use candle_core::{bail, CudaDevice, CudaStorage, DType, Device, Result, Shape, Storage, Tensor};
+use candle_core::{bail, CudaDevice, DType, Device, Result, Shape, Storage, Tensor};
 
 use crate::lm::projection::Projection;
 use crate::weights::Fp8Matrix;
@@ -200,25 +199,16 @@ impl Kernels {
     fn alloc(&self, dtype: DType, shape: impl Into<Shape>) -> Result<Tensor> {
         let shape = shape.into();
         let n = shape.elem_count();
+        let dev = &self.dev;
         // SAFETY: the kernel that receives this buffer writes every element it later reads.
-        let slice = unsafe {
-            match dtype {
-                DType::F32 => CudaStorageSlice::F32(self.dev.alloc::<f32>(n)?),
-                DType::BF16 => CudaStorageSlice::BF16(self.dev.alloc::<half::bf16>(n)?),
-                DType::U32 => CudaStorageSlice::U32(self.dev.alloc::<u32>(n)?),
+        unsafe {
+            Ok(match dtype {
+                DType::F32 => crate::gpu::tensor_of(dev.alloc::<f32>(n)?, dev, shape),
+                DType::BF16 => crate::gpu::tensor_of(dev.alloc::<half::bf16>(n)?, dev, shape),
+                DType::U32 => crate::gpu::tensor_of(dev.alloc::<u32>(n)?, dev, shape),
                 other => bail!("no fused LM kernel for {other:?}"),
-            }
-        };
-        let storage = CudaStorage {
-            slice,
-            device: self.dev.clone(),
-        };
-        Ok(Tensor::from_storage(
-            Storage::Cuda(storage),
-            shape,
-            BackpropOp::none(),
-            false,
-        ))
+            })
+        }
     }
 
     /// `x · Wᵀ (+ residual)` for the few rows of a frame step with a dense or FP8 matrix.
