@@ -1,7 +1,8 @@
 //! Times the codec at full size on random weights (HeartCodec-oss dimensions): each
 //! window shape of the streaming schedule solved eagerly and with its Euler step captured
-//! as a CUDA graph, on a normal- and a high-priority stream, and the ScalarModel decoding
-//! chunks in f32 and bf16 (with its error against f32). One table on stdout.
+//! as a CUDA graph, on a normal- and a high-priority stream, and the ScalarModel's steady
+//! steps eager and captured, in f32, TF32 and bf16 (with their error against f32 eager).
+//! One table on stdout.
 //! Needs a GPU: `cargo bench --features cuda --bench codec`.
 
 use std::time::Instant;
@@ -102,37 +103,118 @@ fn flow_table(params: SolverParams) -> Result<()> {
     Ok(())
 }
 
+/// A decoder variant of the table: the codec's ScalarModel in one dtype, with or without
+/// its step captured, with or without TF32 products.
+struct Decoder {
+    name: &'static str,
+    codec: HeartCodec,
+    captured: bool,
+    tf32: bool,
+}
+
+impl Decoder {
+    fn new(name: &'static str, scalar: DType, captured: bool, tf32: bool) -> Result<Self> {
+        let codec = codec(CodecPrecision {
+            flow: DType::BF16,
+            scalar,
+        })?;
+        Ok(Self {
+            name,
+            codec,
+            captured,
+            tf32,
+        })
+    }
+
+    /// Milliseconds per steady step of `latents` (look-ahead filled) and the audio of
+    /// `STEPS` such steps.
+    fn steady_steps(&self, latents: &Tensor) -> Result<(f64, Tensor)> {
+        const STEPS: usize = 8;
+        candle_core::cuda_backend::set_gemm_reduced_precision_f32(self.tf32);
+        let scalar = &self.codec.scalar;
+        let n = latents.dim(0)?;
+        if self.captured {
+            scalar.prepare_steps(n)?;
+        }
+        let mut stream = scalar.stream()?;
+        anyhow::ensure!(stream.step_latents() == self.captured.then_some(n));
+        stream.push(latents)?;
+        stream.push(latents)?;
+        let device = scalar.device();
+        device.synchronize()?;
+        let started = Instant::now();
+        let audio = (0..STEPS)
+            .map(|_| stream.push(latents))
+            .collect::<Result<Vec<_>>>()?;
+        device.synchronize()?;
+        let ms = started.elapsed().as_secs_f64() * 1e3 / STEPS as f64;
+        candle_core::cuda_backend::set_gemm_reduced_precision_f32(false);
+        Ok((ms, Tensor::cat(&audio, 1)?))
+    }
+}
+
+/// Relative RMS difference of `b` from `a`.
+fn rel_err(a: &Tensor, b: &Tensor) -> Result<f32> {
+    let err = (a - b)?.sqr()?.sum_all()?.to_scalar::<f32>()?;
+    Ok((err / a.sqr()?.sum_all()?.to_scalar::<f32>()?).sqrt())
+}
+
+/// Steady ScalarModel steps (look-ahead filled, as in a stream) of 25, 32 and 100 latents:
+/// f32 eager (the reference's arithmetic), f32 with the step captured, TF32 products, bf16;
+/// each with its error against f32 eager on the same latents.
 fn decoder_table() -> Result<()> {
-    let f32_codec = codec(CodecPrecision::uniform(DType::F32))?;
-    let bf16_codec = codec(CodecPrecision {
-        flow: DType::BF16,
-        scalar: DType::BF16,
-    })?;
-    let device = f32_codec.scalar.device().clone();
+    let variants = [
+        Decoder::new("f32 eager", DType::F32, false, false)?,
+        Decoder::new("f32 captured", DType::F32, true, false)?,
+        Decoder::new("tf32 eager", DType::F32, false, true)?,
+        Decoder::new("tf32 captured", DType::F32, true, true)?,
+        Decoder::new("bf16 captured", DType::BF16, true, false)?,
+    ];
+    let device = variants[0].codec.scalar.device().clone();
+    let width = variants[0].codec.scalar.latent_dim();
     println!(
-        "{:>8} {:>12} {:>12} {:>14}",
-        "latents", "f32 ms", "bf16 ms", "bf16 rel. err"
+        "{:>8} {:>14} {:>10} {:>10} {:>12}",
+        "latents", "decoder", "ms/step", "RTF", "rel. err"
     );
-    for chunk in [25, 100, 250] {
-        let latents = Tensor::randn(0f32, 1.0, (chunk, f32_codec.scalar.latent_dim()), &device)?;
-        let decode = |c: &HeartCodec| -> Result<Tensor> {
-            let mut stream = c.scalar.stream();
-            let a = stream.push(&latents)?;
-            let b = stream.finish()?;
-            Ok(Tensor::cat(&[a, b], 1)?)
-        };
-        let t32 = time_ms(&device, || decode(&f32_codec).map(drop))?;
-        let t16 = time_ms(&device, || decode(&bf16_codec).map(drop))?;
-        let (a, b) = (decode(&f32_codec)?, decode(&bf16_codec)?);
-        let err = ((&a - &b)?.sqr()?.sum_all()?.to_scalar::<f32>()?
-            / a.sqr()?.sum_all()?.to_scalar::<f32>()?)
-        .sqrt();
-        println!("{chunk:>8} {t32:>12.2} {t16:>12.2} {err:>14.2e}");
+    for chunk in [25, 32, 100] {
+        let latents = Tensor::randn(0f32, 1.0, (chunk, width), &device)?;
+        let audio_s = chunk as f64 * variants[0].codec.config.rates().seconds_per_latent();
+        let mut reference = None;
+        for v in &variants {
+            let (ms, audio) = v.steady_steps(&latents)?;
+            let reference = reference.get_or_insert(audio.clone());
+            let err = rel_err(reference, &audio)?;
+            println!(
+                "{chunk:>8} {:>14} {ms:>10.2} {:>10.4} {err:>12.2e}",
+                v.name,
+                ms / 1e3 / audio_s
+            );
+        }
     }
     Ok(())
 }
 
+/// What `codec profile` runs, for a kernel profiler to break down: one eager Euler step of
+/// the largest streaming window (744 latents, 104 of them context) and two eager decoder
+/// steps of 25 latents.
+fn profile() -> Result<()> {
+    let c = codec(CodecPrecision::with_flow(DType::BF16))?;
+    let one_step = SolverParams {
+        num_steps: 1,
+        guidance_scale: 1.25,
+    };
+    solve(&c, 744, 104, &one_step)?;
+    let latents = Tensor::randn(0f32, 1.0, (25, c.scalar.latent_dim()), c.scalar.device())?;
+    let mut stream = c.scalar.stream()?;
+    stream.push(&latents)?;
+    stream.push(&latents)?;
+    Ok(c.scalar.device().synchronize()?)
+}
+
 fn main() -> Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("profile") {
+        return profile();
+    }
     for steps in [10, 5] {
         flow_table(SolverParams {
             num_steps: steps,

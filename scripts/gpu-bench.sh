@@ -2,7 +2,7 @@
 # The GPU measurements of BENCHMARKS.md, on a machine with an NVIDIA GPU and the binaries that
 # scripts/package-gpu.sh put in gpu/. Writes each result to $OUT (default: gpu-results/).
 #   bash scripts/gpu-bench.sh [parity] [codec] [bench] [variants] [tuning] [long] [decode] [kernels]
-#                             [fp8] [load]
+#                             [fp8] [load] [profile]
 # (default: parity codec bench long decode)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +30,7 @@ for part in $parts; do
         --test-threads 1 --nocapture > "$out/parity-bf16.txt" 2>&1
       echo "parity bf16 exit $?" >> "$out/summary.txt" ;;
     codec)
-      # Window shapes eager vs captured, ScalarModel f32 vs bf16, at full size.
+      # Window shapes eager vs captured; ScalarModel steps eager vs captured, f32/TF32/bf16.
       run gpu/codec.xz > "$out/codec.txt" 2>&1
       echo "codec bench exit $?" >> "$out/summary.txt" ;;
     bench)
@@ -38,8 +38,11 @@ for part in $parts; do
       for seed in 1 2 3; do song bench-steps10 20 "$seed"; done
       for seed in 1 2 3; do song bench-steps5 20 "$seed" --flow-steps 5; done ;;
     variants)
-      # What each piece buys: flow graphs off, normal codec priority, no LM yield, bf16 decoder.
+      # What each piece buys: flow or decoder graphs off, normal codec priority, no LM yield,
+      # bf16 decoder.
       HEARTSTREAM_FLOW_GRAPH=0 song variant-noflowgraph 20 1
+      HEARTSTREAM_DECODER_GRAPH=0 song variant-nodecodergraph 20 1
+      HEARTSTREAM_DECODER_GRAPH=0 song variant-nodecodergraph-180s 180 1
       song variant-normalpriority 20 1 --codec-normal-priority
       song variant-noyield 20 1 --lm-yield-lead 0
       song variant-noyield-normalpriority 20 1 --lm-yield-lead 0 --codec-normal-priority
@@ -63,6 +66,16 @@ for part in $parts; do
       echo "decode bf16 exit $?" >> "$out/summary.txt" ;;
     kernels)
       run gpu/lm_kernels.xz > "$out/kernels.txt" 2>&1 ;;
+    profile)
+      # GPU time per kernel (Nsight Compute, clocks left alone) of `codec profile`: one eager
+      # Euler step of a 744-latent window and two eager 25-latent decoder steps.
+      mkdir -p /tmp/gpu-run-bin
+      python3 -c 'import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2],"wb"))' \
+        gpu/codec.xz /tmp/gpu-run-bin/codec-profile && chmod +x /tmp/gpu-run-bin/codec-profile
+      ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+      run "$ncu" --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
+        /tmp/gpu-run-bin/codec-profile profile > "$out/profile.txt" 2>&1
+      echo "profile exit $?" >> "$out/summary.txt" ;;
     fp8)
       # FP8 LM matrices: c0 logits against dense on the same frames, 20 s songs against bf16
       # (the same seeds as bench), and a 4-minute song in each.

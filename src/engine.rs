@@ -98,9 +98,12 @@ pub struct LoadReport {
     pub lm_kernels_from_disk_cache: Option<bool>,
     /// A few throw-away frames: kernel loading, cuBLAS handles, the frame step's capture.
     pub lm_warm_up_ms: f64,
-    /// Preparing (capturing) the Euler step of every window shape, and one small window.
+    /// Preparing (capturing) the Euler step of every window shape and the decoder's step,
+    /// and one small window.
     pub codec_warm_up_ms: f64,
     pub window_shapes_prepared: usize,
+    /// Whether the decoder's step (of `decode_chunk_latents`) replays a captured graph.
+    pub decoder_step_captured: bool,
     /// The priority the codec's streams run at (lower is more urgent), on a GPU.
     pub codec_stream_priority: Option<i32>,
 }
@@ -227,7 +230,9 @@ impl Engine {
         let prompt = self.prompt(request)?;
         warm_up_lm(&self.lm.model, self.lm.gen, &prompt, request.generation)?;
         let lm_done = std::time::Instant::now();
-        self.load.window_shapes_prepared = warm_up_codec(&self.codec, &request.flow)?;
+        let codec = warm_up_codec(&self.codec, &request.flow, request.decode_chunk_latents)?;
+        self.load.window_shapes_prepared = codec.window_shapes;
+        self.load.decoder_step_captured = codec.decoder_step_captured;
         self.load.lm_warm_up_ms = (lm_done - started).as_secs_f64() * 1e3;
         self.load.codec_warm_up_ms = lm_done.elapsed().as_secs_f64() * 1e3;
         self.load_seconds += started.elapsed().as_secs_f64();

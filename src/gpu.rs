@@ -47,6 +47,78 @@ pub fn run_and_capture(device: &Device, record: impl Fn() -> Result<()>) -> Resu
     Ok(graph)
 }
 
+/// A CUDA graph handle may be launched from any thread of its context; whoever holds it
+/// launches it from one thread at a time (`&mut`-free launches are serialised by the
+/// owners: a step cache hands each graph to one solve at a time).
+pub struct SendGraph(CudaGraph);
+
+// SAFETY: see `SendGraph`: the exec handle is used by one owner at a time, and cudarc binds
+// the context to the launching thread.
+unsafe impl Send for SendGraph {}
+
+impl From<CudaGraph> for SendGraph {
+    fn from(graph: CudaGraph) -> Self {
+        Self(graph)
+    }
+}
+
+impl SendGraph {
+    pub fn launch(&self) -> Result<()> {
+        self.0.launch().w()
+    }
+}
+
+/// candle keeps the small parameter arrays (shapes, strides) that captured kernels read in
+/// a cache local to the capturing thread: a graph is valid only while that thread lives.
+/// Captures therefore happen on a thread of their own that lives as long as the graphs,
+/// whichever thread asked for them. Owners keep their graphs declared (dropped) before it.
+pub struct CaptureThread {
+    jobs: Option<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Default for CaptureThread {
+    fn default() -> Self {
+        let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let thread = std::thread::Builder::new()
+            .name("heartstream graph capture".into())
+            .spawn(move || queue.iter().for_each(|job| job()))
+            .ok();
+        Self {
+            jobs: Some(jobs),
+            thread,
+        }
+    }
+}
+
+impl CaptureThread {
+    /// Runs `job` on the capture thread and waits for its result.
+    pub fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let (reply, result) = std::sync::mpsc::channel();
+        let jobs = self.jobs.as_ref().filter(|_| self.thread.is_some());
+        let jobs = jobs.ok_or_else(|| anyhow::anyhow!("the graph capture thread did not start"))?;
+        jobs.send(Box::new(move || {
+            let _ = reply.send(job());
+        }))
+        .map_err(|_| anyhow::anyhow!("the graph capture thread has stopped"))?;
+        result
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the graph capture thread has stopped"))?
+    }
+}
+
+impl Drop for CaptureThread {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Stops cudarc's automatic cross-stream event tracking on `device`'s context. A captured
 /// graph may not wait on events recorded outside it, and with tracking every kernel waits
 /// on its buffers' last events; so a context whose work is captured must order its streams

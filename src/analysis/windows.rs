@@ -38,7 +38,7 @@ pub fn stream_decode(
     seed: u64,
 ) -> Result<(Tensor, Vec<StreamWindow>)> {
     let mut stream = FlowStream::new(codec, flow, Box::new(GaussianNoise::new(seed)))?;
-    let mut scalar = codec.scalar.stream();
+    let mut scalar = codec.scalar.stream()?;
     let (mut audio, mut windows) = (Vec::new(), Vec::new());
     let mut take = |stream: &mut FlowStream, end: bool| -> Result<bool> {
         match stream.solve_next(end)? {

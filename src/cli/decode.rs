@@ -49,6 +49,7 @@ pub fn run(args: DecodeArgs) -> Result<()> {
     codec
         .flow
         .prepare_windows(&params.window_shapes(&codec.config), &params.solver)?;
+    codec.scalar.prepare_decode()?;
     let start = Instant::now();
     let out = detokenize(
         &codec,

@@ -19,18 +19,8 @@ use super::euler::{StepBuffers, StepRunner, StepShape};
 struct Captured {
     buffers: StepBuffers,
     #[cfg(feature = "cuda")]
-    graph: Option<SendGraph>,
+    graph: Option<crate::gpu::SendGraph>,
 }
-
-/// A CUDA graph handle may be launched from any thread of its context; the cache hands each
-/// one to a single solve at a time.
-#[cfg(feature = "cuda")]
-struct SendGraph(candle_core::cuda_backend::cudarc::driver::CudaGraph);
-
-// SAFETY: see `SendGraph`: the exec handle is only used by the solve that took it out of
-// the cache, and cudarc binds the context to the launching thread.
-#[cfg(feature = "cuda")]
-unsafe impl Send for SendGraph {}
 
 impl StepRunner for Captured {
     fn buffers(&self) -> &StepBuffers {
@@ -40,8 +30,7 @@ impl StepRunner for Captured {
     fn run_step(&self, estimator: &Estimator) -> Result<()> {
         #[cfg(feature = "cuda")]
         if let Some(graph) = &self.graph {
-            use candle_core::cuda_backend::WrapErr;
-            return Ok(graph.0.launch().w()?);
+            return Ok(graph.launch()?);
         }
         self.buffers.step(estimator)
     }
@@ -54,62 +43,7 @@ pub struct StepGraphs {
     // Declared first, dropped first: the graphs go before the thread whose memory they read.
     prepared: Arc<Mutex<HashMap<StepShape, Captured>>>,
     #[cfg(feature = "cuda")]
-    capturer: Arc<CaptureThread>,
-}
-
-/// candle keeps the small parameter arrays (shapes, strides) that captured kernels read in
-/// a cache local to the capturing thread: a graph is valid only while that thread lives.
-/// Captures therefore happen on a thread of their own that lives as long as the graphs,
-/// whichever thread asked for them.
-#[cfg(feature = "cuda")]
-struct CaptureThread {
-    jobs: Option<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-#[cfg(feature = "cuda")]
-impl Default for CaptureThread {
-    fn default() -> Self {
-        let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
-        let thread = std::thread::Builder::new()
-            .name("heartstream graph capture".into())
-            .spawn(move || queue.iter().for_each(|job| job()))
-            .ok();
-        Self {
-            jobs: Some(jobs),
-            thread,
-        }
-    }
-}
-
-#[cfg(feature = "cuda")]
-impl CaptureThread {
-    /// Runs `job` on the capture thread and waits for its result.
-    fn run<T: Send + 'static>(
-        &self,
-        job: impl FnOnce() -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let (reply, result) = std::sync::mpsc::channel();
-        let jobs = self.jobs.as_ref().filter(|_| self.thread.is_some());
-        let jobs = jobs.ok_or_else(|| anyhow::anyhow!("the graph capture thread did not start"))?;
-        jobs.send(Box::new(move || {
-            let _ = reply.send(job());
-        }))
-        .map_err(|_| anyhow::anyhow!("the graph capture thread has stopped"))?;
-        result
-            .recv()
-            .map_err(|_| anyhow::anyhow!("the graph capture thread has stopped"))?
-    }
-}
-
-#[cfg(feature = "cuda")]
-impl Drop for CaptureThread {
-    fn drop(&mut self) {
-        drop(self.jobs.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+    capturer: Arc<crate::gpu::CaptureThread>,
 }
 
 impl StepGraphs {
@@ -183,7 +117,7 @@ impl StepGraphs {
                 })?;
                 Ok(Captured {
                     buffers,
-                    graph: Some(SendGraph(graph)),
+                    graph: Some(graph.into()),
                 })
             });
         }

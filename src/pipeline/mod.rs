@@ -39,7 +39,7 @@ pub use self::metrics::{Levels, Metrics, StageMeter};
 pub use self::ring::{ring, RingReceiver, RingSender};
 pub use self::snapshot::{Fill, Snapshot, StageRate};
 pub use self::supervisor::{supervise, Watcher};
-pub use self::warm_up::{warm_up_codec, warm_up_lm};
+pub use self::warm_up::{warm_up_codec, warm_up_lm, CodecWarmUp};
 
 /// Streaming settings of a run.
 #[derive(Debug, Clone, Copy)]
@@ -156,7 +156,7 @@ impl Pipeline {
             job.model.config.audio_num_codebooks,
         );
         let decode = decode_stage::DecodeStage {
-            scalar: codec.scalar.stream(),
+            scalar: codec.scalar.stream()?,
             sinks,
             chunk_latents: config.decode_chunk_latents.max(1),
         };

@@ -28,13 +28,27 @@ pub fn warm_up_lm(
     Ok(())
 }
 
+/// What the codec's warm-up prepared.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CodecWarmUp {
+    /// Flow-matching window shapes whose Euler step is prepared (captured on CUDA).
+    pub window_shapes: usize,
+    /// Whether the decoder's step of the run's size is captured.
+    pub decoder_step_captured: bool,
+}
+
 /// Prepares (on CUDA: captures) the Euler step of every window shape the run's schedule
-/// solves, then runs the solver on a short window of zero codes and decodes the result.
-/// Returns how many window shapes were prepared.
-pub fn warm_up_codec(codec: &HeartCodec, flow: &FlowStreamConfig) -> Result<usize> {
-    let prepared = codec
+/// solves and the decoder step of `decode_latents` latents, then runs the solver on a short
+/// window of zero codes and decodes the result.
+pub fn warm_up_codec(
+    codec: &HeartCodec,
+    flow: &FlowStreamConfig,
+    decode_latents: usize,
+) -> Result<CodecWarmUp> {
+    let window_shapes = codec
         .flow
         .prepare_windows(&flow.window_shapes(), &flow.solver)?;
+    let decoder_step_captured = codec.scalar.prepare_steps(decode_latents)?;
     let latents = 4 * LATENTS_PER_CODE;
     let config = FlowStreamConfig {
         window_latents: 2 * latents,
@@ -50,8 +64,11 @@ pub fn warm_up_codec(codec: &HeartCodec, flow: &FlowStreamConfig) -> Result<usiz
     let window = stream
         .next_window(true)?
         .ok_or_else(|| anyhow!("the warm-up window produced no latents"))?;
-    let mut scalar = codec.scalar.stream();
+    let mut scalar = codec.scalar.stream()?;
     scalar.push(&window)?;
     scalar.finish()?.to_vec2::<f32>()?;
-    Ok(prepared)
+    Ok(CodecWarmUp {
+        window_shapes,
+        decoder_step_captured,
+    })
 }

@@ -221,17 +221,21 @@ fn inference_codes_with_in_context_prefix() {
     }
 }
 
-#[test]
-fn scalar_model_decode() {
-    // (stereo batch, latent channels, frames) → the detokenize layout (frames, 2 · channels).
+/// `sq.decode.input` (stereo batch, latent channels, frames) in the detokenize layout
+/// (frames, 2 · channels).
+fn scalar_latents() -> Tensor {
     let batched = input("sq.decode.input");
     let (stereo, channels, frames) = batched.dims3().unwrap();
-    let latents = batched
+    batched
         .permute((2, 0, 1))
         .unwrap()
         .reshape((frames, stereo * channels))
-        .unwrap();
-    let audio = codec().scalar.decode(&latents).unwrap();
+        .unwrap()
+}
+
+#[test]
+fn scalar_model_decode() {
+    let audio = codec().scalar.decode(&scalar_latents()).unwrap();
     let expected = golden().f32("sq.decode.output").squeeze(1).unwrap();
     assert_close(
         "sq.decode.output",
@@ -239,6 +243,44 @@ fn scalar_model_decode() {
         &expected,
         AUDIO_FROM_LATENTS_ATOL,
     );
+}
+
+/// The decoder with its step prepared (on CUDA: captured as a graph over a stream state
+/// and replayed for every step of that size), fed in steps of that size, meets the same
+/// tolerance; a second stream on the same state, reset, decodes the same audio exactly.
+#[test]
+fn scalar_model_decode_through_a_prepared_step() {
+    // A codec of its own: its pool of prepared states is not shared with other tests.
+    let dir = golden().dir.join("heartcodec");
+    let codec =
+        HeartCodec::load(&dir, &test_device(), CodecPrecision::uniform(test_dtype())).unwrap();
+    let latents = scalar_latents();
+    let frames = latents.dim(0).unwrap();
+    let step = (frames / 4).max(codec.config.look_ahead_latents());
+    let captured = codec.scalar.prepare_steps(step).unwrap();
+    let graphs_off = std::env::var("HEARTSTREAM_DECODER_GRAPH").is_ok_and(|v| v == "0");
+    assert_eq!(captured, test_device().is_cuda() && !graphs_off);
+    let decode = || {
+        let mut stream = codec.scalar.stream().unwrap();
+        assert_eq!(stream.step_latents(), captured.then_some(step));
+        let mut parts = Vec::new();
+        for start in (0..frames).step_by(step) {
+            let n = step.min(frames - start);
+            parts.push(stream.push(&latents.narrow(0, start, n).unwrap()).unwrap());
+        }
+        parts.push(stream.finish().unwrap());
+        Tensor::cat(&parts, 1).unwrap()
+    };
+    let first = decode();
+    let expected = golden().f32("sq.decode.output").squeeze(1).unwrap();
+    assert_close(
+        &format!("sq.decode.output in steps of {step} (captured: {captured})"),
+        &first,
+        &expected,
+        AUDIO_FROM_LATENTS_ATOL,
+    );
+    let second = decode();
+    assert_eq!(max_abs_diff(&first, &second), 0.0, "a reused stream state");
 }
 
 #[test]
@@ -361,7 +403,7 @@ fn streaming_pipeline_on_short_input_matches_detokenize_until_the_final_look_ahe
     };
     let noise = ReplayNoise::new([golden().f32("detok.short.window0.x0")]);
     let mut flow = FlowStream::new(codec(), config, Box::new(noise)).unwrap();
-    let mut decoder = codec().scalar.stream();
+    let mut decoder = codec().scalar.stream().unwrap();
     let codes = code_frames("detok.short.codes");
     let mut audio = Vec::new();
     for frame in codes.as_slice().chunks(codes.num_codebooks()) {

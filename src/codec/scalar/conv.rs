@@ -17,8 +17,13 @@ pub(super) struct StreamConv {
     /// Zero frames before the first input: the whole span for a causal conv, half of it for
     /// the centred look-ahead conv.
     left_pad: usize,
-    /// The last `span` input frames (fewer at the start); `None` before the first chunk.
+    /// The last `span` input frames, zeros before the stream: a buffer allocated at the
+    /// first chunk and overwritten in place after, so a captured step finds it at the same
+    /// address every time. `None` before the first chunk.
     history: Option<Tensor>,
+    /// Leading outputs still to drop: a full span of zeros stands before the first input,
+    /// but a centred conv's first `span − left_pad` outputs would be for frames before it.
+    lead_in: usize,
 }
 
 impl StreamConv {
@@ -34,6 +39,7 @@ impl StreamConv {
     pub fn centered(weight: Tensor, bias: Tensor) -> Result<Self> {
         let mut conv = Self::new(weight, bias, 1)?;
         conv.left_pad = conv.span / 2;
+        conv.lead_in = conv.span - conv.left_pad;
         Ok(conv)
     }
 
@@ -46,29 +52,51 @@ impl StreamConv {
             dilation,
             left_pad: 0,
             history: None,
+            lead_in: 0,
         })
     }
 
     /// Outputs for every frame whose receptive field is complete (one per input frame once
     /// the look-ahead is filled); `(batch, out, 0)` when none is.
     pub fn step(&mut self, x: &Tensor) -> Result<Tensor> {
-        let span = self.span;
-        if span == 0 {
+        let (batch, _, n) = x.dims3()?;
+        if self.span == 0 {
             return self.convolve(x);
         }
-        let frames = match self.history.take() {
-            Some(history) => Tensor::cat(&[&history, x], 2)?,
-            None => x.pad_with_zeros(2, self.left_pad, 0)?,
-        };
-        let len = frames.dim(2)?;
-        let kept = len.min(span);
-        self.history = Some(frames.narrow(2, len - kept, kept)?);
-        if len > span {
-            self.convolve(&frames)
-        } else {
-            let (batch, _, _) = x.dims3()?;
-            empty(batch, self.weight.dim(0)?, x.dtype(), x.device())
+        if n == 0 {
+            return empty(batch, self.weight.dim(0)?, x.dtype(), x.device());
         }
+        let history = self.history(x)?;
+        let frames = Tensor::cat(&[&history, x], 2)?;
+        history.slice_set(&frames.narrow(2, n, self.span)?.contiguous()?, 2, 0)?;
+        let out = self.convolve(&frames)?;
+        let dropped = self.lead_in.min(n);
+        self.lead_in -= dropped;
+        Ok(out.narrow(2, dropped, n - dropped)?)
+    }
+
+    /// The history buffer, made of zeros (the reference's left padding) at the first chunk.
+    fn history(&mut self, x: &Tensor) -> Result<Tensor> {
+        if let Some(history) = &self.history {
+            return Ok(history.clone());
+        }
+        let (batch, channels, _) = x.dims3()?;
+        let zeros = Tensor::zeros((batch, channels, self.span), x.dtype(), x.device())?;
+        Ok(self.history.insert(zeros).clone())
+    }
+
+    /// Whether every output from now on is for a new input frame (the lead-in is dropped).
+    pub fn is_steady(&self) -> bool {
+        self.history.is_some() && self.lead_in == 0
+    }
+
+    /// Back to the start of a stream, keeping the history buffer (zeroed).
+    pub fn reset(&mut self) -> Result<()> {
+        if let Some(history) = &self.history {
+            history.zero_set()?;
+        }
+        self.lead_in = self.span - self.left_pad;
+        Ok(())
     }
 
     /// The outputs still waiting for right context, computed with the reference's zero
@@ -101,6 +129,8 @@ pub(super) struct CausalConvTranspose {
     bias: Tensor,
     out_channels: usize,
     stride: usize,
+    /// `(batch, in, 1)`: the previous input frame, zeros before the stream; overwritten in
+    /// place like [`StreamConv`]'s history.
     previous: Option<Tensor>,
 }
 
@@ -124,11 +154,15 @@ impl CausalConvTranspose {
     pub fn step(&mut self, x: &Tensor) -> Result<Tensor> {
         let (batch, inp, n) = x.dims3()?;
         let (out, s) = (self.out_channels, self.stride);
-        let frames = match self.previous.take() {
-            Some(previous) => Tensor::cat(&[&previous, x], 2)?,
-            None => x.pad_with_zeros(2, 1, 0)?,
+        let previous = match &self.previous {
+            Some(previous) => previous.clone(),
+            None => self
+                .previous
+                .insert(Tensor::zeros((batch, inp, 1), x.dtype(), x.device())?)
+                .clone(),
         };
-        self.previous = Some(frames.narrow(2, n, 1)?);
+        let frames = Tensor::cat(&[&previous, x], 2)?;
+        previous.slice_set(&frames.narrow(2, n, 1)?.contiguous()?, 2, 0)?;
         // (batch · (n+1), in) @ (in, out · 2s) → every frame's response (batch, n+1, out, 2s).
         let response = frames
             .transpose(1, 2)?
@@ -142,6 +176,14 @@ impl CausalConvTranspose {
             .permute((0, 2, 1, 3))?
             .reshape((batch, out, n * s))?
             .broadcast_add(&self.bias)?)
+    }
+
+    /// Back to the start of a stream, keeping the buffer (zeroed).
+    pub fn reset(&mut self) -> Result<()> {
+        match &self.previous {
+            Some(previous) => Ok(previous.zero_set()?),
+            None => Ok(()),
+        }
     }
 }
 

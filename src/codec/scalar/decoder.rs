@@ -40,6 +40,11 @@ impl ResidualUnit {
         let h = prelu(&self.conv2.step(&h)?, self.slope2)?;
         Ok((h + x)?)
     }
+
+    fn reset(&mut self) -> Result<()> {
+        self.conv1.reset()?;
+        self.conv2.reset()
+    }
 }
 
 /// `ResDecoderBlock`: upsample ×stride (causal ConvTranspose1d, no activation), then the
@@ -70,6 +75,11 @@ impl DecoderBlock {
     fn step(&mut self, x: &Tensor) -> Result<Tensor> {
         let x = self.up.step(x)?;
         self.units.iter_mut().try_fold(x, |x, unit| unit.step(&x))
+    }
+
+    fn reset(&mut self) -> Result<()> {
+        self.up.reset()?;
+        self.units.iter_mut().try_for_each(ResidualUnit::reset)
     }
 }
 
@@ -151,6 +161,23 @@ impl Decoder {
     pub fn flush(&mut self, batch: usize) -> Result<Tensor> {
         let x = self.look_ahead.flush(batch, self.latent_channels)?;
         self.upsample(x)
+    }
+
+    /// Back to stream position 0, keeping every layer's state buffers (zeroed), so that a
+    /// step captured over them stays valid.
+    pub fn reset(&mut self) -> Result<()> {
+        self.look_ahead.reset()?;
+        self.blocks.iter_mut().try_for_each(DecoderBlock::reset)?;
+        if let Some(post) = &mut self.post {
+            post.conv.reset()?;
+        }
+        self.output.reset()
+    }
+
+    /// Whether the look-ahead is filled: from now on a step of n latents returns the audio
+    /// of n latents, so steps of one size have one shape.
+    pub fn is_steady(&self) -> bool {
+        self.look_ahead.is_steady()
     }
 
     fn upsample(&mut self, x: Tensor) -> Result<Tensor> {

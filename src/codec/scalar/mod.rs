@@ -5,12 +5,14 @@
 mod conv;
 mod decoder;
 mod quantize;
+mod steps;
 mod stream;
 
 use anyhow::Result;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use self::decoder::Decoder;
+use self::steps::{StatePool, StepLayout};
 use super::config::CodecConfig;
 use super::params::Params;
 
@@ -26,12 +28,13 @@ const STEREO: usize = 2;
 
 #[derive(Clone)]
 pub struct ScalarModel {
-    /// The decoder layers at stream position 0; every stream starts from a copy.
+    /// The decoder layers at stream position 0; a stream with no prepared state starts
+    /// from a copy.
     decoder: Decoder,
-    latent_channels: usize,
-    samples_per_latent: usize,
+    /// Stream states whose steady step is captured (on CUDA, after `prepare_steps`).
+    states: StatePool,
+    layout: StepLayout,
     look_ahead_latents: usize,
-    dtype: DType,
     device: Device,
 }
 
@@ -39,10 +42,13 @@ impl ScalarModel {
     pub(crate) fn load(p: &Params, c: &CodecConfig) -> Result<Self> {
         Ok(Self {
             decoder: Decoder::load(p, c)?,
-            latent_channels: c.latent_hidden_dim,
-            samples_per_latent: c.rates().samples_per_latent,
+            states: StatePool::default(),
+            layout: StepLayout {
+                latent_channels: c.latent_hidden_dim,
+                samples_per_latent: c.rates().samples_per_latent,
+                dtype: p.dtype(),
+            },
             look_ahead_latents: c.look_ahead_latents(),
-            dtype: p.dtype(),
             device: p.device().clone(),
         })
     }
@@ -54,7 +60,7 @@ impl ScalarModel {
 
     /// Audio samples per latent frame (1920).
     pub fn samples_per_latent(&self) -> usize {
-        self.samples_per_latent
+        self.layout.samples_per_latent
     }
 
     /// Latent frames a latent's audio waits for (2): see [`ScalarStream`].
@@ -64,22 +70,37 @@ impl ScalarModel {
 
     /// Width of one latent frame: both channels' latents side by side (256).
     pub fn latent_dim(&self) -> usize {
-        STEREO * self.latent_channels
+        STEREO * self.layout.latent_channels
     }
 
-    /// A stateful decoder at the start of a latent stream.
-    pub fn stream(&self) -> ScalarStream {
+    /// A stateful decoder at the start of a latent stream: on a prepared state (its step
+    /// captured) while one is free.
+    pub fn stream(&self) -> Result<ScalarStream> {
         ScalarStream::new(self)
+    }
+
+    /// On CUDA, captures a decoder step of `latents` latents as a graph over a stream state
+    /// kept for the next stream (unless one is kept already, or
+    /// `HEARTSTREAM_DECODER_GRAPH=0`). Returns whether it captured one.
+    pub fn prepare_steps(&self, latents: usize) -> Result<bool> {
+        self.states
+            .prepare(&self.decoder, self.layout, &self.device, latents)
+    }
+
+    /// Prepares the step the one-shot [`decode`](Self::decode) uses.
+    pub fn prepare_decode(&self) -> Result<bool> {
+        self.prepare_steps(DECODE_CHUNK_LATENTS)
     }
 
     /// `scalar_model.decode` of a whole latent sequence `(frames, latent_dim)`: stereo audio
     /// `(2, frames · samples_per_latent)` f32, zero-padded at both ends like the reference.
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
-        let mut stream = self.stream();
+        let mut stream = self.stream()?;
+        let chunk = stream.step_latents().unwrap_or(DECODE_CHUNK_LATENTS);
         let frames = latents.dim(0)?;
-        let mut parts = Vec::with_capacity(frames / DECODE_CHUNK_LATENTS + 2);
-        for start in (0..frames).step_by(DECODE_CHUNK_LATENTS) {
-            let n = DECODE_CHUNK_LATENTS.min(frames - start);
+        let mut parts = Vec::with_capacity(frames / chunk + 2);
+        for start in (0..frames).step_by(chunk) {
+            let n = chunk.min(frames - start);
             parts.push(stream.push(&latents.narrow(0, start, n)?)?);
         }
         parts.push(stream.finish()?);

@@ -8,34 +8,42 @@
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
 
-use super::decoder::Decoder;
-use super::quantize::quantize;
+use super::steps::{StatePool, StepLayout, StreamState};
 use super::{ScalarModel, STEREO};
 use crate::codec::latents::{check_finite, check_shape};
 
 pub struct ScalarStream {
-    decoder: Decoder,
+    /// `Some` until the stream is dropped, when a prepared state goes back to the pool.
+    state: Option<StreamState>,
+    pool: StatePool,
+    layout: StepLayout,
     device: candle_core::Device,
-    latent_channels: usize,
-    samples_per_latent: usize,
-    dtype: DType,
     latents_in: usize,
     samples_out: usize,
     finished: bool,
 }
 
 impl ScalarStream {
-    pub(super) fn new(model: &ScalarModel) -> Self {
-        Self {
-            decoder: model.decoder.clone(),
+    /// A stream on one of the model's prepared states if one is free, else on a fresh copy
+    /// of its layers (decoded eagerly).
+    pub(super) fn new(model: &ScalarModel) -> Result<Self> {
+        let state = match model.states.take()? {
+            Some(state) => state,
+            None => StreamState {
+                decoder: model.decoder.clone(),
+                #[cfg(feature = "cuda")]
+                captured: None,
+            },
+        };
+        Ok(Self {
+            state: Some(state),
+            pool: model.states.clone(),
+            layout: model.layout,
             device: model.device().clone(),
-            latent_channels: model.latent_channels,
-            samples_per_latent: model.samples_per_latent,
-            dtype: model.dtype,
             latents_in: 0,
             samples_out: 0,
             finished: false,
-        }
+        })
     }
 
     /// Decodes the next latents `(n, latent_dim)`, n ≥ 0. Returns the stereo PCM `(2, m)` f32
@@ -44,7 +52,7 @@ impl ScalarStream {
         if self.finished {
             bail!("ScalarStream::push after finish: start a new stream for new audio");
         }
-        check_shape(latents, STEREO * self.latent_channels)?;
+        check_shape(latents, STEREO * self.layout.latent_channels)?;
         let n = latents.dim(0)?;
         if n == 0 {
             return Ok(Tensor::zeros((STEREO, 0), DType::F32, latents.device())?);
@@ -58,9 +66,10 @@ impl ScalarStream {
         }
         let latents = &latents.to_device(&self.device)?;
         self.latents_in += n;
-        let stereo = self.stereo(&quantize(latents)?)?;
-        let audio = self.decoder.step(&stereo)?;
-        self.pcm(audio)
+        let layout = self.layout;
+        let pcm = self.state_mut()?.decode(&layout, latents)?;
+        self.samples_out += pcm.dim(1)?;
+        Ok(pcm)
     }
 
     /// Ends the stream: the audio of the held-back latents, decoded with zeros after them.
@@ -69,8 +78,10 @@ impl ScalarStream {
             bail!("ScalarStream::finish called twice");
         }
         self.finished = true;
-        let audio = self.decoder.flush(STEREO)?;
-        self.pcm(audio)
+        let audio = self.state_mut()?.decoder.flush(STEREO)?;
+        let pcm = audio.squeeze(1)?.to_dtype(DType::F32)?;
+        self.samples_out += pcm.dim(1)?;
+        Ok(pcm)
     }
 
     /// Latent frames pushed so far.
@@ -81,24 +92,27 @@ impl ScalarStream {
     /// Latent frames whose audio has been returned; `latents_in() - latents_out()` are held
     /// back for look-ahead.
     pub fn latents_out(&self) -> usize {
-        self.samples_out / self.samples_per_latent
+        self.samples_out / self.layout.samples_per_latent
     }
 
-    /// `(n, 2·C)` → `(2, C, n)` in the model dtype: channels `0..C` left, `C..2C` right.
-    fn stereo(&self, latents: &Tensor) -> Result<Tensor> {
-        let n = latents.dim(0)?;
-        Ok(latents
-            .reshape((n, STEREO, self.latent_channels))?
-            .permute((1, 2, 0))?
-            .contiguous()?
-            .to_dtype(self.dtype)?)
+    /// Latents per step that replay a captured graph (on CUDA, after the warm-up), if any:
+    /// pushes of this size run fastest.
+    pub fn step_latents(&self) -> Option<usize> {
+        self.state.as_ref().and_then(StreamState::step_latents)
     }
 
-    /// `(2, 1, m)` decoder output → `(2, m)` f32 PCM.
-    fn pcm(&mut self, audio: Tensor) -> Result<Tensor> {
-        let pcm = audio.squeeze(1)?.to_dtype(DType::F32)?;
-        self.samples_out += pcm.dim(1)?;
-        Ok(pcm)
+    fn state_mut(&mut self) -> Result<&mut StreamState> {
+        self.state
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("ScalarStream used after its state was returned"))
+    }
+}
+
+impl Drop for ScalarStream {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.take() {
+            self.pool.give_back(state);
+        }
     }
 }
 
@@ -151,7 +165,7 @@ mod tests {
             cuts.push(0);
             cuts.push(frames);
             cuts.sort_unstable();
-            let mut stream = scalar.stream();
+            let mut stream = scalar.stream().unwrap();
             let mut parts = Vec::new();
             for pair in cuts.windows(2) {
                 parts.push(stream.push(&x.narrow(0, pair[0], pair[1] - pair[0]).unwrap()).unwrap());
@@ -165,10 +179,37 @@ mod tests {
         }
     }
 
+    /// A state put back to stream position 0 (what a prepared state goes through between
+    /// streams) decodes like a fresh copy of the layers, and keeps its buffers.
+    #[test]
+    fn a_reset_decoder_decodes_like_a_fresh_one() {
+        let scalar = tiny_codec().scalar;
+        let layout = scalar.layout;
+        let mut used = scalar.decoder.clone();
+        layout.decode(&mut used, &latents(7, 3)).unwrap();
+        assert!(used.is_steady());
+        used.reset().unwrap();
+        assert!(!used.is_steady(), "the look-ahead starts empty again");
+        let mut fresh = scalar.decoder.clone();
+        for (n, seed) in [(1, 4), (5, 5), (3, 6)] {
+            let x = latents(n, seed);
+            let (a, b) = (
+                layout.decode(&mut used, &x).unwrap(),
+                layout.decode(&mut fresh, &x).unwrap(),
+            );
+            assert_eq!(a.dims(), b.dims());
+            assert_eq!(max_diff(&a, &b), 0.0, "step of {n}");
+        }
+        assert_eq!(
+            max_diff(&used.flush(STEREO).unwrap(), &fresh.flush(STEREO).unwrap()),
+            0.0
+        );
+    }
+
     #[test]
     fn non_finite_latents_are_errors_naming_the_frame() {
         let scalar = tiny_codec().scalar;
-        let mut stream = scalar.stream();
+        let mut stream = scalar.stream().unwrap();
         stream.push(&latents(3, 1)).unwrap();
         let mut v = vec![0.1f32; 2 * 256];
         v[256 + 130] = f32::INFINITY;
