@@ -1,16 +1,46 @@
 //! Convolutions over a stream of frames. Each keeps the input frames its next outputs still
 //! need, so a chunk is convolved with its true left context, and chunked decoding equals
 //! decoding all at once. A fresh layer starts from the reference's zero padding.
+//!
+//! A conv is one matrix product, `weight (out, in·k) @ columns (batch, in·k, n)`, between
+//! two of our ops (`ops.rs`): the columns read from the history and the new frames
+//! directly, and an epilogue that adds the bias and applies what follows the conv in the
+//! model (PReLU, the residual) in one pass.
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 
+use super::ops::{bias_act, overlap_add, stream_columns};
+
+/// What follows a conv in the model, applied with its bias.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Then<'a> {
+    /// Nothing: the conv's output.
+    Nothing,
+    /// `nn.PReLU` with this slope.
+    Prelu(f32),
+    /// PReLU, then this residual added (a `ResidualUnit`'s input).
+    PreluPlus(f32, &'a Tensor),
+}
+
+impl Then<'_> {
+    fn apply(self, y: &Tensor, bias: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Then::Nothing => bias_act(y, bias, 1.0, None)?,
+            Then::Prelu(slope) => bias_act(y, bias, slope, None)?,
+            Then::PreluPlus(slope, residual) => bias_act(y, bias, slope, Some(residual))?,
+        })
+    }
+}
+
 /// A stride-1 Conv1d `(batch, in, frames)` → `(batch, out, frames)` fed chunk by chunk.
 #[derive(Clone)]
 pub(super) struct StreamConv {
+    /// `(out, in · kernel)`: the kernel with its input dims merged.
     weight: Tensor,
-    /// `(1, out, 1)`.
+    /// `(out)`.
     bias: Tensor,
+    kernel: usize,
     dilation: usize,
     /// Input frames each output looks back over, beyond its own: dilation · (kernel − 1).
     span: usize,
@@ -44,11 +74,12 @@ impl StreamConv {
     }
 
     fn new(weight: Tensor, bias: Tensor, dilation: usize) -> Result<Self> {
-        let (out, _, kernel) = weight.dims3()?;
+        let (out, inp, kernel) = weight.dims3()?;
         Ok(Self {
+            weight: weight.reshape((out, inp * kernel))?.contiguous()?,
+            bias: bias.reshape(out)?,
+            kernel,
             span: dilation * (kernel - 1),
-            weight,
-            bias: bias.reshape((1, out, 1))?,
             dilation,
             left_pad: 0,
             history: None,
@@ -57,22 +88,36 @@ impl StreamConv {
     }
 
     /// Outputs for every frame whose receptive field is complete (one per input frame once
-    /// the look-ahead is filled); `(batch, out, 0)` when none is.
-    pub fn step(&mut self, x: &Tensor) -> Result<Tensor> {
+    /// the look-ahead is filled), followed by `then`; `(batch, out, 0)` when none is.
+    pub fn step(&mut self, x: &Tensor, then: Then) -> Result<Tensor> {
         let (batch, _, n) = x.dims3()?;
-        if self.span == 0 {
-            return self.convolve(x);
-        }
         if n == 0 {
             return empty(batch, self.weight.dim(0)?, x.dtype(), x.device());
         }
-        let history = self.history(x)?;
-        let frames = Tensor::cat(&[&history, x], 2)?;
-        history.slice_set(&frames.narrow(2, n, self.span)?.contiguous()?, 2, 0)?;
-        let out = self.convolve(&frames)?;
+        let y = if self.span == 0 {
+            self.product(&x.contiguous()?)?
+        } else {
+            let history = self.history(x)?;
+            let columns = stream_columns(&history, x, self.kernel, self.dilation)?;
+            // After the columns are read (in stream order): the last `span` frames.
+            let kept = if n >= self.span {
+                x.narrow(2, n - self.span, self.span)?.contiguous()?
+            } else {
+                Tensor::cat(&[&history.narrow(2, n, self.span - n)?, x], 2)?
+            };
+            history.slice_set(&kept, 2, 0)?;
+            self.product(&columns)?
+        };
+        let out = then.apply(&y, &self.bias)?;
         let dropped = self.lead_in.min(n);
         self.lead_in -= dropped;
         Ok(out.narrow(2, dropped, n - dropped)?)
+    }
+
+    /// `weight @ columns`, `(batch, in·k, n)` → `(batch, out, n)`.
+    fn product(&self, columns: &Tensor) -> Result<Tensor> {
+        let batch = columns.dim(0)?;
+        Ok(self.weight.broadcast_left(batch)?.matmul(columns)?)
     }
 
     /// The history buffer, made of zeros (the reference's left padding) at the first chunk.
@@ -101,20 +146,14 @@ impl StreamConv {
 
     /// The outputs still waiting for right context, computed with the reference's zero
     /// padding at the end of the input.
-    pub fn flush(&mut self, batch: usize, in_channels: usize) -> Result<Tensor> {
+    pub fn flush(&mut self, batch: usize, in_channels: usize, then: Then) -> Result<Tensor> {
         let right_pad = self.span - self.left_pad;
         let zeros = Tensor::zeros(
             (batch, in_channels, right_pad),
             self.weight.dtype(),
             self.weight.device(),
         )?;
-        self.step(&zeros)
-    }
-
-    fn convolve(&self, frames: &Tensor) -> Result<Tensor> {
-        Ok(frames
-            .conv1d(&self.weight, 0, 1, self.dilation, 1)?
-            .broadcast_add(&self.bias)?)
+        self.step(&zeros, then)
     }
 }
 
@@ -124,10 +163,10 @@ impl StreamConv {
 /// frame. Computed as one matmul per chunk (every frame's full response), then that overlap-add.
 #[derive(Clone)]
 pub(super) struct CausalConvTranspose {
-    /// `(in, out · 2·stride)`: the kernel `(in, out, 2·stride)` with its last two dims merged.
+    /// `(out · 2·stride, in)`: row `o·2s + q` is output channel o's kernel tap q.
     weight: Tensor,
+    /// `(out)`.
     bias: Tensor,
-    out_channels: usize,
     stride: usize,
     /// `(batch, in, 1)`: the previous input frame, zeros before the stream; overwritten in
     /// place like [`StreamConv`]'s history.
@@ -142,9 +181,8 @@ impl CausalConvTranspose {
             "causal ConvTranspose1d needs kernel = 2 * stride"
         );
         Ok(Self {
-            weight: weight.reshape((inp, out * kernel))?,
-            bias: bias.reshape((1, out, 1))?,
-            out_channels: out,
+            weight: weight.reshape((inp, out * kernel))?.t()?.contiguous()?,
+            bias: bias.reshape(out)?,
             stride,
             previous: None,
         })
@@ -153,7 +191,9 @@ impl CausalConvTranspose {
     /// `(batch, in, n)` → `(batch, out, n · stride)`.
     pub fn step(&mut self, x: &Tensor) -> Result<Tensor> {
         let (batch, inp, n) = x.dims3()?;
-        let (out, s) = (self.out_channels, self.stride);
+        if n == 0 {
+            return empty(batch, self.bias.dim(0)?, x.dtype(), x.device());
+        }
         let previous = match &self.previous {
             Some(previous) => previous.clone(),
             None => self
@@ -162,20 +202,10 @@ impl CausalConvTranspose {
                 .clone(),
         };
         let frames = Tensor::cat(&[&previous, x], 2)?;
-        previous.slice_set(&frames.narrow(2, n, 1)?.contiguous()?, 2, 0)?;
-        // (batch · (n+1), in) @ (in, out · 2s) → every frame's response (batch, n+1, out, 2s).
-        let response = frames
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((batch * (n + 1), inp))?
-            .matmul(&self.weight)?
-            .reshape((batch, n + 1, out, 2 * s))?;
-        let own = response.narrow(1, 1, n)?.narrow(3, 0, s)?;
-        let carried = response.narrow(1, 0, n)?.narrow(3, s, s)?;
-        Ok((own + carried)?
-            .permute((0, 2, 1, 3))?
-            .reshape((batch, out, n * s))?
-            .broadcast_add(&self.bias)?)
+        previous.slice_set(&x.narrow(2, n - 1, 1)?.contiguous()?, 2, 0)?;
+        // (out · 2s, in) @ (batch, in, n+1) → every frame's response (batch, out · 2s, n+1).
+        let response = self.weight.broadcast_left(batch)?.matmul(&frames)?;
+        Ok(overlap_add(&response, &self.bias, self.stride)?)
     }
 
     /// Back to the start of a stream, keeping the buffer (zeroed).
@@ -185,11 +215,6 @@ impl CausalConvTranspose {
             None => Ok(()),
         }
     }
-}
-
-/// `nn.PReLU()` with its single learned slope: `x` where x > 0, `slope · x` elsewhere.
-pub(super) fn prelu(x: &Tensor, slope: f32) -> Result<Tensor> {
-    Ok(x.gt(0.0)?.where_cond(x, &x.affine(slope as f64, 0.0)?)?)
 }
 
 fn empty(batch: usize, channels: usize, dtype: DType, device: &Device) -> Result<Tensor> {
@@ -224,10 +249,16 @@ mod tests {
         let mut start = 0;
         let mut parts = Vec::new();
         for &n in sizes {
-            parts.push(conv.step(&x.narrow(2, start, n).unwrap()).unwrap());
+            parts.push(
+                conv.step(&x.narrow(2, start, n).unwrap(), Then::Nothing)
+                    .unwrap(),
+            );
             start += n;
         }
-        parts.push(conv.flush(x.dim(0).unwrap(), x.dim(1).unwrap()).unwrap());
+        parts.push(
+            conv.flush(x.dim(0).unwrap(), x.dim(1).unwrap(), Then::Nothing)
+                .unwrap(),
+        );
         Tensor::cat(&parts, 2).unwrap()
     }
 
@@ -266,14 +297,14 @@ mod tests {
             .unwrap();
         let mut conv = StreamConv::centered(w, b).unwrap();
         assert_eq!(
-            conv.step(&x.narrow(2, 0, 2).unwrap())
+            conv.step(&x.narrow(2, 0, 2).unwrap(), Then::Nothing)
                 .unwrap()
                 .dim(2)
                 .unwrap(),
             0
         );
         assert_eq!(
-            conv.step(&x.narrow(2, 2, 1).unwrap())
+            conv.step(&x.narrow(2, 2, 1).unwrap(), Then::Nothing)
                 .unwrap()
                 .dim(2)
                 .unwrap(),
@@ -316,12 +347,60 @@ mod tests {
         assert!(max_diff(&Tensor::cat(&parts, 2).unwrap(), &reference) < 1e-5);
     }
 
+    /// The epilogue against candle's own ops: bias, `x > 0 ? x : slope·x`, then the residual,
+    /// each rounded to f32 in that order (bit for bit).
     #[test]
-    fn prelu_scales_negative_values_only() {
-        let x = Tensor::new(&[-2f32, -0.5, 0.0, 3.0], &Device::Cpu).unwrap();
+    fn epilogue_is_bias_then_prelu_then_residual() {
+        let y = ramp(2, 4, 6, 0.0);
+        let b = ramp(1, 1, 4, 2.0).flatten_all().unwrap();
+        let residual = ramp(2, 4, 6, 5.0);
+        let slope = 0.25f32;
+        let biased = y.broadcast_add(&b.reshape((1, 4, 1)).unwrap()).unwrap();
+        let prelu = biased
+            .gt(0.0)
+            .unwrap()
+            .where_cond(&biased, &biased.affine(slope as f64, 0.0).unwrap())
+            .unwrap();
+        let expected = (&prelu + &residual).unwrap();
+        let out = Then::PreluPlus(slope, &residual).apply(&y, &b).unwrap();
+        assert_eq!(max_diff(&out, &expected), 0.0);
         assert_eq!(
-            prelu(&x, 0.25).unwrap().to_vec1::<f32>().unwrap(),
-            vec![-0.5, -0.125, 0.0, 3.0]
+            max_diff(&Then::Prelu(slope).apply(&y, &b).unwrap(), &prelu),
+            0.0
         );
+        assert_eq!(
+            max_diff(&Then::Nothing.apply(&y, &b).unwrap(), &biased),
+            0.0
+        );
+        let negatives: f32 = biased
+            .lt(0.0)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(negatives > 0.0, "the test must exercise the slope");
+    }
+
+    /// bf16 in, bf16 out: the epilogue computes in f32 and rounds once.
+    #[test]
+    fn bf16_epilogue_rounds_once() {
+        let y = ramp(1, 2, 5, 0.5);
+        let b = Tensor::new(&[0.3f32, -0.7], &Device::Cpu).unwrap();
+        let as_bf16 = |t: &Tensor| t.to_dtype(DType::BF16).unwrap();
+        let out = bias_act(&as_bf16(&y), &as_bf16(&b), 0.5, None).unwrap();
+        assert_eq!(out.dtype(), DType::BF16);
+        let back = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        let v = back(&as_bf16(&y))
+            .broadcast_add(&back(&as_bf16(&b)).reshape((1, 2, 1)).unwrap())
+            .unwrap();
+        let v = v
+            .gt(0.0)
+            .unwrap()
+            .where_cond(&v, &v.affine(0.5, 0.0).unwrap())
+            .unwrap();
+        assert_eq!(max_diff(&back(&out), &back(&as_bf16(&v))), 0.0);
     }
 }

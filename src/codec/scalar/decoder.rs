@@ -4,7 +4,7 @@
 use anyhow::Result;
 use candle_core::Tensor;
 
-use super::conv::{prelu, CausalConvTranspose, StreamConv};
+use super::conv::{CausalConvTranspose, StreamConv, Then};
 use crate::codec::arch::{ScalarDecoderNames, RESIDUAL_DILATIONS};
 use crate::codec::config::CodecConfig;
 use crate::codec::params::Params;
@@ -36,9 +36,8 @@ impl ResidualUnit {
     }
 
     fn step(&mut self, x: &Tensor) -> Result<Tensor> {
-        let h = prelu(&self.conv1.step(x)?, self.slope1)?;
-        let h = prelu(&self.conv2.step(&h)?, self.slope2)?;
-        Ok((h + x)?)
+        let h = self.conv1.step(x, Then::Prelu(self.slope1))?;
+        self.conv2.step(&h, Then::PreluPlus(self.slope2, x))
     }
 
     fn reset(&mut self) -> Result<()> {
@@ -98,7 +97,7 @@ impl PostProcessor {
             .unsqueeze(3)?
             .broadcast_as((b, c, t, self.repeat))?
             .reshape((b, c, t * self.repeat))?;
-        prelu(&self.conv.step(&repeated)?, self.slope)
+        self.conv.step(&repeated, Then::Prelu(self.slope))
     }
 }
 
@@ -153,13 +152,15 @@ impl Decoder {
     /// Quantized latents `(batch, latent_channels, n)` → audio `(batch, 1, m · samples per
     /// latent)` for the m latents whose look-ahead is now complete.
     pub fn step(&mut self, latents: &Tensor) -> Result<Tensor> {
-        let x = self.look_ahead.step(latents)?;
+        let x = self.look_ahead.step(latents, Then::Nothing)?;
         self.upsample(x)
     }
 
     /// Audio of the latents held back for look-ahead, with the reference's zero padding.
     pub fn flush(&mut self, batch: usize) -> Result<Tensor> {
-        let x = self.look_ahead.flush(batch, self.latent_channels)?;
+        let x = self
+            .look_ahead
+            .flush(batch, self.latent_channels, Then::Nothing)?;
         self.upsample(x)
     }
 
@@ -194,6 +195,6 @@ impl Decoder {
             Some(post) => post.step(&x)?,
             None => x,
         };
-        self.output.step(&x)
+        self.output.step(&x, Then::Nothing)
     }
 }

@@ -4,6 +4,7 @@
 
 mod conv;
 mod decoder;
+mod ops;
 mod quantize;
 mod steps;
 mod stream;
