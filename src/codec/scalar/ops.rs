@@ -264,10 +264,10 @@ impl CustomOp3 for Op {
 mod cuda {
     use std::sync::OnceLock;
 
+    use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::cudarc::driver::{
         CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
     };
-    use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::{CudaDType, WrapErr};
     use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape};
 
