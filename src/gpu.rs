@@ -171,15 +171,14 @@ pub fn raise_priority(device: &Device) -> Result<Option<i32>> {
 pub fn cached_ptx(
     module: &str,
     source: &str,
-    arch: &str,
-    compile: impl FnOnce() -> std::result::Result<String, String>,
+    arch: &'static str,
 ) -> std::result::Result<(String, bool), String> {
     let key = crate::hash::fnv1a(source.bytes().chain(arch.bytes()));
     let path = cache_dir().map(|d| d.join(format!("{module}-{arch}-{key:016x}.ptx")));
     if let Some(ptx) = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
         return Ok((ptx, true));
     }
-    let ptx = compile()?;
+    let ptx = compile(arch, source.to_string())?;
     if let Some(path) = &path {
         if let Err(e) = store(path, &ptx) {
             tracing::info!("kernel cache {} not written: {e}", path.display());

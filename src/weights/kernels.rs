@@ -25,10 +25,7 @@ pub(super) fn ptx(dev: &CudaDevice) -> Result<Option<&'static str>> {
     let arch = crate::gpu::compute_arch(dev)?;
     let ptx = PTX.get_or_init(|| {
         let source = source();
-        crate::gpu::cached_ptx(MODULE, &source, arch, || {
-            crate::gpu::compile(arch, source.clone())
-        })
-        .map(|(ptx, _)| ptx)
+        crate::gpu::cached_ptx(MODULE, &source, arch).map(|(ptx, _)| ptx)
     });
     match ptx {
         Ok(p) => Ok(Some(p.as_str())),

@@ -280,10 +280,7 @@ mod cuda {
         let arch = crate::gpu::compute_arch(dev)?;
         let ptx = PTX.get_or_init(|| {
             let source = include_str!("conv.cu");
-            crate::gpu::cached_ptx(MODULE, source, arch, || {
-                crate::gpu::compile(arch, source.to_string())
-            })
-            .map(|(ptx, _)| ptx)
+            crate::gpu::cached_ptx(MODULE, source, arch).map(|(ptx, _)| ptx)
         });
         ptx.as_deref()
             .map_err(|e| candle_core::Error::Msg(format!("the decoder's CUDA kernels: {e}")))

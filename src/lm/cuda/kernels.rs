@@ -115,9 +115,7 @@ impl Kernels {
             .get_or_init(|| {
                 let started = std::time::Instant::now();
                 let source = SOURCES.concat();
-                let (ptx, from_disk_cache) = crate::gpu::cached_ptx(MODULE, &source, arch, || {
-                    crate::gpu::compile(arch, source.clone())
-                })?;
+                let (ptx, from_disk_cache) = crate::gpu::cached_ptx(MODULE, &source, arch)?;
                 let ms = started.elapsed().as_secs_f64() * 1e3;
                 Ok((
                     ptx,
