@@ -9,5 +9,7 @@ mod codec;
 mod fixture;
 #[path = "reference_parity/fp8.rs"]
 mod fp8;
+#[path = "reference_parity/kernels.rs"]
+mod kernels;
 #[path = "reference_parity/lm.rs"]
 mod lm;

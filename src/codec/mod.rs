@@ -43,7 +43,9 @@ pub use self::detokenize::{
     detokenize, flow_windows, join_windows, DetokenizeParams, Detokenized, FlowWindows, Join,
 };
 pub use self::error::CodecInputError;
-pub use self::estimator::{Estimator, RopeTables, TimeConditioning};
+pub use self::estimator::{
+    fused_attention, gated_add, rms_modulate, swiglu, Estimator, RopeTables, TimeConditioning,
+};
 pub use self::euler::{Cancel, Cancelled, SolverParams};
 pub use self::flow::FlowMatching;
 pub use self::flow_stream::{

@@ -4,6 +4,7 @@ use anyhow::Result;
 use candle_core::{Module, Tensor};
 use candle_nn::Linear;
 
+use super::fused_attention::{fused_attention, fused_attention_runs};
 use super::rope::Rope;
 use crate::codec::params::Params;
 
@@ -33,10 +34,15 @@ impl Attention {
     /// `(batch, frames, dim)` → `(batch, frames, dim)`.
     pub fn forward(&self, x: &Tensor, rope: &Rope) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
+        let qkv = self.qkv.forward(x)?;
+        if fused_attention_runs(&qkv, self.head_dim) {
+            let (cos, sin) = rope.tables();
+            return Ok(self
+                .out
+                .forward(&fused_attention(&qkv, cos, sin, self.heads)?)?);
+        }
         // (3, batch, heads, frames, head_dim)
-        let qkv = self
-            .qkv
-            .forward(x)?
+        let qkv = qkv
             .reshape((b, t, 3, self.heads, self.head_dim))?
             .permute((2, 0, 3, 1, 4))?
             .contiguous()?;

@@ -4,6 +4,7 @@ use anyhow::Result;
 use candle_core::{Module, Tensor, D};
 use candle_nn::Linear;
 
+use super::fused_ops::{fused_kernels_run, swiglu};
 use crate::codec::params::Params;
 
 #[derive(Clone)]
@@ -28,6 +29,9 @@ impl Mlp {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let gate_up = self.gate_up.forward(x)?;
+        if fused_kernels_run(&gate_up) {
+            return Ok(self.down.forward(&swiglu(&gate_up)?)?);
+        }
         let gate = gate_up.narrow(D::Minus1, 0, self.hidden)?;
         let up = gate_up.narrow(D::Minus1, self.hidden, self.hidden)?;
         Ok(self.down.forward(&(gate.silu()? * up)?)?)

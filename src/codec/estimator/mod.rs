@@ -4,6 +4,8 @@
 
 mod attention;
 mod block;
+mod fused_attention;
+mod fused_ops;
 mod mlp;
 mod norm;
 mod project;
@@ -20,6 +22,8 @@ use self::timestep::{AdaLnSingle, StackTime};
 use super::config::CodecConfig;
 use super::params::Params;
 
+pub use self::fused_attention::fused_attention;
+pub use self::fused_ops::{gated_add, rms_modulate, swiglu};
 use self::rope::Rope;
 pub use self::timestep::TimeConditioning;
 

@@ -17,6 +17,10 @@ impl RmsNorm {
         Self { weight }
     }
 
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mean_square = x.sqr()?.mean_keepdim(D::Minus1)?;
         let inv_rms = (mean_square + EPS)?.sqrt()?.recip()?;

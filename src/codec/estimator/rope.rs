@@ -42,6 +42,11 @@ impl Rope {
         })
     }
 
+    /// The `(cos, sin)` tables, for kernels that rotate as they read.
+    pub fn tables(&self) -> (&Tensor, &Tensor) {
+        (&self.cos, &self.sin)
+    }
+
     /// Rotates `(batch, heads, frames, head_dim)` queries or keys.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         Ok(candle_nn::rotary_emb::rope_i(

@@ -4,7 +4,7 @@
 
 mod conv;
 mod decoder;
-mod ops;
+pub(super) mod ops;
 mod quantize;
 mod steps;
 mod stream;

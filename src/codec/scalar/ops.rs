@@ -187,16 +187,17 @@ impl Op {
     }
 }
 
-/// A contiguous f32 or bf16 host tensor's values as f32 (exact for both).
-fn host_f32(storage: &CpuStorage, layout: &Layout) -> Result<Vec<f32>> {
+/// A contiguous f32 or bf16 host tensor's values as f32 (exact for both); the codec's
+/// own ops compute on these on the CPU.
+pub(in crate::codec) fn host_f32(storage: &CpuStorage, layout: &Layout) -> Result<Vec<f32>> {
     let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("the decoder's ops need contiguous inputs");
+        candle_core::bail!("the codec's own ops need contiguous inputs");
     };
     Ok(match storage {
         CpuStorage::F32(v) => v[start..end].to_vec(),
         CpuStorage::BF16(v) => v[start..end].iter().map(|x| x.to_f32()).collect(),
         other => candle_core::bail!(
-            "the decoder's ops take f32 or bf16, not {:?}",
+            "the codec's own ops take f32 or bf16, not {:?}",
             other.dtype()
         ),
     })
