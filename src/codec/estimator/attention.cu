@@ -1,10 +1,11 @@
-// The flow estimator's bidirectional self-attention in one kernel (bf16 on tensor cores),
-// FlashAttention-2 style: a block of four warps takes 64 query frames of one (batch, head),
-// each warp 16 of them, and walks the window's keys 64 at a time, keeping the softmax
-// statistics (running max and sum) in f32. It reads q, k and v straight from the qkv
-// projection's output (batch, frames, 3, heads, head_dim), rotates q and k (RoPE over
-// adjacent pairs, rounded to bf16 like candle's rope_i) as it loads them, and writes
-// (batch, frames, heads·head_dim), what o_proj reads: no permuted copies, no score matrix.
+// The flow estimator's bidirectional self-attention (bf16 on tensor cores) in two kernels:
+// `dit_rope_qk` rotates q and k once (RoPE over adjacent pairs, rounded to bf16 like
+// candle's rope_i) from the qkv projection's output (batch, frames, 3, heads, head_dim);
+// `dit_attention`, FlashAttention-2 style, gives a block of four warps 64 query frames of
+// one (batch, head), each warp 16 of them, and walks the window's keys a tile at a time —
+// the next tile copied asynchronously while this one is multiplied — keeping the softmax
+// statistics (running max and sum) in f32. It writes (batch, frames, heads·head_dim), what
+// o_proj reads: no permuted copies, no score matrix.
 // bf16 as its bits (NVRTC has no include path for cuda_bf16.h).
 typedef unsigned short bf16_bits;
 #define NEG_INF __int_as_float(0xff800000)  // NVRTC has no math.h INFINITY
@@ -54,29 +55,89 @@ __device__ __forceinline__ uint4 rope_quad(uint4 x, uint2 c, uint2 s) {
                       rope_word(x.z, low(c.y), low(s.y)), rope_word(x.w, high(c.y), high(s.y)));
 }
 
-// qkv (batch, frames, 3, heads, D); cos, sin (frames, D/2); out (batch, frames, heads, D).
-// Grid (ceil(frames / 64), batch·heads), 128 threads. `scale_log2` = log2(e) / sqrt(D).
+// The shared-memory address of `p`, for cp.async.
+__device__ __forceinline__ unsigned int shared_address(const void* p) {
+    unsigned int a;
+    asm("{ .reg .u64 s; cvta.to.shared.u64 s, %1; cvt.u32.u64 %0, s; }" : "=r"(a) : "l"(p));
+    return a;
+}
+
+// Copies 16 bytes to shared memory without passing through registers; `bytes` 0 writes
+// zeros (rows past the window).
+__device__ __forceinline__ void copy_async(void* shared, const void* global, int bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(shared)),
+                 "l"(global), "r"(bytes)
+                 : "memory");
+}
+
+__device__ __forceinline__ void copies_commit() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+// Waits until at most `N` committed groups of copies are still in flight.
+template <int N>
+__device__ __forceinline__ void copies_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// qk (batch, frames, 2, heads, D) = q and k of qkv (batch, frames, 3, heads, D), rotated by
+// the angles of cos, sin (frames, D/2). A thread per 8 values.
 template <int D>
-__device__ void dit_attention(const bf16_bits* qkv, const bf16_bits* cos_t,
-                              const bf16_bits* sin_t, bf16_bits* out, int frames, int heads,
-                              float scale_log2) {
-    constexpr int BK = 64;          // keys per tile
-    constexpr int STRIDE = D + 8;   // padded shared rows: conflict-free fragment loads
-    constexpr int HALF = D / 2;
-    __shared__ __align__(16) bf16_bits k_tile[BK * STRIDE];
-    __shared__ __align__(16) bf16_bits v_tile[BK * STRIDE];
+__device__ void dit_rope_qk(const bf16_bits* qkv, const bf16_bits* cos_t,
+                            const bf16_bits* sin_t, bf16_bits* qk, long total, int frames,
+                            int heads) {
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (long)gridDim.x * blockDim.x) {
+        const long e = i * 8;  // element of qk
+        const int d = (int)(e % D);
+        const long head_row = e / D;  // ((b·frames + t)·2 + part)·heads + h
+        const long frame = head_row / (2L * heads);
+        const int rest = (int)(head_row % (2L * heads));  // part·heads + h
+        const int t = (int)(frame % frames);
+        const long ti = (long)t * (D / 2) + d / 2;
+        const uint4 x = *(const uint4*)(qkv + (frame * 3L * heads + rest) * D + d);
+        *(uint4*)(qk + e) = rope_quad(x, *(const uint2*)(cos_t + ti), *(const uint2*)(sin_t + ti));
+    }
+}
+
+// qk as dit_rope_qk writes it, v in qkv; out (batch, frames, heads, D). Grid
+// (ceil(frames / 64), batch·heads), 128 threads. `scale_log2` = log2(e) / sqrt(D).
+template <int D>
+__device__ void dit_attention(const bf16_bits* qk, const bf16_bits* qkv, bf16_bits* out,
+                              int frames, int heads, float scale_log2) {
+    constexpr int BK = D == 64 ? 64 : 32;  // keys per tile: two stages fit 48 KB
+    constexpr int STRIDE = D + 8;          // padded shared rows: conflict-free fragment loads
+    constexpr int PER_ROW = D / 8;         // 16-byte copies per row
+    constexpr int COPIES = BK * PER_ROW / 128;
+    __shared__ __align__(16) bf16_bits k_tile[2][BK * STRIDE];
+    __shared__ __align__(16) bf16_bits v_tile[2][BK * STRIDE];
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int g = lane / 4, c = lane % 4;  // fragment row group and column pair
     const int b = blockIdx.y / heads, h = blockIdx.y % heads;
-    const long frame_stride = 3L * heads * D;
-    const bf16_bits* q_base = qkv + (long)b * frames * frame_stride + (long)h * D;
+    const long qk_stride = 2L * heads * D, v_stride = 3L * heads * D;
+    const bf16_bits* q_base = qk + (long)b * frames * qk_stride + (long)h * D;
     const bf16_bits* k_base = q_base + (long)heads * D;
-    const bf16_bits* v_base = k_base + (long)heads * D;
+    const bf16_bits* v_base = qkv + (long)b * frames * v_stride + 2L * heads * D + (long)h * D;
     const int q0 = blockIdx.x * 64 + warp * 16;
 
-    // This warp's 16 rotated query rows as A fragments: rows g and g+8, columns 2c and
-    // 2c+8 of every 16-wide slice of the head.
+    // Keys [k0, k0 + BK) into stage `stage`: rows past the window are zeros, never NaN.
+    auto load_tile = [&](int stage, int k0) {
+#pragma unroll
+        for (int l = 0; l < COPIES; ++l) {
+            const int i = threadIdx.x + l * 128;
+            const int r = i / PER_ROW, col = (i % PER_ROW) * 8, t = k0 + r;
+            const int bytes = t < frames ? 16 : 0;
+            const long row = t < frames ? t : 0;
+            copy_async(&k_tile[stage][r * STRIDE + col], k_base + row * qk_stride + col, bytes);
+            copy_async(&v_tile[stage][r * STRIDE + col], v_base + row * v_stride + col, bytes);
+        }
+        copies_commit();
+    };
+    load_tile(0, 0);
+
+    // This warp's 16 query rows as A fragments: rows g and g+8, columns 2c and 2c+8 of
+    // every 16-wide slice of the head.
     unsigned int qa[D / 16][4];
 #pragma unroll
     for (int kc = 0; kc < D / 16; ++kc) {
@@ -84,12 +145,7 @@ __device__ void dit_attention(const bf16_bits* qkv, const bf16_bits* cos_t,
         for (int r = 0; r < 4; ++r) {
             const int t = q0 + g + 8 * (r & 1);
             const int d = kc * 16 + 2 * c + 8 * (r >> 1);
-            qa[kc][r] = 0;
-            if (t < frames) {
-                const long i = (long)t * HALF + d / 2;
-                const unsigned int pair = *(const unsigned int*)(q_base + (long)t * frame_stride + d);
-                qa[kc][r] = rope_word(pair, widen(cos_t[i]), widen(sin_t[i]));
-            }
+            qa[kc][r] = t < frames ? *(const unsigned int*)(q_base + (long)t * qk_stride + d) : 0;
         }
     }
 
@@ -98,35 +154,25 @@ __device__ void dit_attention(const bf16_bits* qkv, const bf16_bits* cos_t,
     for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float row_max[2] = {NEG_INF, NEG_INF}, row_sum[2] = {0.0f, 0.0f};
 
-    for (int k0 = 0; k0 < frames; k0 += BK) {
-        __syncthreads();  // the previous tile is no longer read
-        // 16-byte loads, all of a thread's issued before any is used: the tile's load is
-        // latency-bound otherwise (each query block reads every key of its head).
-        constexpr int PER_ROW = D / 8;
-        constexpr int LOADS = BK * PER_ROW / 128;
-#pragma unroll
-        for (int l = 0; l < LOADS; ++l) {
-            const int i = threadIdx.x + l * 128;
-            const int r = i / PER_ROW, col = (i % PER_ROW) * 8, t = k0 + r;
-            uint4 kv = make_uint4(0, 0, 0, 0), vv = kv;  // keys past the window: zeros, never NaN
-            if (t < frames) {
-                const long at = (long)t * frame_stride + col;
-                const long ti = (long)t * HALF + col / 2;
-                kv = rope_quad(*(const uint4*)(k_base + at), *(const uint2*)(cos_t + ti),
-                               *(const uint2*)(sin_t + ti));
-                vv = *(const uint4*)(v_base + at);
-            }
-            *(uint4*)&k_tile[r * STRIDE + col] = kv;
-            *(uint4*)&v_tile[r * STRIDE + col] = vv;
+    for (int tile = 0, k0 = 0; k0 < frames; ++tile, k0 += BK) {
+        const int stage = tile & 1;
+        // The other stage was last read in the previous tile, which every warp has left.
+        if (k0 + BK < frames) {
+            load_tile(stage ^ 1, k0 + BK);
+            copies_wait<1>();
+        } else {
+            copies_wait<0>();
         }
-        __syncthreads();
+        __syncthreads();  // this tile's copies, by every thread, have landed
+        const bf16_bits* keys = k_tile[stage];
+        const bf16_bits* values = v_tile[stage];
 
-        // Scores of 16 queries × 64 keys: 8 column blocks of 8 keys.
+        // Scores of 16 queries × BK keys: column blocks of 8 keys.
         float s[BK / 8][4];
 #pragma unroll
         for (int j = 0; j < BK / 8; ++j) {
             s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-            const bf16_bits* key = &k_tile[(8 * j + g) * STRIDE + 2 * c];
+            const bf16_bits* key = &keys[(8 * j + g) * STRIDE + 2 * c];
 #pragma unroll
             for (int kc = 0; kc < D / 16; ++kc) {
                 const unsigned int kb[2] = {*(const unsigned int*)(key + kc * 16),
@@ -134,7 +180,6 @@ __device__ void dit_attention(const bf16_bits* qkv, const bf16_bits* cos_t,
                 mma(s[j], qa[kc], kb);
             }
         }
-
         // Online softmax in base 2: rows g (elements 0, 1) and g+8 (elements 2, 3).
         float tile_max[2] = {NEG_INF, NEG_INF};
 #pragma unroll
@@ -180,7 +225,7 @@ __device__ void dit_attention(const bf16_bits* qkv, const bf16_bits* cos_t,
                                         pack(s[2 * kk][2], s[2 * kk][3]),
                                         pack(s[2 * kk + 1][0], s[2 * kk + 1][1]),
                                         pack(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-            const bf16_bits* value = &v_tile[(kk * 16 + 2 * c) * STRIDE + g];
+            const bf16_bits* value = &values[(kk * 16 + 2 * c) * STRIDE + g];
 #pragma unroll
             for (int n = 0; n < D / 8; ++n) {
                 const bf16_bits* v = value + 8 * n;
@@ -190,6 +235,7 @@ __device__ void dit_attention(const bf16_bits* qkv, const bf16_bits* cos_t,
                 mma(o[n], pa, vb);
             }
         }
+        __syncthreads();  // done with this stage before it is refilled
     }
 
 #pragma unroll
@@ -208,11 +254,15 @@ __device__ void dit_attention(const bf16_bits* qkv, const bf16_bits* cos_t,
 }
 
 #define DIT_ATTENTION(D)                                                                     \
+    extern "C" __global__ void dit_rope_qk_d##D(const bf16_bits* qkv, const bf16_bits* cos_t, \
+                                                const bf16_bits* sin_t, bf16_bits* qk,        \
+                                                long total, int frames, int heads) {          \
+        dit_rope_qk<D>(qkv, cos_t, sin_t, qk, total, frames, heads);                         \
+    }                                                                                        \
     extern "C" __global__ void __launch_bounds__(128)                                        \
-        dit_attention_d##D(const bf16_bits* qkv, const bf16_bits* cos_t,                     \
-                           const bf16_bits* sin_t, bf16_bits* out, int frames, int heads,    \
-                           float scale_log2) {                                               \
-        dit_attention<D>(qkv, cos_t, sin_t, out, frames, heads, scale_log2);                 \
+        dit_attention_d##D(const bf16_bits* qk, const bf16_bits* qkv, bf16_bits* out,        \
+                           int frames, int heads, float scale_log2) {                        \
+        dit_attention<D>(qk, qkv, out, frames, heads, scale_log2);                           \
     }
 
 DIT_ATTENTION(64)

@@ -213,27 +213,44 @@ mod cuda {
             );
         }
         let dev = qkv.0.device();
-        let func = dev.get_or_load_custom_func(
-            &format!("dit_attention_d{}", s.head_dim),
-            MODULE,
-            ptx(dev)?,
-        )?;
+        let func = |name: &str| -> Result<_> {
+            dev.get_or_load_custom_func(&format!("{name}_d{}", s.head_dim), MODULE, ptx(dev)?)
+        };
         let (q, c, sn) = (view(qkv)?, view(cos)?, view(sin)?);
-        // SAFETY: every output element is written (every frame of every head).
-        let mut out: CudaSlice<half::bf16> =
-            unsafe { dev.alloc::<half::bf16>(s.batch * s.frames * s.heads * s.head_dim)? };
+        let rows = s.batch * s.frames * s.heads;
         let (frames, heads) = (s.frames as i32, s.heads as i32);
+        // SAFETY: q and k rotated once, (batch, frames, 2, heads, head_dim): the rotation
+        // writes every element.
+        let mut qk: CudaSlice<half::bf16> =
+            unsafe { dev.alloc::<half::bf16>(rows * 2 * s.head_dim)? };
+        let vectors = rows * 2 * s.head_dim / 8;
+        let total = vectors as i64;
+        let rope = func("dit_rope_qk")?;
+        let mut b = rope.builder();
+        b.arg(&q).arg(&c).arg(&sn).arg(&mut qk);
+        b.arg(&total).arg(&frames).arg(&heads);
+        let config = LaunchConfig {
+            grid_dim: (vectors.div_ceil(256).clamp(1, 8192) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: (const bf16* ×3, bf16*, long, int, int), sizes checked by
+        // `FusedAttention::sizes`; head_dim is 64 or 128 (the kernels).
+        unsafe { b.launch(config) }.w()?;
+
+        // SAFETY: every output element is written (every frame of every head).
+        let mut out: CudaSlice<half::bf16> = unsafe { dev.alloc::<half::bf16>(rows * s.head_dim)? };
         let scale_log2 = std::f32::consts::LOG2_E / (s.head_dim as f32).sqrt();
+        let attention = func("dit_attention")?;
+        let mut b = attention.builder();
+        b.arg(&qk).arg(&q).arg(&mut out);
+        b.arg(&frames).arg(&heads).arg(&scale_log2);
         let config = LaunchConfig {
             grid_dim: (s.frames.div_ceil(64) as u32, (s.batch * s.heads) as u32, 1),
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut b = func.builder();
-        b.arg(&q).arg(&c).arg(&sn).arg(&mut out);
-        b.arg(&frames).arg(&heads).arg(&scale_log2);
-        // SAFETY: (const bf16*, const bf16*, const bf16*, bf16*, int, int, float), the
-        // sizes checked by `FusedAttention::sizes`; head_dim is 64 or 128 (the kernels).
+        // SAFETY: (const bf16*, const bf16*, bf16*, int, int, float), as above.
         unsafe { b.launch(config) }.w()?;
         drop((q, c, sn));
         Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
