@@ -117,6 +117,7 @@ impl Decoder {
         let codec = codec(CodecPrecision {
             flow: DType::BF16,
             scalar,
+            tf32: false, // switched per measurement, below
         })?;
         Ok(Self {
             name,

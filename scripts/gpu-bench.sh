@@ -2,7 +2,7 @@
 # The GPU measurements of BENCHMARKS.md, on a machine with an NVIDIA GPU and the binaries that
 # scripts/package-gpu.sh put in gpu/. Writes each result to $OUT (default: gpu-results/).
 #   bash scripts/gpu-bench.sh [parity] [codec] [bench] [variants] [tuning] [long] [decode] [kernels]
-#                             [fp8] [load] [profile]
+#                             [fp8] [load] [profile] [tf32]
 # (default: parity codec bench long decode)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -61,9 +61,15 @@ for part in $parts; do
       run gpu/heartstream.xz decode --synthetic 3b --device cuda --codes /tmp/codes-180s.json \
         --join streaming --out /tmp/decoded.wav > "$out/decode.txt" 2>&1
       echo "decode exit $?" >> "$out/summary.txt"
-      run gpu/heartstream.xz decode --synthetic 3b --device cuda --codes /tmp/codes-180s.json \
-        --join streaming --decoder-dtype bf16 --out /tmp/decoded.wav >> "$out/decode.txt" 2>&1
-      echo "decode bf16 exit $?" >> "$out/summary.txt" ;;
+      for dtype in tf32 bf16; do
+        run gpu/heartstream.xz decode --synthetic 3b --device cuda --codes /tmp/codes-180s.json \
+          --join streaming --decoder-dtype "$dtype" --out /tmp/decoded.wav >> "$out/decode.txt" 2>&1
+        echo "decode $dtype exit $?" >> "$out/summary.txt"
+      done ;;
+    tf32)
+      # The decoder's f32 products on TF32 tensor cores: 20 s songs (seeds 1-3), 3 minutes.
+      for seed in 1 2 3; do song tf32-20s 20 "$seed" --decoder-dtype tf32; done
+      song tf32-180s 180 1 --decoder-dtype tf32 ;;
     kernels)
       run gpu/lm_kernels.xz > "$out/kernels.txt" 2>&1 ;;
     profile)

@@ -65,6 +65,11 @@ pub use self::spec::codec_spec;
 pub struct CodecPrecision {
     pub flow: DType,
     pub scalar: DType,
+    /// The f32 ScalarModel's products on TF32 tensor cores (CUDA; nothing changes on the
+    /// CPU). candle's switch for it is process-wide: every f32 product rounds its inputs to
+    /// TF32, so it is refused where anything else computes in f32 (flow here, the LM in
+    /// `engine`).
+    pub tf32: bool,
 }
 
 impl CodecPrecision {
@@ -72,6 +77,7 @@ impl CodecPrecision {
         Self {
             flow: dtype,
             scalar: dtype,
+            tf32: false,
         }
     }
 
@@ -80,7 +86,25 @@ impl CodecPrecision {
         Self {
             flow,
             scalar: DType::F32,
+            tf32: false,
         }
+    }
+
+    /// Turns TF32 products on for the process when asked (see [`Self::tf32`]).
+    fn apply_tf32(&self) -> Result<()> {
+        if !self.tf32 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            self.scalar == DType::F32 && self.flow != DType::F32,
+            "TF32 decoder products need an f32 decoder and flow matching in bf16 (they would \
+             round the f32 flow's products too): decoder {:?}, flow {:?}",
+            self.scalar,
+            self.flow
+        );
+        #[cfg(feature = "cuda")]
+        candle_core::cuda_backend::set_gemm_reduced_precision_f32(true);
+        Ok(())
     }
 }
 
@@ -153,6 +177,7 @@ impl HeartCodec {
         scalar_device: &Device,
         precision: CodecPrecision,
     ) -> Result<Self> {
+        precision.apply_tf32()?;
         let flow = params::Params::new(loader, precision.flow).at("flow_matching");
         let scalar = params::Params::new(loader, precision.scalar)
             .on(scalar_device)
@@ -184,6 +209,18 @@ mod tests {
                 .unwrap()
         };
         norm(&(a - b).unwrap()) / norm(b)
+    }
+
+    #[test]
+    fn tf32_products_are_refused_beside_an_f32_flow() {
+        let precision = CodecPrecision {
+            tf32: true,
+            ..CodecPrecision::uniform(DType::F32)
+        };
+        let err = HeartCodec::synthetic(tiny_config(), 7, &Device::Cpu, precision)
+            .err()
+            .expect("TF32 products with an f32 flow must be refused");
+        assert!(err.to_string().contains("TF32"), "{err}");
     }
 
     /// The same weights in bf16 compute the same function to bf16 precision.

@@ -4,7 +4,7 @@ use anyhow::Result;
 use candle_core::Tensor;
 
 use super::attention::Attention;
-use super::fused_ops::{fused_kernels_run, gated_add, rms_modulate};
+use super::fused_ops::{fused_kernels_run, gated_add, rms_modulate, MAX_NORM_WIDTH};
 use super::mlp::Mlp;
 use super::norm::{modulate, RmsNorm};
 use super::rope::Rope;
@@ -34,7 +34,7 @@ impl Block {
     /// `modulation`: `(1 or batch, 6, dim)` from the stack's timestep conditioning.
     pub fn forward(&self, x: &Tensor, modulation: &Tensor, rope: &Rope) -> Result<Tensor> {
         let m = self.scale_shift_table.broadcast_add(modulation)?;
-        if fused_kernels_run(x) {
+        if fused_kernels_run(x) && x.dim(2)? <= MAX_NORM_WIDTH {
             return self.forward_fused(x, &m, rope);
         }
         let part = |i: usize| m.narrow(1, i, 1);

@@ -11,11 +11,17 @@ use crate::codec::scalar::ops::host_f32;
 
 /// Whether the estimator runs its fused kernels (CUDA, bf16) rather than candle's ops;
 /// `HEARTSTREAM_FUSED_ESTIMATOR=0` keeps the ops, to measure what the kernels buy.
+/// The kernels read 8 values (16 bytes) at a time: widths must be multiples of 16 (the
+/// stacked SwiGLU input holds two halves).
 pub(super) fn fused_kernels_run(x: &Tensor) -> bool {
     x.device().is_cuda()
         && x.dtype() == DType::BF16
+        && x.dims().last().is_some_and(|w| w % 16 == 0)
         && std::env::var("HEARTSTREAM_FUSED_ESTIMATOR").map_or(true, |v| v != "0")
 }
+
+/// The widest row `rms_modulate`'s kernel holds in a warp's registers (`adaln.cu`).
+pub(super) const MAX_NORM_WIDTH: usize = 4096;
 
 /// `RMSNorm(x) · weight · (1 + scale) + shift` for `x` `(batch, frames, dim)`, shift and
 /// scale being parts `part` and `part + 1` of `m` `(1 or batch, 6, dim)`.
@@ -74,8 +80,8 @@ impl Op {
         };
         if let Op::SwiGlu = self {
             let (rows, width) = shapes[0].dims2()?;
-            if width % 2 != 0 {
-                return Err(bad("gate and up must be stacked: an even width"));
+            if width % 16 != 0 || rows * width > i32::MAX as usize {
+                return Err(bad("gate and up stacked: a width that is a multiple of 16"));
             }
             let sizes = Sizes {
                 rows,
@@ -94,6 +100,10 @@ impl Op {
         };
         if !second_ok || six != 6 || m_dim != dim || !(m_rows == 1 || m_rows == batch) {
             return Err(bad("x (batch, frames, dim), m (1 or batch, 6, dim)"));
+        }
+        let norm_fits = !matches!(self, Op::RmsModulate { .. }) || dim <= MAX_NORM_WIDTH;
+        if dim % 8 != 0 || !norm_fits || batch * frames * dim > i32::MAX as usize {
+            return Err(bad("dim a multiple of 8 (at most 4096 for the norm)"));
         }
         let sizes = Sizes {
             rows: batch * frames,
@@ -263,7 +273,7 @@ mod cuda {
             // SAFETY: every kernel writes each of its `total` outputs.
             let mut out: CudaSlice<half::bf16> = unsafe { dev.alloc::<half::bf16>(total)? };
             let (dim, frames, m_rows) = (s.dim as i32, s.frames as i32, s.m_rows as i32);
-            let total_arg = total as i64;
+            let (rows_arg, eights) = (s.rows as i32, (total / 8) as i32);
             let mut b = func.builder();
             for v in &views {
                 b.arg(v);
@@ -276,20 +286,21 @@ mod cuda {
             };
             let config = match *self {
                 Op::RmsModulate { .. } => {
-                    b.arg(&dim).arg(&frames).arg(&m_rows).arg(&part).arg(&eps);
+                    b.arg(&rows_arg).arg(&dim).arg(&frames).arg(&m_rows);
+                    b.arg(&part).arg(&eps);
                     rows(s.rows)
                 }
                 Op::GatedAdd { .. } => {
-                    b.arg(&total_arg)
+                    b.arg(&eights)
                         .arg(&dim)
                         .arg(&frames)
                         .arg(&m_rows)
                         .arg(&part);
-                    grid_stride(total)
+                    grid_stride(total / 8)
                 }
                 Op::SwiGlu => {
-                    b.arg(&total_arg).arg(&dim);
-                    grid_stride(total)
+                    b.arg(&eights).arg(&dim);
+                    grid_stride(total / 8)
                 }
             };
             // SAFETY: the argument lists of adaln.cu's kernels, in order; sizes checked by
@@ -300,16 +311,16 @@ mod cuda {
         }
     }
 
-    /// A block of 256 threads per row.
+    /// A warp per row, four rows per block.
     fn rows(rows: usize) -> LaunchConfig {
         LaunchConfig {
-            grid_dim: (rows as u32, 1, 1),
-            block_dim: (256, 1, 1),
+            grid_dim: (rows.div_ceil(4) as u32, 1, 1),
+            block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         }
     }
 
-    /// Grid-stride loops: a thread per element, up to 8,192 blocks of 256.
+    /// Grid-stride loops: a thread per 8 values, up to 8,192 blocks of 256.
     fn grid_stride(total: usize) -> LaunchConfig {
         LaunchConfig {
             grid_dim: (total.div_ceil(256).clamp(1, 8192) as u32, 1, 1),
