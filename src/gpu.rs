@@ -208,6 +208,39 @@ fn store(path: &std::path::Path, ptx: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// One of our CUDA source files as a module: compiled once per process (through the disk
+/// cache of [`cached_ptx`]); load its kernels with
+/// `dev.get_or_load_custom_func(kernel, module.name(), module.ptx(dev)?)`.
+pub struct KernelModule {
+    name: &'static str,
+    source: &'static str,
+    ptx: std::sync::OnceLock<std::result::Result<String, String>>,
+}
+
+impl KernelModule {
+    pub const fn new(name: &'static str, source: &'static str) -> Self {
+        Self {
+            name,
+            source,
+            ptx: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The module's PTX for `dev`'s architecture.
+    pub fn ptx(&self, dev: &CudaDevice) -> Result<&str> {
+        let arch = compute_arch(dev)?;
+        let ptx = self
+            .ptx
+            .get_or_init(|| cached_ptx(self.name, self.source, arch).map(|(ptx, _)| ptx));
+        ptx.as_deref()
+            .map_err(|e| candle_core::Error::Msg(format!("the CUDA kernels of {}: {e}", self.name)))
+    }
+}
+
 /// `sm_XY` of the device, for NVRTC.
 pub fn compute_arch(dev: &CudaDevice) -> Result<&'static str> {
     use candle_core::cuda_backend::cudarc::driver::sys::CUdevice_attribute::*;

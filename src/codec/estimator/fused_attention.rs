@@ -159,28 +159,17 @@ impl CustomOp3 for FusedAttention {
 
 #[cfg(feature = "cuda")]
 mod cuda {
-    use std::sync::OnceLock;
-
     use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::cudarc::driver::{
         CudaSlice, CudaView, LaunchConfig, PushKernelArg,
     };
     use candle_core::cuda_backend::{CudaStorage, WrapErr};
-    use candle_core::{CudaDevice, DType, Layout, Result};
+    use candle_core::{DType, Layout, Result};
 
     use super::Sizes;
 
-    const MODULE: &str = "heartstream_dit_attention";
-    static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
-
-    fn ptx(dev: &CudaDevice) -> Result<&'static str> {
-        let arch = crate::gpu::compute_arch(dev)?;
-        let ptx = PTX.get_or_init(|| {
-            crate::gpu::cached_ptx(MODULE, include_str!("attention.cu"), arch).map(|(ptx, _)| ptx)
-        });
-        ptx.as_deref()
-            .map_err(|e| candle_core::Error::Msg(format!("the estimator's attention kernel: {e}")))
-    }
+    static MODULE: crate::gpu::KernelModule =
+        crate::gpu::KernelModule::new("heartstream_dit_attention", include_str!("attention.cu"));
 
     fn view<'a>((storage, layout): (&'a CudaStorage, &Layout)) -> Result<CudaView<'a, half::bf16>> {
         match layout.contiguous_offsets() {
@@ -214,7 +203,8 @@ mod cuda {
         }
         let dev = qkv.0.device();
         let func = |name: &str| -> Result<_> {
-            dev.get_or_load_custom_func(&format!("{name}_d{}", s.head_dim), MODULE, ptx(dev)?)
+            let kernel = format!("{name}_d{}", s.head_dim);
+            dev.get_or_load_custom_func(&kernel, MODULE.name(), MODULE.ptx(dev)?)
         };
         let (q, c, sn) = (view(qkv)?, view(cos)?, view(sin)?);
         let rows = s.batch * s.frames * s.heads;
@@ -252,7 +242,6 @@ mod cuda {
         };
         // SAFETY: (const bf16*, const bf16*, bf16*, int, int, float), as above.
         unsafe { b.launch(config) }.w()?;
-        drop((q, c, sn));
         Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
     }
 

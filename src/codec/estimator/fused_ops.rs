@@ -221,28 +221,17 @@ impl CustomOp3 for Op {
 
 #[cfg(feature = "cuda")]
 mod cuda {
-    use std::sync::OnceLock;
-
     use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::cudarc::driver::{
         CudaSlice, CudaView, LaunchConfig, PushKernelArg,
     };
     use candle_core::cuda_backend::{CudaStorage, WrapErr};
-    use candle_core::{CudaDevice, DType, Layout, Result, Shape};
+    use candle_core::{DType, Layout, Result, Shape};
 
     use super::Op;
 
-    const MODULE: &str = "heartstream_adaln";
-    static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
-
-    fn ptx(dev: &CudaDevice) -> Result<&'static str> {
-        let arch = crate::gpu::compute_arch(dev)?;
-        let ptx = PTX.get_or_init(|| {
-            crate::gpu::cached_ptx(MODULE, include_str!("adaln.cu"), arch).map(|(ptx, _)| ptx)
-        });
-        ptx.as_deref()
-            .map_err(|e| candle_core::Error::Msg(format!("the estimator's fused kernels: {e}")))
-    }
+    static MODULE: crate::gpu::KernelModule =
+        crate::gpu::KernelModule::new("heartstream_adaln", include_str!("adaln.cu"));
 
     impl Op {
         pub(super) fn cuda(
@@ -267,8 +256,11 @@ mod cuda {
                 })
                 .collect::<Result<Vec<_>>>()?;
             let dev = inputs[0].0.device();
-            let func =
-                dev.get_or_load_custom_func(&format!("{}_bf16", self.name()), MODULE, ptx(dev)?)?;
+            let func = dev.get_or_load_custom_func(
+                &format!("{}_bf16", self.name()),
+                MODULE.name(),
+                MODULE.ptx(dev)?,
+            )?;
             let total = shape.elem_count();
             // SAFETY: every kernel writes each of its `total` outputs.
             let mut out: CudaSlice<half::bf16> = unsafe { dev.alloc::<half::bf16>(total)? };

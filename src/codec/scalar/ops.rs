@@ -263,29 +263,17 @@ impl CustomOp3 for Op {
 
 #[cfg(feature = "cuda")]
 mod cuda {
-    use std::sync::OnceLock;
-
     use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::cudarc::driver::{
         CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
     };
     use candle_core::cuda_backend::{CudaDType, WrapErr};
-    use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape};
+    use candle_core::{CudaStorage, DType, Layout, Result, Shape};
 
     use super::{Op, Sizes};
 
-    const MODULE: &str = "heartstream_scalar";
-    static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
-
-    fn ptx(dev: &CudaDevice) -> Result<&'static str> {
-        let arch = crate::gpu::compute_arch(dev)?;
-        let ptx = PTX.get_or_init(|| {
-            let source = include_str!("conv.cu");
-            crate::gpu::cached_ptx(MODULE, source, arch).map(|(ptx, _)| ptx)
-        });
-        ptx.as_deref()
-            .map_err(|e| candle_core::Error::Msg(format!("the decoder's CUDA kernels: {e}")))
-    }
+    static MODULE: crate::gpu::KernelModule =
+        crate::gpu::KernelModule::new("heartstream_scalar", include_str!("conv.cu"));
 
     impl Op {
         pub(super) fn cuda(
@@ -323,8 +311,8 @@ mod cuda {
             let total = shape.elem_count();
             let func = dev.get_or_load_custom_func(
                 &format!("{}_{suffix}", self.name_in_module()),
-                MODULE,
-                ptx(dev)?,
+                MODULE.name(),
+                MODULE.ptx(dev)?,
             )?;
             // SAFETY: every kernel writes each of its `total` outputs.
             let mut out: CudaSlice<T> = unsafe { dev.alloc::<T>(total)? };
