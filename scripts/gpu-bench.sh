@@ -2,7 +2,7 @@
 # The GPU measurements of BENCHMARKS.md, on a machine with an NVIDIA GPU and the binaries that
 # scripts/package-gpu.sh put in gpu/. Writes each result to $OUT (default: gpu-results/).
 #   bash scripts/gpu-bench.sh [parity] [codec] [bench] [variants] [tuning] [long] [decode] [kernels]
-#                             [fp8] [load] [profile] [tf32]
+#                             [fp8] [load] [profile] [f32decoder]
 # (default: parity codec bench long decode)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -56,20 +56,22 @@ for part in $parts; do
       # A 3-minute song.
       song long-180s 180 1 ;;
     decode)
-      # The codec alone on 180 s of codes (2,250 frames), as the stream decodes them.
+      # The codec alone on 180 s of codes (2,250 frames), as the stream decodes them: the
+      # default decoder (TF32 products), then f32 and bf16.
       python3 -c 'import json,random; r=random.Random(7); print(json.dumps({"frames":[[r.randrange(8192) for _ in range(8)] for _ in range(2250)]}))' > /tmp/codes-180s.json
       run gpu/heartstream.xz decode --synthetic 3b --device cuda --codes /tmp/codes-180s.json \
         --join streaming --out /tmp/decoded.wav > "$out/decode.txt" 2>&1
       echo "decode exit $?" >> "$out/summary.txt"
-      for dtype in tf32 bf16; do
+      for dtype in f32 bf16; do
         run gpu/heartstream.xz decode --synthetic 3b --device cuda --codes /tmp/codes-180s.json \
           --join streaming --decoder-dtype "$dtype" --out /tmp/decoded.wav >> "$out/decode.txt" 2>&1
         echo "decode $dtype exit $?" >> "$out/summary.txt"
       done ;;
-    tf32)
-      # The decoder's f32 products on TF32 tensor cores: 20 s songs (seeds 1-3), 3 minutes.
-      for seed in 1 2 3; do song tf32-20s 20 "$seed" --decoder-dtype tf32; done
-      song tf32-180s 180 1 --decoder-dtype tf32 ;;
+    f32decoder)
+      # The decoder's products in f32 (the reference's; TF32 is the default on a GPU):
+      # 20 s songs (seeds 1-3), 3 minutes.
+      for seed in 1 2 3; do song f32decoder-20s 20 "$seed" --decoder-dtype f32; done
+      song f32decoder-180s 180 1 --decoder-dtype f32 ;;
     kernels)
       run gpu/lm_kernels.xz > "$out/kernels.txt" 2>&1 ;;
     profile)

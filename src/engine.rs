@@ -38,10 +38,12 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
-    /// `model` on `device`: bf16 on a GPU and f32 on the CPU, the codec on a second CUDA
-    /// stream of the same GPU (its kernels never queue behind the LM's).
+    /// `model` on `device`: bf16 on a GPU (the decoder in f32 with TF32 products) and f32 on
+    /// the CPU, the codec on a second CUDA stream of the same GPU (its kernels never queue
+    /// behind the LM's).
     pub fn new(model: ModelChoice, device: Device) -> Result<Self> {
-        let dtype = if device.is_cuda() {
+        let on_gpu = device.is_cuda();
+        let dtype = if on_gpu {
             DType::BF16
         } else {
             DType::F32
@@ -52,7 +54,12 @@ impl EngineConfig {
             device,
             dtype,
             lm_matrices: MatrixPrecision::Dense,
-            codec_precision: CodecPrecision::with_flow(dtype),
+            // On a GPU the f32 decoder's products run on TF32 tensor cores (nothing else is
+            // f32 there); `CodecPrecision::tf32`.
+            codec_precision: CodecPrecision {
+                tf32: on_gpu,
+                ..CodecPrecision::with_flow(dtype)
+            },
             codec_priority: true,
         })
     }

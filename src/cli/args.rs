@@ -54,8 +54,8 @@ pub struct ModelArgs {
 
     /// Precision of the ScalarModel decoder's convolutions: f32 (the reference's), tf32 (f32
     /// values, products on tensor cores: ~40 % faster, relative error ~1e-3; needs --dtype
-    /// bf16), bf16, or auto (bf16 on a GPU)
-    #[arg(long, value_enum, default_value = "f32")]
+    /// bf16), bf16, or auto (tf32 on a GPU beside a bf16 LM and flow, else f32)
+    #[arg(long, value_enum, default_value = "auto")]
     pub decoder_dtype: DecoderDtypeArg,
 }
 
@@ -65,6 +65,16 @@ pub enum DecoderDtypeArg {
     F32,
     Tf32,
     Bf16,
+}
+
+impl DecoderDtypeArg {
+    /// The dtype the decoder's values are stored in (TF32 products keep f32 values).
+    fn scalar(self) -> DType {
+        match self {
+            DecoderDtypeArg::Bf16 => DType::BF16,
+            DecoderDtypeArg::Auto | DecoderDtypeArg::F32 | DecoderDtypeArg::Tf32 => DType::F32,
+        }
+    }
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,12 +120,18 @@ impl ModelArgs {
     pub fn codec_precision(&self, device: &Device) -> CodecPrecision {
         CodecPrecision {
             flow: self.dtype.resolve(device),
-            scalar: match self.decoder_dtype {
-                DecoderDtypeArg::Auto => DtypeArg::Auto.resolve(device),
-                DecoderDtypeArg::F32 | DecoderDtypeArg::Tf32 => DType::F32,
-                DecoderDtypeArg::Bf16 => DType::BF16,
-            },
-            tf32: self.decoder_dtype == DecoderDtypeArg::Tf32,
+            scalar: self.decoder_dtype.scalar(),
+            tf32: self.decoder_tf32(device.is_cuda(), self.dtype.resolve(device)),
+        }
+    }
+
+    /// Whether the decoder's f32 products run on TF32: when asked, or for auto on a GPU
+    /// whose flow (and LM: both follow --dtype) is not f32.
+    fn decoder_tf32(&self, on_gpu: bool, flow: DType) -> bool {
+        match self.decoder_dtype {
+            DecoderDtypeArg::Tf32 => true,
+            DecoderDtypeArg::Auto => on_gpu && flow != DType::F32,
+            DecoderDtypeArg::F32 | DecoderDtypeArg::Bf16 => false,
         }
     }
 
@@ -359,5 +375,34 @@ mod tests {
         assert_eq!(matrices(&[], |_| false), Dense);
         assert_eq!(matrices(&["--lm-precision", "fp8"], |_| true), Fp8);
         assert_eq!(matrices(&["--lm-precision", "bf16"], |m| m == Fp8), Dense);
+    }
+
+    fn decoder(flag: &[&str], on_gpu: bool, flow: DType) -> (DType, bool) {
+        let args = std::iter::once("heartstream").chain(flag.iter().copied());
+        let model = Cli::parse_from(args).model;
+        (
+            model.decoder_dtype.scalar(),
+            model.decoder_tf32(on_gpu, flow),
+        )
+    }
+
+    #[test]
+    fn auto_decodes_with_tf32_products_only_on_a_gpu_beside_a_bf16_flow() {
+        use DType::{BF16, F32};
+        assert_eq!(decoder(&[], true, BF16), (F32, true));
+        assert_eq!(decoder(&[], true, F32), (F32, false));
+        assert_eq!(decoder(&[], false, F32), (F32, false));
+        assert_eq!(
+            decoder(&["--decoder-dtype", "f32"], true, BF16),
+            (F32, false)
+        );
+        assert_eq!(
+            decoder(&["--decoder-dtype", "tf32"], true, BF16),
+            (F32, true)
+        );
+        assert_eq!(
+            decoder(&["--decoder-dtype", "bf16"], true, BF16),
+            (BF16, false)
+        );
     }
 }
