@@ -43,11 +43,7 @@ impl EngineConfig {
     /// behind the LM's).
     pub fn new(model: ModelChoice, device: Device) -> Result<Self> {
         let on_gpu = device.is_cuda();
-        let dtype = if on_gpu {
-            DType::BF16
-        } else {
-            DType::F32
-        };
+        let dtype = if on_gpu { DType::BF16 } else { DType::F32 };
         Ok(Self {
             model,
             codec_device: own_stream(&device)?,
