@@ -171,6 +171,12 @@ impl SongRequest {
 impl Engine {
     /// Loads both models (and, on a GPU, pays the one-time kernel and graph costs).
     pub fn load(config: EngineConfig) -> Result<Self> {
+        // Refused before anything loads.
+        anyhow::ensure!(
+            !(config.codec_precision.tf32 && config.dtype == DType::F32),
+            "TF32 decoder products (--decoder-dtype tf32) round every f32 product of the \
+             process, the LM's in f32 too (--dtype f32): use --dtype bf16 or --decoder-dtype f32"
+        );
         let started = std::time::Instant::now();
         let growth = |device: &Device, before: Option<u64>| {
             Some(gpu_memory_used(device)?.saturating_sub(before?))
@@ -204,11 +210,6 @@ impl Engine {
                 load.lm_kernels_from_disk_cache = Some(build.from_disk_cache);
             }
         }
-        anyhow::ensure!(
-            !(config.codec_precision.tf32 && config.dtype == DType::F32),
-            "TF32 decoder products (--decoder-dtype tf32) round every f32 product of the \
-             process, the LM's in f32 too (--dtype f32): use --dtype bf16 or --decoder-dtype f32"
-        );
         let placement = Placement {
             flow: config.codec_device.clone(),
             scalar: scalar_device,

@@ -17,6 +17,7 @@ mod estimator;
 mod euler;
 mod flow;
 mod flow_stream;
+mod host;
 mod latents;
 mod noise;
 mod params;

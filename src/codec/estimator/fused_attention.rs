@@ -7,7 +7,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
-use crate::codec::scalar::ops::host_f32;
+use crate::codec::host::{host_f32, host_storage};
 
 /// `qkv` `(batch, frames, 3·heads·head_dim)` as the projection writes it (q, k, v, each
 /// head-major), `cos`/`sin` `(frames, head_dim / 2)`: the heads' outputs side by side,
@@ -128,16 +128,12 @@ impl CustomOp3 for FusedAttention {
         let sizes = self.sizes(l1.shape(), l2.shape(), l3.shape())?;
         let (qkv, cos, sin) = (host_f32(s1, l1)?, host_f32(s2, l2)?, host_f32(s3, l3)?);
         let shape = Shape::from((sizes.batch, sizes.frames, sizes.heads * sizes.head_dim));
-        let out = match s1.dtype() {
-            DType::F32 => CpuStorage::F32(Self::compute(sizes, &qkv, &cos, &sin, |x| x)),
-            DType::BF16 => {
-                let round = |x| half::bf16::from_f32(x).to_f32();
-                let out = Self::compute(sizes, &qkv, &cos, &sin, round);
-                CpuStorage::BF16(out.into_iter().map(half::bf16::from_f32).collect())
-            }
-            other => candle_core::bail!("fused attention: {other:?} is not supported"),
+        let round: fn(f32) -> f32 = match s1.dtype() {
+            DType::BF16 => |x| half::bf16::from_f32(x).to_f32(),
+            _ => |x| x,
         };
-        Ok((out, shape))
+        let out = Self::compute(sizes, &qkv, &cos, &sin, round);
+        Ok((host_storage(out, s1.dtype())?, shape))
     }
 
     #[cfg(feature = "cuda")]

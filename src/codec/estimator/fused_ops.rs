@@ -7,7 +7,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
-use crate::codec::scalar::ops::host_f32;
+use crate::codec::host::{host_f32, host_storage};
 
 /// Whether the estimator runs its fused kernels (CUDA, bf16) rather than candle's ops;
 /// `HEARTSTREAM_FUSED_ESTIMATOR=0` keeps the ops, to measure what the kernels buy.
@@ -17,7 +17,13 @@ pub(super) fn fused_kernels_run(x: &Tensor) -> bool {
     x.device().is_cuda()
         && x.dtype() == DType::BF16
         && x.dims().last().is_some_and(|w| w % 16 == 0)
-        && std::env::var("HEARTSTREAM_FUSED_ESTIMATOR").map_or(true, |v| v != "0")
+        && switched_on()
+}
+
+/// `HEARTSTREAM_FUSED_ESTIMATOR`, read once: the blocks ask on every eager step.
+fn switched_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("HEARTSTREAM_FUSED_ESTIMATOR").map_or(true, |v| v != "0"))
 }
 
 /// The widest row `rms_modulate`'s kernel holds in a warp's registers (`adaln.cu`).
@@ -159,12 +165,7 @@ impl Op {
             .iter()
             .map(|(s, l)| host_f32(s, l))
             .collect::<Result<Vec<_>>>()?;
-        let out = self.compute(sizes, &values);
-        let out = match inputs[0].0.dtype() {
-            DType::F32 => CpuStorage::F32(out),
-            DType::BF16 => CpuStorage::BF16(out.into_iter().map(half::bf16::from_f32).collect()),
-            other => candle_core::bail!("{}: {other:?} is not supported", self.name()),
-        };
+        let out = host_storage(self.compute(sizes, &values), inputs[0].0.dtype())?;
         Ok((out, shape))
     }
 }

@@ -4,7 +4,7 @@
 
 mod conv;
 mod decoder;
-pub(super) mod ops;
+mod ops;
 mod quantize;
 mod steps;
 mod stream;

@@ -6,7 +6,9 @@
 //! rounded in the same order), which the tests compare with candle's own ops.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+
+use crate::codec::host::{host_f32, host_storage};
 
 /// `(batch, channels · k, n)`: column `t` holds the `k` frames output `t` reads, row
 /// `c·k + j` frame `t + j·dilation` of channel `c`, the frames being `history` `(batch,
@@ -171,36 +173,14 @@ impl Op {
     fn cpu(&self, inputs: &[(&CpuStorage, &Layout)]) -> Result<(CpuStorage, Shape)> {
         let shapes: Vec<&Shape> = inputs.iter().map(|(_, l)| l.shape()).collect();
         let (sizes, shape) = self.sizes(&shapes)?;
-        let dtype = inputs[0].0.dtype();
         let values = inputs
             .iter()
             .map(|(s, l)| host_f32(s, l))
             .collect::<Result<Vec<_>>>()?;
         let mut out = vec![0f32; shape.elem_count()];
         self.compute(sizes, &values, &mut out);
-        let out = match dtype {
-            DType::F32 => CpuStorage::F32(out),
-            DType::BF16 => CpuStorage::BF16(out.into_iter().map(half::bf16::from_f32).collect()),
-            other => candle_core::bail!("{}: {other:?} is not supported", self.name()),
-        };
-        Ok((out, shape))
+        Ok((host_storage(out, inputs[0].0.dtype())?, shape))
     }
-}
-
-/// A contiguous f32 or bf16 host tensor's values as f32 (exact for both); the codec's
-/// own ops compute on these on the CPU.
-pub(in crate::codec) fn host_f32(storage: &CpuStorage, layout: &Layout) -> Result<Vec<f32>> {
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("the codec's own ops need contiguous inputs");
-    };
-    Ok(match storage {
-        CpuStorage::F32(v) => v[start..end].to_vec(),
-        CpuStorage::BF16(v) => v[start..end].iter().map(|x| x.to_f32()).collect(),
-        other => candle_core::bail!(
-            "the codec's own ops take f32 or bf16, not {:?}",
-            other.dtype()
-        ),
-    })
 }
 
 impl CustomOp2 for Op {
