@@ -2,7 +2,8 @@
 //! events, on data that does not fit in L2 (weights rotate among several copies): achieved
 //! bandwidth against the device-to-device copy ceiling, per matrix product and per variant
 //! of the matrix-product kernel, dense bf16 and FP8 (whose output is also compared with the
-//! dense kernel on the same weights, dequantised). Needs a GPU: `cargo bench --features cuda --bench lm_kernels`.
+//! same weights, dequantised, in f32). Every kernel's output is compared with candle's f32
+//! product on the same inputs. Needs a GPU: `cargo bench --features cuda --bench lm_kernels`.
 
 use anyhow::Result;
 use candle_core::cuda_backend::cudarc::driver::sys::{
@@ -10,8 +11,10 @@ use candle_core::cuda_backend::cudarc::driver::sys::{
 };
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{DType, Device, Tensor};
-use heartstream::lm::cuda::{Kernels, GEMV_BF16_VARIANTS, GEMV_E4M3_VARIANTS};
-use heartstream::lm::projection::Projection;
+use heartstream::lm::cuda::{
+    GemvKernel, Kernels, GEMV_BF16_TO_F32_VARIANTS, GEMV_BF16_VARIANTS, GEMV_E4M3_TO_F32_VARIANTS,
+    GEMV_E4M3_VARIANTS,
+};
 use heartstream::weights::Fp8Matrix;
 
 /// (what, output columns, inputs, rows) of the products of one frame.
@@ -36,7 +39,7 @@ fn main() -> Result<()> {
     let copy_gbs = copy_bandwidth(&dev)?;
     println!("device-to-device copy: {copy_gbs:.0} GB/s (bytes read + written)");
     println!(
-        "{:<28} {:<18} {:>9} {:>8} {:>7}",
+        "{:<28} {:<22} {:>9} {:>8} {:>7}",
         "product", "kernel", "µs", "GB/s", "of copy"
     );
     for (what, n, k, rows) in PRODUCTS {
@@ -46,30 +49,26 @@ fn main() -> Result<()> {
             .map(|_| Tensor::randn(0f32, 0.02, (n, k), &dev)?.to_dtype(DType::BF16))
             .collect::<candle_core::Result<_>>()?;
         let x = Tensor::randn(0f32, 1.0, (rows, k), &dev)?.to_dtype(DType::BF16)?;
-        let variants: Vec<(&str, usize, DType)> = if what.contains("f32") {
-            vec![("gemv_bf16_to_f32", 1, DType::F32)]
+        let (variants, out): (&[GemvKernel], _) = if what.contains("f32") {
+            (&GEMV_BF16_TO_F32_VARIANTS, DType::F32)
         } else {
-            GEMV_BF16_VARIANTS
-                .iter()
-                .map(|&(v, c)| (v, c, DType::BF16))
-                .collect()
+            (&GEMV_BF16_VARIANTS, DType::BF16)
         };
-        for (kernel, columns, out) in variants {
+        let want = f32_product(&x, &weights[0])?;
+        for &kernel in variants.iter().filter(|v| kernels.runs(v, rows, k)) {
             let us = time_us(&dev, |i| {
-                kernels.gemv_with(kernel, columns, &x, &weights[i % copies], None, out)?;
+                kernels.gemv_with(kernel, &x, &weights[i % copies], None, out)?;
                 Ok(())
             })?;
             let gbs = bytes as f64 / us / 1e3;
+            let got = kernels.gemv_with(kernel, &x, &weights[0], None, out)?;
             println!(
-                "{what:<28} {kernel:<18} {us:9.2} {gbs:8.0} {:6.0}%",
-                100.0 * gbs / copy_gbs
+                "{what:<28} {:<22} {us:9.2} {gbs:8.0} {:6.0}%   vs f32: {:.1e}",
+                kernel.name,
+                100.0 * gbs / copy_gbs,
+                relative_max_diff(&got, &want)?
             );
         }
-        let out = if what.contains("f32") {
-            DType::F32
-        } else {
-            DType::BF16
-        };
         fp8_row(&kernels, what, &weights, &x, out, copy_gbs)?;
     }
     other_kernels(&dev, &kernels)
@@ -92,32 +91,41 @@ fn fp8_row(
         .map(|w| Ok(Fp8Matrix::quantize_tensor(w, dev)?))
         .collect::<Result<_>>()?;
     let (n, k) = weights[0].dims2()?;
-    let dense = Projection::Dense(fp8[0].dequantize(DType::BF16)?);
-    let want = kernels
-        .project(x, &dense, None, out)?
-        .to_dtype(DType::F32)?;
-    let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
-    let variants: Vec<(&str, usize)> = if out == DType::F32 {
-        vec![("gemv_e4m3_bf16_to_f32", 1)]
+    let rows = x.dim(0)?;
+    let want = f32_product(x, &fp8[0].dequantize(DType::F32)?)?;
+    let variants: &[GemvKernel] = if out == DType::F32 {
+        &GEMV_E4M3_TO_F32_VARIANTS
     } else {
-        GEMV_E4M3_VARIANTS.to_vec()
+        &GEMV_E4M3_VARIANTS
     };
-    for (kernel, columns) in variants {
+    for &kernel in variants.iter().filter(|v| kernels.runs(v, rows, k)) {
         let us = time_us(dev, |i| {
-            kernels.gemv_fp8_with(kernel, columns, x, &fp8[i % fp8.len()], None, out)?;
+            kernels.gemv_fp8_with(kernel, x, &fp8[i % fp8.len()], None, out)?;
             Ok(())
         })?;
         let gbs = Fp8Matrix::bytes(n, k) as f64 / us / 1e3;
-        let got = kernels
-            .gemv_fp8_with(kernel, columns, x, &fp8[0], None, out)?
-            .to_dtype(DType::F32)?;
-        let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()? / scale;
+        let got = kernels.gemv_fp8_with(kernel, x, &fp8[0], None, out)?;
         println!(
-            "{what:<28} {kernel:<18} {us:9.2} {gbs:8.0} {:6.0}%   vs dense on the same weights: {diff:.1e}",
-            100.0 * gbs / copy_gbs
+            "{what:<28} {:<22} {us:9.2} {gbs:8.0} {:6.0}%   vs f32 on the same weights: {:.1e}",
+            kernel.name,
+            100.0 * gbs / copy_gbs,
+            relative_max_diff(&got, &want)?
         );
     }
     Ok(())
+}
+
+/// `x · wᵀ` by candle in f32: the reference every kernel is compared with.
+fn f32_product(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    Ok(x.to_dtype(DType::F32)?
+        .matmul(&w.to_dtype(DType::F32)?.t()?)?)
+}
+
+/// The largest difference between `got` and `want`, relative to `want`'s largest magnitude.
+fn relative_max_diff(got: &Tensor, want: &Tensor) -> Result<f32> {
+    let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
+    let diff = (got.to_dtype(DType::F32)? - want)?.abs()?.max_all()?;
+    Ok(diff.to_scalar::<f32>()? / scale)
 }
 
 /// The step's other kernels, each at its largest shape in a frame.

@@ -11,7 +11,8 @@ mkdir -p "$out"
 export LD_LIBRARY_PATH=$PWD/gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 # The LM kernels' disk cache lives with the results' machine, not in the repository.
 export HEARTSTREAM_CACHE_DIR=${HEARTSTREAM_CACHE_DIR:-/tmp/heartstream-cache}
-run() { bash gpu/gpu-run.sh "$@"; }
+# Each program run is bounded, so that a hung kernel costs one part, not the whole lease.
+run() { timeout "${GPU_BENCH_TIMEOUT:-400}" bash gpu/gpu-run.sh "$@"; }
 song() {  # song NAME SECONDS SEED [ARGS...]: one bench run appended to $out/NAME.jsonl
   local name=$1 seconds=$2 seed=$3; shift 3
   run gpu/heartstream.xz bench --synthetic 3b --device cuda --max-seconds "$seconds" \

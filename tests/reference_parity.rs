@@ -13,3 +13,6 @@ mod fp8;
 mod kernels;
 #[path = "reference_parity/lm.rs"]
 mod lm;
+#[cfg(feature = "cuda")]
+#[path = "reference_parity/lm_kernels.rs"]
+mod lm_kernels;

@@ -13,13 +13,15 @@ use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
 use candle_core::{bail, CudaDevice, DType, Device, Result, Shape, Storage, Tensor};
 
 use crate::lm::projection::Projection;
+use crate::lm::transformer::NormWeights;
 use crate::weights::Fp8Matrix;
 
 /// The kernel sources, concatenated in dependency order into one NVRTC program.
-const SOURCES: [&str; 8] = [
+const SOURCES: [&str; 9] = [
     include_str!("kernels/common.cuh"),
     crate::hash::SPLITMIX64_CUDA,
     include_str!("kernels/gemv.cu"),
+    include_str!("kernels/gemv_mma.cu"),
     include_str!("kernels/mlp.cu"),
     include_str!("kernels/rope_kv.cu"),
     include_str!("kernels/attention.cu"),
@@ -28,10 +30,14 @@ const SOURCES: [&str; 8] = [
 ];
 const MODULE: &str = "heartstream_lm";
 
-const FUNCTIONS: [&str; 22] = [
+const FUNCTIONS: [&str; 26] = [
     "gemv_f32",
     "gemv_bf16",
     "gemv_bf16_to_f32",
+    "gemv_bf16_mma",
+    "gemv_bf16_mma_to_f32",
+    "gemv_e4m3_mma",
+    "gemv_e4m3_mma_to_f32",
     "gemv_e4m3_f32",
     "gemv_e4m3_bf16",
     "gemv_e4m3_bf16_to_f32",
@@ -78,27 +84,90 @@ const ATTENTION_KEYS_PER_BLOCK: usize = 128;
 /// Attention completion counters, one per (batch row, kv head, position) of a call.
 const ATTENTION_COUNTERS: usize = 1024;
 
-/// Shapes of the bf16 matrix-product kernel (kernel, output columns per warp), compared by
-/// `benches/lm_kernels.rs`; the first is the one the frame step uses.
-pub const GEMV_BF16_VARIANTS: [(&str, usize); 4] = [
-    ("gemv_bf16", 1),
-    ("gemv_bf16_r1_b8", 1),
-    ("gemv_bf16_r1_b16", 1),
-    ("gemv_bf16_r4_b4", 4),
+/// A matrix-product kernel and how it is launched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemvKernel {
+    pub name: &'static str,
+    /// Output columns per warp (blocks are 8 warps).
+    pub columns_per_warp: usize,
+    /// Uses `mma.sync` (sm_80 and later) and stages x in shared memory: 2·K bytes per row
+    /// of x and `stage_pad` more (as `row_bytes` of its tiles in `gemv_mma.cu`).
+    pub tensor_cores: bool,
+    stage_pad: usize,
+}
+
+impl GemvKernel {
+    const fn plain(name: &'static str, columns_per_warp: usize) -> Self {
+        Self {
+            name,
+            columns_per_warp,
+            tensor_cores: false,
+            stage_pad: 0,
+        }
+    }
+
+    /// 16 output rows per block of 8 warps (`gemv_mma.cu`).
+    const fn mma(name: &'static str, stage_pad: usize) -> Self {
+        Self {
+            name,
+            columns_per_warp: 2,
+            tensor_cores: true,
+            stage_pad,
+        }
+    }
+
+    /// Dynamic shared memory for `rows` rows of `k` inputs.
+    fn shared_bytes(&self, rows: usize, k: usize) -> usize {
+        if self.tensor_cores {
+            rows * (2 * k + self.stage_pad)
+        } else {
+            0
+        }
+    }
+}
+
+/// Bytes after each staged row of x (`Bf16Tiles::row_bytes`, `E4m3Tiles::row_bytes`).
+const BF16_STAGE_PAD: usize = 64;
+const E4M3_STAGE_PAD: usize = 16;
+
+/// The bf16 matrix-product kernels, compared by `benches/lm_kernels.rs`; the frame step uses
+/// the first one the device runs.
+pub const GEMV_BF16_VARIANTS: [GemvKernel; 5] = [
+    GemvKernel::mma("gemv_bf16_mma", BF16_STAGE_PAD),
+    GemvKernel::plain("gemv_bf16", 1),
+    GemvKernel::plain("gemv_bf16_r1_b8", 1),
+    GemvKernel::plain("gemv_bf16_r1_b16", 1),
+    GemvKernel::plain("gemv_bf16_r4_b4", 4),
 ];
 
-/// Shapes of the bf16-activation FP8 product (kernel, output columns per warp), compared by
-/// `benches/lm_kernels.rs`; the first is the one the step uses.
-pub const GEMV_E4M3_VARIANTS: [(&str, usize); 3] = [
-    ("gemv_e4m3_bf16", 1),
-    ("gemv_e4m3_bf16_r2", 2),
-    ("gemv_e4m3_bf16_r4", 4),
+/// bf16 weights to f32 outputs (the logits), likewise.
+pub const GEMV_BF16_TO_F32_VARIANTS: [GemvKernel; 2] = [
+    GemvKernel::mma("gemv_bf16_mma_to_f32", BF16_STAGE_PAD),
+    GemvKernel::plain("gemv_bf16_to_f32", 1),
+];
+
+/// The bf16-activation FP8 product, likewise.
+pub const GEMV_E4M3_VARIANTS: [GemvKernel; 4] = [
+    GemvKernel::mma("gemv_e4m3_mma", E4M3_STAGE_PAD),
+    GemvKernel::plain("gemv_e4m3_bf16", 1),
+    GemvKernel::plain("gemv_e4m3_bf16_r2", 2),
+    GemvKernel::plain("gemv_e4m3_bf16_r4", 4),
+];
+
+/// FP8 weights, bf16 activations, f32 outputs (the logits), likewise.
+pub const GEMV_E4M3_TO_F32_VARIANTS: [GemvKernel; 2] = [
+    GemvKernel::mma("gemv_e4m3_mma_to_f32", E4M3_STAGE_PAD),
+    GemvKernel::plain("gemv_e4m3_bf16_to_f32", 1),
 ];
 
 pub struct Kernels {
     dev: CudaDevice,
     stream: Arc<CudaStream>,
     funcs: HashMap<&'static str, CudaFunction>,
+    /// The device runs `mma.sync` (compute capability 8.0 or later).
+    tensor_cores: bool,
+    /// Dynamic shared memory a block of the x-staging products may have.
+    max_staged_bytes: usize,
     /// Zeroed once; every attention call leaves it zeroed again.
     attention_counters: Tensor,
 }
@@ -127,17 +196,25 @@ impl Kernels {
             })
             .as_ref()
             .map_err(|e| candle_core::Error::Msg(format!("compiling the LM kernels: {e}")))?;
-        let funcs = FUNCTIONS
+        let funcs: HashMap<_, _> = FUNCTIONS
             .iter()
             .map(|&name| {
                 let f = dev.get_or_load_custom_func(name, MODULE, ptx)?;
                 Ok((name, f.into_cuda_function()))
             })
             .collect::<Result<_>>()?;
+        let tensor_cores = arch_major(arch) >= 8;
+        let max_staged_bytes = if tensor_cores {
+            allow_large_shared(dev, &funcs)?
+        } else {
+            0
+        };
         Ok(Self {
             dev: dev.clone(),
             stream: dev.cuda_stream(),
             funcs,
+            tensor_cores,
+            max_staged_bytes,
             attention_counters: Tensor::zeros(ATTENTION_COUNTERS, DType::U32, device)?,
         })
     }
@@ -217,126 +294,141 @@ impl Kernels {
         residual: Option<&Tensor>,
         out: DType,
     ) -> Result<Tensor> {
-        match w {
-            Projection::Dense(w) => self.gemv(x, w, residual, out),
-            Projection::Fp8(m) => self.gemv_fp8(x, m, residual, out),
+        let kernel = self.kernel_for(x, w, out)?;
+        self.launch_gemv(kernel, x, None, Weights::of(w), residual, out)
+    }
+
+    /// `rms_norm(x) · Wᵀ`: the norm runs inside the product where the product's kernel can
+    /// (the tensor-core ones stage x in shared memory anyway), else as a kernel of its own.
+    pub fn project_normed(
+        &self,
+        x: &Tensor,
+        norm: &NormWeights,
+        w: &Projection,
+        out: DType,
+    ) -> Result<Tensor> {
+        let kernel = self.kernel_for(x, w, out)?;
+        if kernel.tensor_cores {
+            self.launch_gemv(kernel, x, Some(norm), Weights::of(w), None, out)
+        } else {
+            let normed = self.rms_norm(x, norm.scale, norm.eps)?;
+            self.launch_gemv(kernel, &normed, None, Weights::of(w), None, out)
         }
     }
 
-    /// `x · wᵀ (+ residual)` for the few rows of a frame step (at most 4 rows of K values,
-    /// w: (N, K)), accumulated in f32 and returned in `out` (the model dtype, or f32 for
-    /// logits).
-    pub fn gemv(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        residual: Option<&Tensor>,
-        out: DType,
-    ) -> Result<Tensor> {
-        let name = match (w.dtype(), out) {
-            (DType::F32, DType::F32) => "gemv_f32",
-            (DType::BF16, DType::BF16) => GEMV_BF16_VARIANTS[0].0,
-            (DType::BF16, DType::F32) => "gemv_bf16_to_f32",
-            (w, o) => bail!("no gemv from {w:?} weights to {o:?}"),
+    /// The kernel a frame step uses for `x · wᵀ` into `out`: the first of the matching
+    /// variant list this device runs.
+    fn kernel_for(&self, x: &Tensor, w: &Projection, out: DType) -> Result<GemvKernel> {
+        let k = match w {
+            Projection::Dense(w) => w.dims2()?.1,
+            Projection::Fp8(m) => m.dims().1,
         };
-        self.gemv_with(name, 1, x, w, residual, out)
+        let rows = x.elem_count() / k.max(1);
+        let variants: &[GemvKernel] = match (w, x.dtype(), out) {
+            (Projection::Dense(_), DType::F32, DType::F32) => &[GemvKernel::plain("gemv_f32", 1)],
+            (Projection::Dense(_), DType::BF16, DType::BF16) => &GEMV_BF16_VARIANTS,
+            (Projection::Dense(_), DType::BF16, DType::F32) => &GEMV_BF16_TO_F32_VARIANTS,
+            (Projection::Fp8(_), DType::F32, DType::F32) => {
+                &[GemvKernel::plain("gemv_e4m3_f32", 1)]
+            }
+            (Projection::Fp8(_), DType::BF16, DType::BF16) => &GEMV_E4M3_VARIANTS,
+            (Projection::Fp8(_), DType::BF16, DType::F32) => &GEMV_E4M3_TO_F32_VARIANTS,
+            (_, x, o) => bail!("no matrix product from {x:?} activations to {o:?}"),
+        };
+        variants
+            .iter()
+            .copied()
+            .find(|v| self.runs(v, rows, k))
+            .ok_or_else(|| {
+                candle_core::Error::Msg(format!("no matrix-product kernel runs here: {variants:?}"))
+            })
     }
 
-    /// [`gemv`](Self::gemv) with a given kernel of `GEMV_BF16_VARIANTS` (or the f32 ones)
-    /// computing `columns_per_warp` outputs per warp.
+    /// Whether this device runs `kernel` for `rows` rows of `k` inputs.
+    pub fn runs(&self, kernel: &GemvKernel, rows: usize, k: usize) -> bool {
+        (self.tensor_cores || !kernel.tensor_cores)
+            && kernel.shared_bytes(rows, k) <= self.max_staged_bytes
+    }
+
+    /// `x · wᵀ (+ residual)` with a given kernel of `GEMV_BF16_VARIANTS` (or the f32 ones):
+    /// at most 4 rows of K values, w (N, K), accumulated in f32 and returned in `out`.
     pub fn gemv_with(
         &self,
-        kernel: &str,
-        columns_per_warp: usize,
+        kernel: GemvKernel,
         x: &Tensor,
         w: &Tensor,
         residual: Option<&Tensor>,
         out: DType,
     ) -> Result<Tensor> {
-        let (n, k) = w.dims2()?;
-        let rows = x.elem_count() / k;
-        let aligned = (k * w.dtype().size_in_bytes()) % 16 == 0;
-        if !aligned || rows == 0 || rows > 4 || rows * k != x.elem_count() || x.dtype() != w.dtype()
-        {
-            bail!(
-                "gemv takes 1..=4 rows of {k} {:?} values, got {:?} {:?}",
-                w.dtype(),
-                x.shape(),
-                x.dtype()
-            );
-        }
-        let weights = [aligned_ptr(w)?];
-        let shape = GemvShape { rows, n, k };
-        self.launch_gemv(kernel, columns_per_warp, x, &weights, shape, residual, out)
+        self.launch_gemv(kernel, x, None, Weights::Dense(w), residual, out)
     }
 
-    /// [`gemv`](Self::gemv) with FP8 weights: E4M3 codes (N, K), K a multiple of 16, and a
-    /// scale per output row.
-    fn gemv_fp8(
-        &self,
-        x: &Tensor,
-        w: &Fp8Matrix,
-        residual: Option<&Tensor>,
-        out: DType,
-    ) -> Result<Tensor> {
-        let (name, columns) = match (x.dtype(), out) {
-            (DType::F32, DType::F32) => ("gemv_e4m3_f32", 1),
-            (DType::BF16, DType::BF16) => GEMV_E4M3_VARIANTS[0],
-            (DType::BF16, DType::F32) => ("gemv_e4m3_bf16_to_f32", 1),
-            (x, o) => bail!("no FP8 gemv from {x:?} activations to {o:?}"),
-        };
-        self.gemv_fp8_with(name, columns, x, w, residual, out)
-    }
-
-    /// [`project`](Self::project) on FP8 weights with a given kernel of `GEMV_E4M3_VARIANTS`
-    /// (or the f32 ones) computing `columns_per_warp` outputs per warp.
+    /// [`gemv_with`](Self::gemv_with) on FP8 weights (E4M3 codes (N, K), K a multiple of 16,
+    /// and a scale per output row) with a kernel of `GEMV_E4M3_VARIANTS` (or the f32 ones).
     pub fn gemv_fp8_with(
         &self,
-        name: &str,
-        columns_per_warp: usize,
+        kernel: GemvKernel,
         x: &Tensor,
         w: &Fp8Matrix,
         residual: Option<&Tensor>,
         out: DType,
     ) -> Result<Tensor> {
-        let (n, k) = w.dims();
+        self.launch_gemv(kernel, x, None, Weights::Fp8(w), residual, out)
+    }
+
+    /// Launches a matrix-product kernel taking (x, [γ, eps,] the weight's arguments,
+    /// residual, y, M, N, K) and returns y: x's shape with N last. γ and eps (an RMSNorm to
+    /// apply to x first, or a null γ) go to the tensor-core kernels only.
+    fn launch_gemv(
+        &self,
+        kernel: GemvKernel,
+        x: &Tensor,
+        norm: Option<&NormWeights>,
+        w: Weights,
+        residual: Option<&Tensor>,
+        out: DType,
+    ) -> Result<Tensor> {
+        let (n, k) = w.dims()?;
         let rows = x.elem_count() / k.max(1);
-        if k % 16 != 0 || rows == 0 || rows > 4 || rows * k != x.elem_count() {
+        let row_bytes = k * w.bytes_per_weight();
+        if row_bytes % 16 != 0 || rows == 0 || rows > 4 || rows * k != x.elem_count() {
             bail!(
-                "the FP8 gemv takes 1..=4 rows of {k} values (a multiple of 16), got {:?}",
+                "a frame-step product takes 1..=4 rows of {k} inputs in 16-byte rows of weights, \
+                 got x {:?}",
                 x.shape()
             );
         }
-        let weights = [aligned_ptr(w.codes())?, ptr(w.scales())?];
-        let shape = GemvShape { rows, n, k };
-        self.launch_gemv(name, columns_per_warp, x, &weights, shape, residual, out)
-    }
-
-    /// Launches a matrix-product kernel taking (x, the weight's arguments, residual, y, M, N,
-    /// K), `columns_per_warp` outputs per warp, and returns y: x's shape with N last.
-    #[allow(clippy::too_many_arguments)]
-    fn launch_gemv(
-        &self,
-        kernel: &str,
-        columns_per_warp: usize,
-        x: &Tensor,
-        weights: &[Arg],
-        shape: GemvShape,
-        residual: Option<&Tensor>,
-        out: DType,
-    ) -> Result<Tensor> {
-        let GemvShape { rows, n, k } = shape;
+        if matches!(w, Weights::Dense(w) if w.dtype() != x.dtype()) {
+            bail!("dense weights and x differ in dtype ({:?})", x.dtype());
+        }
+        if !self.runs(&kernel, rows, k) {
+            bail!("{kernel:?} does not run on this device for {rows} rows of {k} inputs");
+        }
         let mut dims = x.dims().to_vec();
         *dims.last_mut().expect("rank ≥ 1") = n;
         let y = self.alloc(out, dims)?;
         const WARPS: usize = 8;
         let cfg = LaunchConfig {
-            grid_dim: (n.div_ceil(WARPS * columns_per_warp) as u32, 1, 1),
+            grid_dim: (n.div_ceil(WARPS * kernel.columns_per_warp) as u32, 1, 1),
             block_dim: ((WARPS * 32) as u32, 1, 1),
-            shared_mem_bytes: 0,
+            shared_mem_bytes: kernel.shared_bytes(rows, k) as u32,
         };
         let mut args = vec![aligned_ptr(x)?];
-        args.extend_from_slice(weights);
+        if kernel.tensor_cores {
+            match norm {
+                Some(norm) if norm.scale.dims1()? == k && norm.scale.dtype() == x.dtype() => {
+                    args.extend([ptr(norm.scale)?, Arg::F32(norm.eps)]);
+                }
+                Some(norm) => bail!(
+                    "an RMSNorm of {:?} before a product of {k} inputs",
+                    norm.scale.shape()
+                ),
+                None => args.extend([Arg::Ptr(0), Arg::F32(0.0)]),
+            }
+        } else if norm.is_some() {
+            bail!("{} does not normalise its input", kernel.name);
+        }
+        args.extend(w.args()?);
         args.extend([
             self.residual(residual, &y, out)?,
             ptr(&y)?,
@@ -344,7 +436,7 @@ impl Kernels {
             Arg::I32(n as i32),
             Arg::I32(k as i32),
         ]);
-        self.launch(kernel, cfg, &args)?;
+        self.launch(kernel.name, cfg, &args)?;
         Ok(y)
     }
 
@@ -579,12 +671,43 @@ impl Kernels {
     }
 }
 
-/// A product's rows of x, outputs and inputs.
+/// A product's weights as its kernel takes them.
 #[derive(Clone, Copy)]
-struct GemvShape {
-    rows: usize,
-    n: usize,
-    k: usize,
+enum Weights<'a> {
+    Dense(&'a Tensor),
+    Fp8(&'a Fp8Matrix),
+}
+
+impl<'a> Weights<'a> {
+    fn of(w: &'a Projection) -> Self {
+        match w {
+            Projection::Dense(w) => Self::Dense(w),
+            Projection::Fp8(m) => Self::Fp8(m),
+        }
+    }
+
+    /// (outputs, inputs).
+    fn dims(&self) -> Result<(usize, usize)> {
+        match self {
+            Self::Dense(w) => w.dims2(),
+            Self::Fp8(m) => Ok(m.dims()),
+        }
+    }
+
+    fn bytes_per_weight(&self) -> usize {
+        match self {
+            Self::Dense(w) => w.dtype().size_in_bytes(),
+            Self::Fp8(_) => 1,
+        }
+    }
+
+    /// The kernel arguments: the matrix (and the FP8 scales).
+    fn args(&self) -> Result<Vec<Arg>> {
+        Ok(match self {
+            Self::Dense(w) => vec![aligned_ptr(w)?],
+            Self::Fp8(m) => vec![aligned_ptr(m.codes())?, ptr(m.scales())?],
+        })
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -634,6 +757,44 @@ fn aligned_ptr(t: &Tensor) -> Result<Arg> {
     }
 }
 
+/// The major compute capability in an `sm_XY` name.
+fn arch_major(arch: &str) -> u32 {
+    let digits = arch.trim_start_matches("sm_");
+    digits[..digits.len().saturating_sub(1)]
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Lets each tensor-core product use all the shared memory a block may opt into (beyond the
+/// default 48 KB: the decoder's first step stages 4 rows of 8,192 inputs, 64 KB), and
+/// returns the dynamic part every one of them may use.
+fn allow_large_shared(dev: &CudaDevice, funcs: &HashMap<&str, CudaFunction>) -> Result<usize> {
+    use candle_core::cuda_backend::cudarc::driver::sys::{
+        CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+    };
+    let optin = dev
+        .cuda_stream()
+        .context()
+        .attribute(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+        .w()?;
+    let staged = GEMV_BF16_VARIANTS
+        .iter()
+        .chain(&GEMV_BF16_TO_F32_VARIANTS)
+        .chain(&GEMV_E4M3_VARIANTS)
+        .chain(&GEMV_E4M3_TO_F32_VARIANTS)
+        .filter(|k| k.tensor_cores);
+    let mut allowed = usize::MAX;
+    for kernel in staged {
+        let f = &funcs[kernel.name];
+        let dynamic = optin - f.shared_size_bytes().w()?;
+        f.set_attribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, dynamic)
+            .w()?;
+        allowed = allowed.min(dynamic.max(0) as usize);
+    }
+    Ok(allowed)
+}
+
 fn typed(name: &'static str, dtype: DType) -> Result<&'static str> {
     Ok(match (name, dtype) {
         ("rope_kv", DType::F32) => "rope_kv_f32",
@@ -655,6 +816,31 @@ mod tests {
     /// NVRTC needs no GPU: the kernels must compile for Hopper on any build machine, and
     /// every function the launchers name must be an entry point of the module.
     #[test]
+    fn arch_names_give_their_major_capability() {
+        assert_eq!(arch_major("sm_90"), 9);
+        assert_eq!(arch_major("sm_75"), 7);
+        assert_eq!(arch_major("sm_120"), 12);
+    }
+
+    /// Every kernel a frame step may pick is in the module, with a plain fallback last for
+    /// GPUs without tensor cores.
+    #[test]
+    fn every_variant_list_ends_in_a_kernel_any_gpu_runs() {
+        let lists: [&[GemvKernel]; 4] = [
+            &GEMV_BF16_VARIANTS,
+            &GEMV_BF16_TO_F32_VARIANTS,
+            &GEMV_E4M3_VARIANTS,
+            &GEMV_E4M3_TO_F32_VARIANTS,
+        ];
+        for list in lists {
+            assert!(list.iter().any(|k| !k.tensor_cores), "{list:?}");
+            for k in list {
+                assert!(FUNCTIONS.contains(&k.name), "{} is not loaded", k.name);
+            }
+        }
+    }
+
+    #[test]
     fn kernels_compile_with_nvrtc() {
         let ptx = crate::gpu::compile("sm_90", SOURCES.concat()).unwrap_or_else(|e| panic!("{e}"));
         for name in FUNCTIONS {
@@ -662,6 +848,18 @@ mod tests {
                 ptx.contains(&format!(".entry {name}(")),
                 "no kernel {name} in the PTX"
             );
+        }
+    }
+
+    /// The module must also load on GPUs before Hopper (Turing here): the driver's PTX
+    /// assembler refuses instructions newer than the device, so the tensor-core products and
+    /// the programmatic-launch waits are compiled out there (NVRTC alone would not notice).
+    #[test]
+    fn kernels_compile_for_gpus_before_hopper() {
+        let ptx = crate::gpu::compile("sm_75", SOURCES.concat()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(ptx.contains(".entry gemv_e4m3_mma("));
+        for newer in ["mma.sync", "griddepcontrol"] {
+            assert!(!ptx.contains(newer), "{newer} in sm_75 PTX");
         }
     }
 }

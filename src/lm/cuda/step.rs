@@ -171,6 +171,11 @@ impl GpuFrameStep {
     }
 
     /// `x` (batch, seq, dim) at positions `pos[0]..` through every layer and the final norm.
+    /// `rms_norm(x) · Wᵀ` (the norm fused into the product where its kernel allows).
+    fn normed_linear(&self, x: &Tensor, norm: &NormWeights, w: &Projection) -> Result<Tensor> {
+        self.kernels.project_normed(x, norm, w, x.dtype())
+    }
+
     fn transformer(
         &self,
         stack: &StackWeights,
@@ -198,7 +203,7 @@ impl GpuFrameStep {
         cache: &KvCache,
     ) -> Result<Tensor> {
         let (k_cache, v_cache) = cache.buffers();
-        let qkv = self.linear(&self.norm(x, &layer.attn_norm)?, layer.qkv, None)?;
+        let qkv = self.normed_linear(x, &layer.attn_norm, layer.qkv)?;
         let (cos, sin) = stack.rope;
         let q = self.kernels.rope_kv(
             &qkv,
@@ -213,7 +218,7 @@ impl GpuFrameStep {
         let a = self.kernels.attention(&q, k_cache, v_cache, pos)?;
         // Residuals are added inside the products that feed them.
         let x = self.linear(&a, layer.output, Some(x))?;
-        let gu = self.linear(&self.norm(&x, &layer.mlp_norm)?, layer.gate_up, None)?;
+        let gu = self.normed_linear(&x, &layer.mlp_norm, layer.gate_up)?;
         let m = self.kernels.silu_mul(&gu, layer.hidden)?;
         self.linear(&m, layer.down, Some(&x))
     }

@@ -69,9 +69,15 @@ __device__ float block_reduce(float v, float* scratch) {
 // start while its predecessor finishes. It lets its own successor start at once, does its
 // independent work (loading weights), then waits until the predecessor's writes are visible
 // before it reads anything the step produced. Launched without the attribute, both are no-ops.
+// Before Hopper the instructions do not exist (ptxas refuses them) and a launch is always
+// serialised, so both are left out.
 __device__ __forceinline__ void allow_dependents() {
+#if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
 }
 __device__ __forceinline__ void wait_for_producers() {
+#if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
 }

@@ -1,0 +1,278 @@
+// The frame step's matrix products on tensor cores (sm_80 and later): y = x·Wᵀ (+ res) for
+// M ≤ 4 rows of bf16 x. A block owns 16 output rows; its warps split K and each multiplies
+// 16 weight rows (A of mma.m16n8k16) by x (B: 8 columns, the first M real, the rest zero),
+// accumulating in f32; the warps' partial sums meet in shared memory.
+//
+// x is first staged in shared memory by the whole block — as the tiles read it, and
+// normalised there when the product follows an RMSNorm (the norm's own kernel is then
+// skipped).
+//
+// Why tensor cores for a product bound by reading W: the plain kernels spend ~40 (bf16) to
+// ~90 (FP8) instructions per 16 bytes of W on unpacking, decoding and scalar FMAs, which is
+// what keeps the FP8 one from the bandwidth it needs. Here 16 bytes of two rows feed two
+// (bf16) or four (FP8) mma instructions, with no unpacking of W at all (bf16) or five integer
+// operations per four codes (FP8).
+//
+// The input order inside an mma is free: a dot product does not care which k pairs with
+// which, as long as A and B agree. So each thread multiplies whole 16-byte chunks of W as
+// they lie in memory (no reordering of the weights at load): thread (g, t) of a warp
+// (g = lane / 4, t = lane % 4) reads chunk t of a segment from rows g and g + 8, and takes
+// from x the values those chunks' weights meet.
+
+#define MMA_WARPS 8
+#define MMA_ROWS 16
+// Segments of each warp's loads in flight before the first is used.
+#define MMA_UNROLL 4
+
+__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], u32 a0, u32 a1, u32 a2, u32 a3,
+                                               u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void mma_f16_16816(float (&d)[4], u32 a0, u32 a1, u32 a2, u32 a3,
+                                              u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// Two f32 as an f16 pair (lo in the low half), clamped to f16's finite range: bf16 values in
+// that range convert exactly (f16 has more mantissa bits), so only magnitudes beyond 65504 or
+// below f16's normal range (~6e-5, negligible in a sum of thousands) change.
+__device__ __forceinline__ u32 f16_pair(float lo, float hi) {
+    lo = fminf(fmaxf(lo, -65504.f), 65504.f);
+    hi = fminf(fmaxf(hi, -65504.f), 65504.f);
+    u32 d;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
+    return d;
+}
+
+// x as the products read it: the first M rows of K values, each optionally normalised as
+// the step's RMSNorm does (x·γ / sqrt(mean(x²) + eps) in f32, rounded to bf16), so that the
+// norm before a product costs no kernel of its own. `inv` holds each row's 1/rms.
+struct StagedInput {
+    const bf16_t* x;
+    const bf16_t* gamma;  // null: x as it is
+    const float* inv;
+    int K;
+    __device__ __forceinline__ float at(int m, int k) const {
+        float v = to_f32(x[(size_t)m * K + k]);
+        if (!gamma) return v;
+        bf16_t rounded;
+        store(&rounded, v * inv[m] * to_f32(gamma[k]));
+        return to_f32(rounded);
+    }
+};
+
+// Each row's 1/rms into inv[m] (when normalising), from the whole block.
+__device__ void row_inverse_rms(const bf16_t* x, const bf16_t* gamma, float eps, int M, int K,
+                                float* inv) {
+    __shared__ float sums[MMA_WARPS][GEMV_MAX_M];
+    if (!gamma) return;
+    float ss[GEMV_MAX_M] = {0.f, 0.f, 0.f, 0.f};
+    for (int k = threadIdx.x; k < K; k += blockDim.x) {
+#pragma unroll
+        for (int m = 0; m < GEMV_MAX_M; ++m) {
+            if (m < M) {
+                float v = to_f32(x[(size_t)m * K + k]);
+                ss[m] += v * v;
+            }
+        }
+    }
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int m = 0; m < GEMV_MAX_M; ++m) {
+        float v = warp_sum(ss[m]);
+        if (lane == 0) sums[warp][m] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x < GEMV_MAX_M) {
+        float total = 0.f;
+        for (int w = 0; w < MMA_WARPS; ++w) total += sums[w][threadIdx.x];
+        inv[threadIdx.x] = rsqrtf(total / (float)K + eps);
+    }
+    __syncthreads();
+}
+
+// bf16 weights: a chunk is 8 weights, four bf16 pairs w0..w3, and feeds two mmas. In mma j
+// the pair w[2j] stands at k = 2t, 2t + 1 and w[2j + 1] at 2t + 8, 2t + 9 — and x's pairs at
+// the same offsets of the same chunk stand there in B, so x is staged as it lies in memory.
+struct Bf16Tiles {
+    static constexpr int VALS = 8;
+    static constexpr int BYTES = 2;
+    // A staged row of x: K bf16 and 64 bytes more, so that the two rows of x a quarter warp
+    // reads (64 bytes each) fall in different banks.
+    __device__ static int row_bytes(int K) { return K * 2 + 64; }  // BF16_STAGE_PAD
+    __device__ __forceinline__ void stage(StagedInput in, int M, unsigned char* xs) const {
+        int pairs = in.K / 2;
+        for (int i = threadIdx.x; i < M * pairs; i += blockDim.x) {
+            int m = i / pairs, p = i % pairs;
+            float lo = in.at(m, 2 * p), hi = in.at(m, 2 * p + 1);
+            bf16_t l, h;
+            store(&l, lo);
+            store(&h, hi);
+            *reinterpret_cast<u32*>(xs + (size_t)m * row_bytes(in.K) + 4 * p) =
+                (u32)l | ((u32)h << 16);
+        }
+    }
+    __device__ __forceinline__ void multiply(uint4 lo, uint4 hi, const unsigned char* xs, int g,
+                                             int M, int K, int c, float (&d)[4]) const {
+        uint4 b = make_uint4(0, 0, 0, 0);
+        if (g < M) b = reinterpret_cast<const uint4*>(xs + (size_t)g * row_bytes(K))[c];
+        mma_bf16_16816(d, lo.x, hi.x, lo.y, hi.y, b.x, b.y);
+        mma_bf16_16816(d, lo.z, hi.z, lo.w, hi.w, b.z, b.w);
+    }
+    __device__ __forceinline__ float scaled(float acc, int) const { return acc; }
+};
+
+// The 4 E4M3 codes of a word as two f16 pairs: (codes 0, 2) and (codes 1, 3). Each code's 7
+// magnitude bits go where an f16 keeps exponent and mantissa (biases 7 and 15: the f16 is
+// the code's value times 2⁻⁸, subnormal codes included), its sign to the sign bit.
+__device__ __forceinline__ u32 e4m3_even_f16(u32 w) {
+    return ((w & 0x007f007fu) << 7) | ((w & 0x00800080u) << 8);
+}
+__device__ __forceinline__ u32 e4m3_odd_f16(u32 w) {
+    return ((w >> 1) & 0x3f803f80u) | (w & 0x80008000u);
+}
+
+// FP8 weights: a chunk is 16 codes, four words, and feeds four mmas. In mma j word j's codes
+// (0, 2) stand at k = 2t, 2t + 1 and (1, 3) at 2t + 8, 2t + 9. x is staged as f16 pairs in
+// that order: for each chunk, per word, the B pairs (x0, x2) and (x1, x3) side by side.
+struct E4m3Tiles {
+    static constexpr int VALS = 16;
+    static constexpr int BYTES = 1;
+    const float* scale;
+    // A staged row: K/16 chunks of 4 words × 2 pairs, and 16 bytes more, so that the two rows
+    // of x a quarter warp reads (16 of every 32 bytes) fall in different banks.
+    __device__ static int row_bytes(int K) { return K * 2 + 16; }  // E4M3_STAGE_PAD
+    __device__ __forceinline__ void stage(StagedInput in, int M, unsigned char* xs) const {
+        int words = in.K / 4;  // a word of codes meets 4 inputs
+        for (int i = threadIdx.x; i < M * words; i += blockDim.x) {
+            int m = i / words, w = i % words;
+            float x0 = in.at(m, 4 * w), x1 = in.at(m, 4 * w + 1);
+            float x2 = in.at(m, 4 * w + 2), x3 = in.at(m, 4 * w + 3);
+            *reinterpret_cast<uint2*>(xs + (size_t)m * row_bytes(in.K) + 8 * w) =
+                make_uint2(f16_pair(x0, x2), f16_pair(x1, x3));
+        }
+    }
+    __device__ __forceinline__ void multiply(uint4 lo, uint4 hi, const unsigned char* xs, int g,
+                                             int M, int K, int c, float (&d)[4]) const {
+        uint4 b01 = make_uint4(0, 0, 0, 0), b23 = b01;
+        if (g < M) {
+            const uint4* row = reinterpret_cast<const uint4*>(xs + (size_t)g * row_bytes(K));
+            b01 = row[2 * c];
+            b23 = row[2 * c + 1];
+        }
+        mma_f16_16816(d, e4m3_even_f16(lo.x), e4m3_even_f16(hi.x), e4m3_odd_f16(lo.x),
+                      e4m3_odd_f16(hi.x), b01.x, b01.y);
+        mma_f16_16816(d, e4m3_even_f16(lo.y), e4m3_even_f16(hi.y), e4m3_odd_f16(lo.y),
+                      e4m3_odd_f16(hi.y), b01.z, b01.w);
+        mma_f16_16816(d, e4m3_even_f16(lo.z), e4m3_even_f16(hi.z), e4m3_odd_f16(lo.z),
+                      e4m3_odd_f16(hi.z), b23.x, b23.y);
+        mma_f16_16816(d, e4m3_even_f16(lo.w), e4m3_even_f16(hi.w), e4m3_odd_f16(lo.w),
+                      e4m3_odd_f16(hi.w), b23.z, b23.w);
+    }
+    // The codes decoded to value·2⁻⁸ (see e4m3_even_f16), then the row's scale.
+    __device__ __forceinline__ float scaled(float acc, int n) const {
+        return acc * 256.f * scale[n];
+    }
+};
+
+// gamma: null, or the RMSNorm to apply to x first (see StagedInput).
+template <typename Tiles, typename Y>
+__device__ void gemv_mma(const bf16_t* x, const bf16_t* gamma, float eps, const unsigned char* W,
+                         Tiles tiles, const Y* res, Y* y, int M, int N, int K) {
+#if __CUDA_ARCH__ >= 800
+    extern __shared__ __align__(16) unsigned char xs[];
+    __shared__ float partial[MMA_WARPS][MMA_ROWS][GEMV_MAX_M];
+    __shared__ float inv[GEMV_MAX_M];
+    allow_dependents();
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int g = lane >> 2, t = lane & 3;
+    int n0 = blockIdx.x * MMA_ROWS;
+    size_t row_bytes = (size_t)K * Tiles::BYTES;
+    const uint4* lo_row = reinterpret_cast<const uint4*>(W + (size_t)min(n0 + g, N - 1) * row_bytes);
+    const uint4* hi_row =
+        reinterpret_cast<const uint4*>(W + (size_t)min(n0 + g + 8, N - 1) * row_bytes);
+    int chunks = K / Tiles::VALS;
+    int segments = (chunks + 3) / 4;  // four chunks a segment, one per thread of a group
+    uint4 lo[MMA_UNROLL], hi[MMA_UNROLL];
+    // The first loads of W do not depend on the previous kernel: issue them before waiting.
+#pragma unroll
+    for (int u = 0; u < MMA_UNROLL; ++u) {
+        int c = (warp + u * MMA_WARPS) * 4 + t;
+        bool ok = c < chunks;
+        lo[u] = ok ? load_stream(lo_row + c) : make_uint4(0, 0, 0, 0);
+        hi[u] = ok ? load_stream(hi_row + c) : make_uint4(0, 0, 0, 0);
+    }
+    wait_for_producers();
+    row_inverse_rms(x, gamma, eps, M, K, inv);
+    tiles.stage(StagedInput{x, gamma, inv, K}, M, xs);
+    __syncthreads();
+    float d[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int s = warp; s < segments; s += MMA_UNROLL * MMA_WARPS) {
+#pragma unroll
+        for (int u = 0; u < MMA_UNROLL; ++u) {
+            int c = (s + u * MMA_WARPS) * 4 + t;
+            // A chunk past K holds zeros, but x must not be read there either.
+            tiles.multiply(lo[u], hi[u], xs, g, c < chunks ? M : 0, K, c, d);
+        }
+        int next = s + MMA_UNROLL * MMA_WARPS;
+        if (next < segments) {
+#pragma unroll
+            for (int u = 0; u < MMA_UNROLL; ++u) {
+                int c = (next + u * MMA_WARPS) * 4 + t;
+                bool ok = c < chunks;
+                lo[u] = ok ? load_stream(lo_row + c) : make_uint4(0, 0, 0, 0);
+                hi[u] = ok ? load_stream(hi_row + c) : make_uint4(0, 0, 0, 0);
+            }
+        }
+    }
+    // d: rows g and g + 8, columns 2t and 2t + 1 (columns are rows of x; only M ≤ 4 are real).
+    if (2 * t < GEMV_MAX_M) {
+        partial[warp][g][2 * t] = d[0];
+        partial[warp][g][2 * t + 1] = d[1];
+        partial[warp][g + 8][2 * t] = d[2];
+        partial[warp][g + 8][2 * t + 1] = d[3];
+    }
+    __syncthreads();
+    if (threadIdx.x < MMA_ROWS * GEMV_MAX_M) {
+        int r = threadIdx.x / GEMV_MAX_M, m = threadIdx.x % GEMV_MAX_M, n = n0 + r;
+        if (m < M && n < N) {
+            float acc = 0.f;
+#pragma unroll
+            for (int w = 0; w < MMA_WARPS; ++w) acc += partial[w][r][m];
+            float base_value = res ? to_f32(res[(size_t)m * N + n]) : 0.f;
+            store(y + (size_t)m * N + n, base_value + tiles.scaled(acc, n));
+        }
+    }
+#else
+    __trap();  // the launcher picks these kernels only on sm_80 and later
+#endif
+}
+
+#define GEMV_MMA_BF16_ENTRY(Y, NAME)                                                          \
+    extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32)                              \
+        NAME(const bf16_t* x, const bf16_t* gamma, float eps, const bf16_t* W, const Y* res,  \
+             Y* y, int M, int N, int K) {                                                     \
+        gemv_mma<Bf16Tiles, Y>(x, gamma, eps, reinterpret_cast<const unsigned char*>(W),       \
+                               Bf16Tiles(), res, y, M, N, K);                                 \
+    }
+
+#define GEMV_MMA_E4M3_ENTRY(Y, NAME)                                                          \
+    extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32)                              \
+        NAME(const bf16_t* x, const bf16_t* gamma, float eps, const unsigned char* W,         \
+             const float* scale, const Y* res, Y* y, int M, int N, int K) {                   \
+        gemv_mma<E4m3Tiles, Y>(x, gamma, eps, W, E4m3Tiles{scale}, res, y, M, N, K);           \
+    }
+
+GEMV_MMA_BF16_ENTRY(bf16_t, gemv_bf16_mma)
+GEMV_MMA_BF16_ENTRY(float, gemv_bf16_mma_to_f32)
+GEMV_MMA_E4M3_ENTRY(bf16_t, gemv_e4m3_mma)
+GEMV_MMA_E4M3_ENTRY(float, gemv_e4m3_mma_to_f32)

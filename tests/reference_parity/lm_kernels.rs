@@ -1,0 +1,207 @@
+//! The frame step's matrix-product kernels (`lm::cuda`, CUDA builds only) against candle's
+//! f32 product on the same inputs: every variant the device runs — the tensor-core ones and
+//! the plain ones they fall back to — with dense bf16 and FP8 weights, bf16 and f32 outputs,
+//! 1–4 rows of x, with and without a residual, at sizes that are not multiples of the
+//! kernels' tiles (16 output rows, 32 or 64 inputs a segment); and the RMSNorm the step fuses
+//! into a product, against the norm computed in f32. Not fixture tests: random inputs, an
+//! independent formula. Needs `HEARTSTREAM_TEST_DEVICE=cuda`.
+
+use candle_core::{DType, Device, Tensor};
+use heartstream::lm::cuda::{
+    GemvKernel, Kernels, NormWeights, GEMV_BF16_TO_F32_VARIANTS, GEMV_BF16_VARIANTS,
+    GEMV_E4M3_TO_F32_VARIANTS, GEMV_E4M3_VARIANTS,
+};
+use heartstream::lm::projection::Projection;
+use heartstream::weights::Fp8Matrix;
+
+use crate::fixture::test_device;
+
+/// (output rows, inputs): tails in both; the last is the real model's down projection.
+const SHAPES: [(usize, usize); 4] = [(40, 208), (1000, 96), (3080, 3072), (3072, 8192)];
+
+fn cuda() -> (Device, Kernels) {
+    let dev = test_device();
+    assert!(
+        dev.is_cuda(),
+        "the LM kernels run on CUDA only: set HEARTSTREAM_TEST_DEVICE=cuda"
+    );
+    let kernels = Kernels::load(&dev).unwrap();
+    (dev, kernels)
+}
+
+/// RMS of `got − want` over the RMS of `want`, in f32.
+fn relative_rms(got: &Tensor, want: &Tensor) -> f32 {
+    let diff = (got.to_dtype(DType::F32).unwrap() - want).unwrap();
+    let rms = |t: &Tensor| {
+        t.sqr()
+            .and_then(|s| s.mean_all())
+            .and_then(|m| m.to_scalar::<f32>())
+            .unwrap()
+            .sqrt()
+    };
+    rms(&diff) / rms(want)
+}
+
+/// `x · wᵀ (+ residual)` by candle in f32.
+fn reference(x: &Tensor, w: &Tensor, residual: Option<&Tensor>) -> Tensor {
+    let f32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+    let y = f32(x).matmul(&f32(w).t().unwrap()).unwrap();
+    match residual {
+        Some(r) => (y + f32(r)).unwrap(),
+        None => y,
+    }
+}
+
+/// The tolerance of an output in `out`: bf16 rounding of the result, or f32 sums in another
+/// order (tensor cores accumulate in f32 too).
+fn tolerance(out: DType) -> f32 {
+    match out {
+        DType::BF16 => 6e-3,
+        _ => 1e-4,
+    }
+}
+
+/// Runs `product` for every case and kernel and checks it against the f32 reference.
+fn check_all(
+    kernels: &Kernels,
+    dev: &Device,
+    variants: &[GemvKernel],
+    out: DType,
+    mut product: impl FnMut(GemvKernel, &Tensor, usize, Option<&Tensor>) -> (Tensor, Tensor),
+) {
+    let mut checked = 0;
+    for (n, k) in SHAPES {
+        for rows in 1..=4 {
+            let x = Tensor::randn(0f32, 1.0, (rows, k), dev)
+                .and_then(|t| t.to_dtype(DType::BF16))
+                .unwrap();
+            let residual = Tensor::randn(0f32, 1.0, (rows, n), dev)
+                .and_then(|t| t.to_dtype(out))
+                .unwrap();
+            for &kernel in variants.iter().filter(|v| kernels.runs(v, rows, k)) {
+                for res in [None, Some(&residual)] {
+                    let (got, want) = product(kernel, &x, n, res);
+                    assert_eq!(got.dims(), &[rows, n]);
+                    let err = relative_rms(&got, &want);
+                    assert!(
+                        err < tolerance(out),
+                        "{} on {rows}×{k} · ({n}×{k})ᵀ, residual {}: relative RMS error {err:e}",
+                        kernel.name,
+                        res.is_some()
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    // Every list holds a tensor-core kernel and a plain one; an H200 runs both.
+    assert!(
+        checked >= SHAPES.len() * 4 * 2 * 2,
+        "only {checked} cases ran"
+    );
+}
+
+fn dense_products_match_f32(variants: &[GemvKernel], out: DType) {
+    let (dev, kernels) = cuda();
+    check_all(&kernels, &dev, variants, out, |kernel, x, n, res| {
+        let k = x.dim(1).unwrap();
+        let w = Tensor::randn(0f32, 0.05, (n, k), &dev)
+            .and_then(|t| t.to_dtype(DType::BF16))
+            .unwrap();
+        let got = kernels.gemv_with(kernel, x, &w, res, out).unwrap();
+        (got, reference(x, &w, res))
+    });
+}
+
+fn fp8_products_match_f32(variants: &[GemvKernel], out: DType) {
+    let (dev, kernels) = cuda();
+    check_all(&kernels, &dev, variants, out, |kernel, x, n, res| {
+        let k = x.dim(1).unwrap();
+        // Spread over several binades, so that small weights become subnormal codes.
+        let w = Tensor::randn(0f32, 1.0, (n, k), &dev)
+            .and_then(|t| t.powf(3.0))
+            .unwrap();
+        let fp8 = Fp8Matrix::quantize_tensor(&w, &dev).unwrap();
+        let got = kernels.gemv_fp8_with(kernel, x, &fp8, res, out).unwrap();
+        let dequantized = fp8.dequantize(DType::F32).unwrap();
+        (got, reference(x, &dequantized, res))
+    });
+}
+
+#[test]
+fn dense_bf16_products_match_f32() {
+    dense_products_match_f32(&GEMV_BF16_VARIANTS, DType::BF16);
+}
+
+#[test]
+fn dense_products_to_f32_logits_match_f32() {
+    dense_products_match_f32(&GEMV_BF16_TO_F32_VARIANTS, DType::F32);
+}
+
+#[test]
+fn fp8_bf16_products_match_f32_on_the_dequantized_weights() {
+    fp8_products_match_f32(&GEMV_E4M3_VARIANTS, DType::BF16);
+}
+
+#[test]
+fn fp8_products_to_f32_logits_match_f32_on_the_dequantized_weights() {
+    fp8_products_match_f32(&GEMV_E4M3_TO_F32_VARIANTS, DType::F32);
+}
+
+/// `x · γ / sqrt(mean(x²) + eps)` over the last dimension, in f32.
+fn rms_norm_f32(x: &Tensor, gamma: &Tensor, eps: f64) -> Tensor {
+    let x = x.to_dtype(DType::F32).unwrap();
+    let gamma = gamma.to_dtype(DType::F32).unwrap();
+    let inv = (x.sqr().unwrap().mean_keepdim(1).unwrap() + eps)
+        .and_then(|m| m.sqrt())
+        .and_then(|r| r.recip())
+        .unwrap();
+    x.broadcast_mul(&inv)
+        .and_then(|y| y.broadcast_mul(&gamma))
+        .unwrap()
+}
+
+#[test]
+fn an_rms_norm_fused_into_a_product_matches_f32() {
+    let (dev, kernels) = cuda();
+    let eps = 1e-5;
+    for (n, k) in SHAPES {
+        let gamma = Tensor::randn(1f32, 0.3, k, &dev)
+            .and_then(|t| t.to_dtype(DType::BF16))
+            .unwrap();
+        let norm = NormWeights {
+            scale: &gamma,
+            eps: eps as f32,
+        };
+        let w = Tensor::randn(0f32, 0.05, (n, k), &dev).unwrap();
+        let dense = w.to_dtype(DType::BF16).unwrap();
+        let fp8 = Fp8Matrix::quantize_tensor(&w, &dev).unwrap();
+        let fp8_values = fp8.dequantize(DType::F32).unwrap();
+        let cases = [
+            (Projection::Dense(dense.clone()), dense),
+            (Projection::Fp8(fp8), fp8_values),
+        ];
+        for rows in 1..=4 {
+            // Rows of different scales: the norm must take each row's own.
+            let x = Tensor::randn(0f32, 1.0, (rows, k), &dev)
+                .and_then(|x| {
+                    let scales: Vec<f32> = (0..rows).map(|r| 0.1 * 7f32.powi(r as i32)).collect();
+                    x.broadcast_mul(&Tensor::from_vec(scales, (rows, 1), &dev)?)
+                })
+                .and_then(|t| t.to_dtype(DType::BF16))
+                .unwrap();
+            let normed = rms_norm_f32(&x, &gamma, eps);
+            for (projection, values) in &cases {
+                let got = kernels
+                    .project_normed(&x, &norm, projection, DType::BF16)
+                    .unwrap();
+                let want = reference(&normed, values, None);
+                let err = relative_rms(&got, &want);
+                assert!(
+                    err < tolerance(DType::BF16),
+                    "normed product {rows}×{k} · ({n}×{k})ᵀ: relative RMS error {err:e}"
+                );
+            }
+        }
+    }
+}
