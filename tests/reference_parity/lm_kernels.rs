@@ -2,8 +2,10 @@
 //! f32 product on the same inputs: every variant the device runs — the tensor-core ones and
 //! the plain ones they fall back to — with dense bf16 and FP8 weights, bf16 and f32 outputs,
 //! 1–4 rows of x, with and without a residual, at sizes that are not multiples of the
-//! kernels' tiles (16 output rows, 32 or 64 inputs a segment); and the RMSNorm the step fuses
-//! into a product, against the norm computed in f32. Not fixture tests: random inputs, an
+//! kernels' tiles (16 output rows, 32 or 64 inputs a segment); the RMSNorm the step fuses
+//! into a product, against the norm computed in f32; and the step's attention over the KV
+//! cache (both kernels: the one-pass one at the real head sizes, the general one elsewhere)
+//! against softmax(q·Kᵀ/√d)·V computed on the host. Not fixture tests: random inputs, an
 //! independent formula. Needs `HEARTSTREAM_TEST_DEVICE=cuda`.
 
 use candle_core::{DType, Device, Tensor};
@@ -203,5 +205,96 @@ fn an_rms_norm_fused_into_a_product_matches_f32() {
                 );
             }
         }
+    }
+}
+
+/// softmax(q·Kᵀ/√D)·V of each query (b, h, t) over the keys 0..=pos + t of its kv head, on
+/// the host in f64: q (B, H, T, D), caches (B, KV, CAP, D); returns (B, T, H·D).
+fn attention_reference(q: &Tensor, k: &Tensor, v: &Tensor, pos: usize) -> Tensor {
+    let (b, h, t, d) = q.dims4().unwrap();
+    let (_, kv, cap, _) = k.dims4().unwrap();
+    let host = |x: &Tensor| -> Vec<f32> {
+        x.to_dtype(DType::F32)
+            .and_then(|x| x.flatten_all())
+            .and_then(|x| x.to_vec1())
+            .unwrap()
+    };
+    let (qv, kv_k, kv_v) = (host(q), host(k), host(v));
+    let mut out = vec![0f32; b * t * h * d];
+    for bi in 0..b {
+        for hi in 0..h {
+            let kvh = hi / (h / kv);
+            for ti in 0..t {
+                let query = &qv[((bi * h + hi) * t + ti) * d..][..d];
+                let row = |cache: &[f32], j: usize| -> Vec<f64> {
+                    cache[((bi * kv + kvh) * cap + j) * d..][..d]
+                        .iter()
+                        .map(|&x| x as f64)
+                        .collect()
+                };
+                let keys = pos + ti + 1;
+                let scores: Vec<f64> = (0..keys)
+                    .map(|j| {
+                        let kr = row(&kv_k, j);
+                        query
+                            .iter()
+                            .zip(&kr)
+                            .map(|(&a, b)| a as f64 * b)
+                            .sum::<f64>()
+                            / (d as f64).sqrt()
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let total: f64 = weights.iter().sum();
+                let dst = &mut out[((bi * t + ti) * h + hi) * d..][..d];
+                for (j, w) in weights.iter().enumerate() {
+                    for (o, x) in dst.iter_mut().zip(row(&kv_v, j)) {
+                        *o += (w / total * x) as f32;
+                    }
+                }
+            }
+        }
+    }
+    Tensor::from_vec(out, (b, t, h * d), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn attention_over_the_kv_cache_matches_the_host() {
+    let (dev, kernels) = cuda();
+    // (dtype, heads, kv heads, head_dim, capacity, position of the first query, queries):
+    // the backbone's and the decoder's heads (one-pass kernel), a small head (the general
+    // kernel); one and several key splits, a split that is partly past the last key.
+    let cases = [
+        (DType::BF16, 24, 8, 128, 630, 629, 1),
+        (DType::BF16, 24, 8, 128, 630, 100, 1),
+        (DType::BF16, 24, 8, 128, 700, 63, 2),
+        (DType::BF16, 24, 8, 128, 64, 0, 1),
+        (DType::BF16, 24, 8, 128, 3380, 3379, 1),
+        (DType::BF16, 8, 4, 384, 16, 0, 2),
+        (DType::BF16, 8, 4, 384, 16, 7, 1),
+        (DType::F32, 24, 8, 128, 300, 250, 1),
+        (DType::BF16, 4, 2, 16, 40, 30, 2),
+        (DType::F32, 4, 2, 16, 40, 3, 1),
+    ];
+    for (dtype, h, kv, d, cap, pos, t) in cases {
+        let draw = |shape: (usize, usize, usize, usize)| {
+            Tensor::randn(0f32, 1.0, shape, &dev)
+                .and_then(|x| x.to_dtype(dtype))
+                .unwrap()
+        };
+        // Keys spread enough that the softmax is far from flat.
+        let q = (draw((2, h, t, d)) * 2.0).unwrap();
+        let (k, v) = (draw((2, kv, cap, d)), draw((2, kv, cap, d)));
+        let position = Tensor::new(&[pos as u32], &dev).unwrap();
+        let got = kernels.attention(&q, &k, &v, &position).unwrap();
+        let want = attention_reference(&q, &k, &v, pos);
+        let got = got.to_device(&Device::Cpu).unwrap();
+        let err = relative_rms(&got, &want);
+        assert!(
+            err < tolerance(dtype),
+            "{dtype:?} attention, {h}/{kv} heads of {d}, {cap} cached, queries at {pos}+{t}: \
+             relative RMS error {err:e}"
+        );
     }
 }

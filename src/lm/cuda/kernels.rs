@@ -30,7 +30,7 @@ const SOURCES: [&str; 9] = [
 ];
 const MODULE: &str = "heartstream_lm";
 
-const FUNCTIONS: [&str; 26] = [
+const FUNCTIONS: [&str; 29] = [
     "gemv_f32",
     "gemv_bf16",
     "gemv_bf16_to_f32",
@@ -54,6 +54,9 @@ const FUNCTIONS: [&str; 26] = [
     "rope_kv_bf16",
     "attention_f32",
     "attention_bf16",
+    "attention_rows_bf16_c1",
+    "attention_rows_bf16_c3",
+    "attention_rows_f32_c2",
     "sample_topk",
     "frame_ids",
     "advance",
@@ -83,6 +86,19 @@ const ATTENTION_MAX_GROUP: usize = 4;
 const ATTENTION_KEYS_PER_BLOCK: usize = 128;
 /// Attention completion counters, one per (batch row, kv head, position) of a call.
 const ATTENTION_COUNTERS: usize = 1024;
+
+/// The one-pass attention kernels (`attention_rows` in attention.cu): (dtype, 16-byte chunks
+/// of a row per lane, most query heads per kv head, kernel). Other shapes take `attention`.
+const ROWS_KERNELS: [(DType, usize, usize, &str); 3] = [
+    (DType::BF16, 1, 3, "attention_rows_bf16_c1"),
+    (DType::BF16, 3, 2, "attention_rows_bf16_c3"),
+    (DType::F32, 2, 3, "attention_rows_f32_c2"),
+];
+/// Threads of an `attention_rows` block (ROWS_WARPS warps).
+const ROWS_THREADS: usize = 128;
+/// At most this many key splits per (row, kv head, position) for `attention_rows`: longer
+/// caches get more keys per block, so that merging the splits stays short.
+const ROWS_MAX_SPLITS: usize = 32;
 
 /// A matrix-product kernel and how it is launched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -560,6 +576,33 @@ impl Kernels {
             );
         }
         let chunks = row_bytes / 16;
+        let rows_kernel = ROWS_KERNELS
+            .iter()
+            .find(|&&(dtype, per_lane, max_group, _)| {
+                dtype == q.dtype() && chunks == 16 * per_lane && group <= max_group
+            });
+        if let Some(&(.., name)) = rows_kernel {
+            // Keys per block: a multiple of 64, enough that at most ROWS_MAX_SPLITS blocks
+            // share a (row, kv head, position).
+            let keys = capacity
+                .div_ceil(ROWS_MAX_SPLITS)
+                .next_multiple_of(64)
+                .max(64);
+            let splits = capacity.div_ceil(keys);
+            let cfg = LaunchConfig {
+                grid_dim: ((b * kv_heads) as u32, t as u32, splits as u32),
+                block_dim: (ROWS_THREADS as u32, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            return self.launch_attention(
+                name,
+                cfg,
+                [q, k_cache, v_cache, pos],
+                splits,
+                keys,
+                None,
+            );
+        }
         // Key subsets for the value pass: as many as fit 256 threads in whole warps.
         let subsets = (1..=(256 / chunks).max(1))
             .rev()
@@ -573,14 +616,40 @@ impl Kernels {
         if shared > 48 * 1024 {
             bail!("fused attention needs {shared} bytes of shared memory for head_dim {hd}");
         }
-        let out = self.alloc(q.dtype(), (b, t, heads * hd))?;
-        let partials = self.alloc(DType::F32, b * heads * t * splits * (hd + 2))?;
         let cfg = LaunchConfig {
             grid_dim: ((b * kv_heads) as u32, t as u32, splits as u32),
             block_dim: ((subsets * chunks) as u32, 1, 1),
             shared_mem_bytes: shared as u32,
         };
-        let args = [
+        // Lanes sharing a key in the score pass: enough to cover its chunks, at most a warp.
+        let lanes_per_key = chunks.next_power_of_two().min(32);
+        let name = typed("attention", q.dtype())?;
+        self.launch_attention(
+            name,
+            cfg,
+            [q, k_cache, v_cache, pos],
+            splits,
+            keys,
+            Some(lanes_per_key),
+        )
+    }
+
+    /// Launches an attention kernel taking (q, k cache, v cache, pos, out, partials,
+    /// counters, T, H, KV, D, CAP, S, L[, lanes per key]) and returns its output.
+    fn launch_attention(
+        &self,
+        name: &str,
+        cfg: LaunchConfig,
+        [q, k_cache, v_cache, pos]: [&Tensor; 4],
+        splits: usize,
+        keys: usize,
+        lanes_per_key: Option<usize>,
+    ) -> Result<Tensor> {
+        let (b, heads, t, hd) = q.dims4()?;
+        let (_, kv_heads, capacity, _) = k_cache.dims4()?;
+        let out = self.alloc(q.dtype(), (b, t, heads * hd))?;
+        let partials = self.alloc(DType::F32, b * heads * t * splits * (hd + 2))?;
+        let mut args = vec![
             ptr(q)?,
             ptr(k_cache)?,
             ptr(v_cache)?,
@@ -595,10 +664,9 @@ impl Kernels {
             Arg::I32(capacity as i32),
             Arg::I32(splits as i32),
             Arg::I32(keys as i32),
-            // Lanes sharing a key in the score pass: enough to cover its chunks, at most a warp.
-            Arg::I32(chunks.next_power_of_two().min(32) as i32),
         ];
-        self.launch(typed("attention", q.dtype())?, cfg, &args)?;
+        args.extend(lanes_per_key.map(|l| Arg::I32(l as i32)));
+        self.launch(name, cfg, &args)?;
         Ok(out)
     }
 

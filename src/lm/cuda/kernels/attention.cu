@@ -12,13 +12,46 @@
 #define ATTN_MAX_GROUP 4
 #define ATTN_UNROLL 4
 
+// After a block wrote its partial (Σ p·v, max, sum) for each head of its group into `part`:
+// counts the block, and the last block of a (b, kv head, t) to finish merges every split's
+// partials into `out` and resets its counter for the next call.
+template <typename T>
+__device__ void merge_if_last(const float* part, u32* counters, T* out, int b, int kvh, int t,
+                              int Tn, int H, int KV, int D, int S) {
+    __shared__ bool is_last;
+    const int G = H / KV;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        u32* counter = counters + ((size_t)b * KV + kvh) * Tn + t;
+        is_last = atomicAdd(counter, 1u) == (u32)(S - 1);
+        if (is_last) *counter = 0;
+    }
+    __syncthreads();
+    if (!is_last) return;
+    for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+        int g = i / D, d = i % D, h = kvh * G + g;
+        const float* slots = part + (((size_t)b * H + h) * Tn + t) * S * (D + 2);
+        float mx = -INF;
+        for (int k = 0; k < S; ++k) mx = fmaxf(mx, __ldcg(slots + k * (D + 2) + D));
+        float num = 0.f, den = 0.f;
+        for (int k = 0; k < S; ++k) {
+            const float* slot = slots + k * (D + 2);
+            float w = __expf(__ldcg(slot + D) - mx);  // an empty split has max −inf: weight 0
+            num += w * __ldcg(slot + d);
+            den += w * __ldcg(slot + D + 1);
+        }
+        store(out + (((size_t)b * Tn + t) * H + h) * D + d, num / den);
+    }
+}
+
+
 template <typename T>
 __device__ void attention(const T* q, const T* k_cache, const T* v_cache, const u32* pos, T* out,
                           float* part, u32* counters, int Tn, int H, int KV, int D, int CAP,
                           int S, int L, int LPK) {
     constexpr int VEC = 16 / sizeof(T);
     extern __shared__ float smem[];
-    __shared__ bool is_last;
     allow_dependents();
     wait_for_producers();
     const int G = H / KV, chunks = D / VEC, subsets = blockDim.x / chunks;
@@ -139,30 +172,7 @@ __device__ void attention(const T* q, const T* k_cache, const T* v_cache, const 
             slot[D + 1] = l[g];
         }
     }
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        u32* counter = counters + ((size_t)b * KV + kvh) * Tn + t;
-        is_last = atomicAdd(counter, 1u) == (u32)(S - 1);
-        if (is_last) *counter = 0;
-    }
-    __syncthreads();
-    if (!is_last) return;
-
-    for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
-        int g = i / D, d = i % D, h = kvh * G + g;
-        const float* slots = part + (((size_t)b * H + h) * Tn + t) * S * (D + 2);
-        float mx = -INF;
-        for (int k = 0; k < S; ++k) mx = fmaxf(mx, __ldcg(slots + k * (D + 2) + D));
-        float num = 0.f, den = 0.f;
-        for (int k = 0; k < S; ++k) {
-            const float* slot = slots + k * (D + 2);
-            float w = __expf(__ldcg(slot + D) - mx);  // an empty split has max −inf: weight 0
-            num += w * __ldcg(slot + d);
-            den += w * __ldcg(slot + D + 1);
-        }
-        store(out + (((size_t)b * Tn + t) * H + h) * D + d, num / den);
-    }
+    merge_if_last<T>(part, counters, out, b, kvh, t, Tn, H, KV, D, S);
 }
 
 #define ATTENTION_ENTRY(T, NAME)                                                               \
@@ -174,3 +184,181 @@ __device__ void attention(const T* q, const T* k_cache, const T* v_cache, const 
 
 ATTENTION_ENTRY(float, attention_f32)
 ATTENTION_ENTRY(bf16_t, attention_bf16)
+
+// The same attention for rows of 16·CPL chunks of 16 bytes (bf16: head_dim 128·CPL; f32:
+// 64·CPL), in one pass over the keys: 16 lanes share a key, each holding CPL chunks of its
+// row, so a warp reads two keys a step and ROWS_STEPS steps of keys and values before using
+// any; scores, an online softmax and Σ p·v stay in registers, and the warps of a block meet
+// once in shared memory. The grid and the partials are the kernel above's (splits of L keys,
+// merged by the last block), but the chain of dependent steps per block is short: what made
+// the kernel above take ~20 µs per layer over 630 positions was its shared-memory passes
+// and block-wide reductions, not bytes.
+#define ROWS_WARPS 4
+
+template <typename T, int CPL, int GMAX>
+__device__ void attention_rows(const T* q, const T* k_cache, const T* v_cache, const u32* pos,
+                               T* out, float* part, u32* counters, int Tn, int H, int KV, int D,
+                               int CAP, int S, int L) {
+    constexpr int VEC = 16 / sizeof(T);
+    constexpr int W = CPL * VEC;                      // values of a row per lane
+    constexpr int STEPS = CPL >= 8 ? 1 : 8 / CPL;     // key pairs per round
+    constexpr int KEYS = 2 * STEPS;                   // keys per warp per round
+    __shared__ float wm[ROWS_WARPS][GMAX], wl[ROWS_WARPS][GMAX];
+    __shared__ float wacc[ROWS_WARPS][GMAX][16 * W];
+    allow_dependents();
+    wait_for_producers();
+    const int G = H / KV;
+    int b = blockIdx.x / KV, kvh = blockIdx.x % KV, t = blockIdx.y, s = blockIdx.z;
+    int n = pos[0] + t + 1;
+    int j0 = s * L, j1 = min(j0 + L, n);
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, half = lane >> 4, hl = lane & 15;
+    const T* kbase = k_cache + ((size_t)b * KV + kvh) * CAP * D;
+    const T* vbase = v_cache + ((size_t)b * KV + kvh) * CAP * D;
+
+    // This lane's slice of each query head (chunks hl, hl + 16, …), scaled by 1/√D.
+    float qv[GMAX][W];
+    float scale = rsqrtf((float)D);
+#pragma unroll
+    for (int g = 0; g < GMAX; ++g) {
+        const T* qrow = q + (((size_t)b * H + kvh * G + min(g, G - 1)) * Tn + t) * D;
+#pragma unroll
+        for (int c = 0; c < CPL; ++c) {
+            float x[VEC];
+            unpack(__ldg(reinterpret_cast<const uint4*>(qrow) + c * 16 + hl), x, T());
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) qv[g][c * VEC + e] = x[e] * scale;
+        }
+    }
+    float m[GMAX], l[GMAX], acc[GMAX][W];
+#pragma unroll
+    for (int g = 0; g < GMAX; ++g) {
+        m[g] = -INF;
+        l[g] = 0.f;
+#pragma unroll
+        for (int e = 0; e < W; ++e) acc[g][e] = 0.f;
+    }
+    for (int r0 = j0 + warp * KEYS; r0 < j1; r0 += ROWS_WARPS * KEYS) {
+        uint4 kr[STEPS][CPL], vr[STEPS][CPL];
+#pragma unroll
+        for (int i = 0; i < STEPS; ++i) {
+            int j = r0 + 2 * i + half;
+#pragma unroll
+            for (int c = 0; c < CPL; ++c) {
+                kr[i][c] = vr[i][c] = make_uint4(0, 0, 0, 0);
+                if (j < j1) {
+                    kr[i][c] = __ldg(reinterpret_cast<const uint4*>(kbase + (size_t)j * D) + c * 16 + hl);
+                    vr[i][c] = __ldg(reinterpret_cast<const uint4*>(vbase + (size_t)j * D) + c * 16 + hl);
+                }
+            }
+        }
+        // Scores of this half warp's keys, summed over its 16 lanes.
+        float sc[STEPS][GMAX];
+#pragma unroll
+        for (int i = 0; i < STEPS; ++i) {
+#pragma unroll
+            for (int g = 0; g < GMAX; ++g) sc[i][g] = 0.f;
+#pragma unroll
+            for (int c = 0; c < CPL; ++c) {
+                float x[VEC];
+                unpack(kr[i][c], x, T());
+#pragma unroll
+                for (int g = 0; g < GMAX; ++g)
+#pragma unroll
+                    for (int e = 0; e < VEC; ++e) sc[i][g] += qv[g][c * VEC + e] * x[e];
+            }
+#pragma unroll
+            for (int g = 0; g < GMAX; ++g) {
+#pragma unroll
+                for (int o = 8; o > 0; o >>= 1) sc[i][g] += __shfl_xor_sync(0xffffffffu, sc[i][g], o);
+                if (r0 + 2 * i + half >= j1) sc[i][g] = -INF;
+            }
+        }
+        // Online softmax: both halves move to the round's common maximum.
+#pragma unroll
+        for (int g = 0; g < GMAX; ++g) {
+            float mr = -INF;
+#pragma unroll
+            for (int i = 0; i < STEPS; ++i) mr = fmaxf(mr, sc[i][g]);
+            mr = fmaxf(mr, __shfl_xor_sync(0xffffffffu, mr, 16));
+            float mn = fmaxf(m[g], mr);
+            if (mn == -INF) continue;  // no key yet for this warp
+            float corr = __expf(m[g] - mn);
+            l[g] *= corr;
+#pragma unroll
+            for (int e = 0; e < W; ++e) acc[g][e] *= corr;
+#pragma unroll
+            for (int i = 0; i < STEPS; ++i) {
+                float p = __expf(sc[i][g] - mn);  // a key past the end has score −inf: 0
+                l[g] += p;
+#pragma unroll
+                for (int c = 0; c < CPL; ++c) {
+                    float x[VEC];
+                    unpack(vr[i][c], x, T());
+#pragma unroll
+                    for (int e = 0; e < VEC; ++e) acc[g][c * VEC + e] += p * x[e];
+                }
+            }
+            m[g] = mn;
+        }
+    }
+    // The two halves saw different keys with the same maximum: add them up.
+#pragma unroll
+    for (int g = 0; g < GMAX; ++g) {
+        l[g] += __shfl_xor_sync(0xffffffffu, l[g], 16);
+#pragma unroll
+        for (int e = 0; e < W; ++e) acc[g][e] += __shfl_xor_sync(0xffffffffu, acc[g][e], 16);
+    }
+    if (lane < 16) {
+#pragma unroll
+        for (int g = 0; g < GMAX; ++g) {
+#pragma unroll
+            for (int c = 0; c < CPL; ++c)
+#pragma unroll
+                for (int e = 0; e < VEC; ++e) wacc[warp][g][(c * 16 + hl) * VEC + e] = acc[g][c * VEC + e];
+            if (lane == 0) {
+                wm[warp][g] = m[g];
+                wl[warp][g] = l[g];
+            }
+        }
+    }
+    __syncthreads();
+    // The block's warps merged: into out when one block saw every key, else into its slot.
+    for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+        int g = i / D, d = i % D, h = kvh * G + g;
+        float mx = -INF;
+        for (int w = 0; w < ROWS_WARPS; ++w) mx = fmaxf(mx, wm[w][g]);
+        float num = 0.f, den = 0.f;
+        if (mx != -INF) {
+            for (int w = 0; w < ROWS_WARPS; ++w) {
+                float f = __expf(wm[w][g] - mx);
+                num += f * wacc[w][g][d];
+                den += f * wl[w][g];
+            }
+        }
+        if (S == 1) {
+            store(out + (((size_t)b * Tn + t) * H + h) * D + d, num / den);
+        } else {
+            float* slot = part + ((((size_t)b * H + h) * Tn + t) * S + s) * (D + 2);
+            slot[d] = num;
+            if (d == 0) {
+                slot[D] = mx;
+                slot[D + 1] = den;
+            }
+        }
+    }
+    if (S > 1) merge_if_last<T>(part, counters, out, b, kvh, t, Tn, H, KV, D, S);
+}
+
+#define ATTENTION_ROWS_ENTRY(T, CPL, GMAX, NAME)                                               \
+    extern "C" __global__ void __launch_bounds__(ROWS_WARPS * 32)                              \
+        NAME(const T* q, const T* kc, const T* vc, const u32* pos, T* out, float* part,        \
+             u32* counters, int Tn, int H, int KV, int D, int CAP, int S, int L) {              \
+        attention_rows<T, CPL, GMAX>(q, kc, vc, pos, out, part, counters, Tn, H, KV, D, CAP,   \
+                                     S, L);                                                    \
+    }
+
+// The backbone (head_dim 128, 3 query heads a kv head) in bf16 and f32; the decoder (384, 2).
+// The launcher names the shapes (ROWS_KERNELS in kernels.rs).
+ATTENTION_ROWS_ENTRY(bf16_t, 1, 3, attention_rows_bf16_c1)
+ATTENTION_ROWS_ENTRY(bf16_t, 3, 2, attention_rows_bf16_c3)
+ATTENTION_ROWS_ENTRY(float, 2, 3, attention_rows_f32_c2)
