@@ -195,8 +195,6 @@ pub struct LayerWeights<'a> {
     pub down: &'a Projection,
     pub heads: usize,
     pub kv_heads: usize,
-    /// Width of the SwiGLU hidden layer.
-    pub hidden: usize,
 }
 
 /// What a fused frame step reads of a stack: its layers, final norm and RoPE tables.
@@ -234,7 +232,6 @@ impl Transformer {
                 down: &l.mlp.w2,
                 heads: l.attn.num_heads,
                 kv_heads: l.attn.num_kv_heads,
-                hidden: l.mlp.hidden,
             })
             .collect();
         StackWeights {

@@ -3,7 +3,8 @@
 //! the plain ones they fall back to — with dense bf16 and FP8 weights, bf16 and f32 outputs,
 //! 1–4 rows of x, with and without a residual, at sizes that are not multiples of the
 //! kernels' tiles (16 output rows, 32 or 64 inputs a segment); the RMSNorm the step fuses
-//! into a product, against the norm computed in f32; and the step's attention over the KV
+//! into a product, against the norm computed in f32; the SwiGLU fused into the down
+//! projection, against silu(gate)·up computed in f32; and the step's attention over the KV
 //! cache (both kernels: the one-pass one at the real head sizes, the general one elsewhere)
 //! against softmax(q·Kᵀ/√d)·V computed on the host. Not fixture tests: random inputs, an
 //! independent formula. Needs `HEARTSTREAM_TEST_DEVICE=cuda`.
@@ -202,6 +203,45 @@ fn an_rms_norm_fused_into_a_product_matches_f32() {
                 assert!(
                     err < tolerance(DType::BF16),
                     "normed product {rows}×{k} · ({n}×{k})ᵀ: relative RMS error {err:e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_swiglu_fused_into_the_down_projection_matches_f32() {
+    let (dev, kernels) = cuda();
+    for (n, k) in SHAPES {
+        let w = Tensor::randn(0f32, 0.05, (n, k), &dev).unwrap();
+        let dense = w.to_dtype(DType::BF16).unwrap();
+        let fp8 = Fp8Matrix::quantize_tensor(&w, &dev).unwrap();
+        let fp8_values = fp8.dequantize(DType::F32).unwrap();
+        let cases = [
+            (Projection::Dense(dense.clone()), dense),
+            (Projection::Fp8(fp8), fp8_values),
+        ];
+        for rows in 1..=4 {
+            let gu = Tensor::randn(0f32, 2.0, (rows, 2 * k), &dev)
+                .and_then(|t| t.to_dtype(DType::BF16))
+                .unwrap();
+            let residual = Tensor::randn(0f32, 1.0, (rows, n), &dev)
+                .and_then(|t| t.to_dtype(DType::BF16))
+                .unwrap();
+            let f32 = gu.to_dtype(DType::F32).unwrap();
+            let (gate, up) = (f32.narrow(1, 0, k).unwrap(), f32.narrow(1, k, k).unwrap());
+            let silu = (&gate / (gate.neg().unwrap().exp().unwrap() + 1.0).unwrap()).unwrap();
+            let swiglu = (silu * up).unwrap();
+            for (projection, values) in &cases {
+                let got = kernels
+                    .project_swiglu(&gu, projection, Some(&residual), DType::BF16)
+                    .unwrap();
+                assert_eq!(got.dims(), &[rows, n]);
+                let want = reference(&swiglu, values, Some(&residual));
+                let err = relative_rms(&got, &want);
+                assert!(
+                    err < tolerance(DType::BF16),
+                    "SwiGLU product {rows}×{k} · ({n}×{k})ᵀ: relative RMS error {err:e}"
                 );
             }
         }

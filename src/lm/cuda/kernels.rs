@@ -10,7 +10,7 @@ use candle_core::cuda_backend::cudarc::driver::{
     CudaFunction, CudaStream, DevicePtr, LaunchConfig,
 };
 use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
-use candle_core::{bail, CudaDevice, DType, Device, Result, Shape, Storage, Tensor};
+use candle_core::{bail, CudaDevice, DType, Device, Result, Shape, Storage, Tensor, D};
 
 use crate::lm::projection::Projection;
 use crate::lm::transformer::NormWeights;
@@ -310,8 +310,8 @@ impl Kernels {
         residual: Option<&Tensor>,
         out: DType,
     ) -> Result<Tensor> {
-        let kernel = self.kernel_for(x, w, out)?;
-        self.launch_gemv(kernel, x, None, Weights::of(w), residual, out)
+        let kernel = self.kernel_for(x, Staging::AsIs, w, out)?;
+        self.launch_gemv(kernel, x, Staging::AsIs, Weights::of(w), residual, out)
     }
 
     /// `rms_norm(x) · Wᵀ`: the norm runs inside the product where the product's kernel can
@@ -323,23 +323,46 @@ impl Kernels {
         w: &Projection,
         out: DType,
     ) -> Result<Tensor> {
-        let kernel = self.kernel_for(x, w, out)?;
+        let staging = Staging::Normed(norm);
+        let kernel = self.kernel_for(x, staging, w, out)?;
         if kernel.tensor_cores {
-            self.launch_gemv(kernel, x, Some(norm), Weights::of(w), None, out)
+            self.launch_gemv(kernel, x, staging, Weights::of(w), None, out)
         } else {
             let normed = self.rms_norm(x, norm.scale, norm.eps)?;
-            self.launch_gemv(kernel, &normed, None, Weights::of(w), None, out)
+            self.launch_gemv(kernel, &normed, Staging::AsIs, Weights::of(w), None, out)
+        }
+    }
+
+    /// `(silu(gate)·up) · Wᵀ + residual` from the fused gate/up projection's output
+    /// `gu` (…, 2·hidden): the SwiGLU runs inside the product where its kernel can, else as
+    /// a kernel of its own.
+    pub fn project_swiglu(
+        &self,
+        gu: &Tensor,
+        w: &Projection,
+        residual: Option<&Tensor>,
+        out: DType,
+    ) -> Result<Tensor> {
+        let kernel = self.kernel_for(gu, Staging::SwiGlu, w, out)?;
+        if kernel.tensor_cores {
+            self.launch_gemv(kernel, gu, Staging::SwiGlu, Weights::of(w), residual, out)
+        } else {
+            let m = self.silu_mul(gu, gu.dim(D::Minus1)? / 2)?;
+            self.launch_gemv(kernel, &m, Staging::AsIs, Weights::of(w), residual, out)
         }
     }
 
     /// The kernel a frame step uses for `x · wᵀ` into `out`: the first of the matching
     /// variant list this device runs.
-    fn kernel_for(&self, x: &Tensor, w: &Projection, out: DType) -> Result<GemvKernel> {
-        let k = match w {
-            Projection::Dense(w) => w.dims2()?.1,
-            Projection::Fp8(m) => m.dims().1,
-        };
-        let rows = x.elem_count() / k.max(1);
+    fn kernel_for(
+        &self,
+        x: &Tensor,
+        staging: Staging,
+        w: &Projection,
+        out: DType,
+    ) -> Result<GemvKernel> {
+        let k = Weights::of(w).dims()?.1;
+        let rows = x.elem_count() / (k * staging.columns_per_input()).max(1);
         let variants: &[GemvKernel] = match (w, x.dtype(), out) {
             (Projection::Dense(_), DType::F32, DType::F32) => &[GemvKernel::plain("gemv_f32", 1)],
             (Projection::Dense(_), DType::BF16, DType::BF16) => &GEMV_BF16_VARIANTS,
@@ -376,7 +399,7 @@ impl Kernels {
         residual: Option<&Tensor>,
         out: DType,
     ) -> Result<Tensor> {
-        self.launch_gemv(kernel, x, None, Weights::Dense(w), residual, out)
+        self.launch_gemv(kernel, x, Staging::AsIs, Weights::Dense(w), residual, out)
     }
 
     /// [`gemv_with`](Self::gemv_with) on FP8 weights (E4M3 codes (N, K), K a multiple of 16,
@@ -389,25 +412,26 @@ impl Kernels {
         residual: Option<&Tensor>,
         out: DType,
     ) -> Result<Tensor> {
-        self.launch_gemv(kernel, x, None, Weights::Fp8(w), residual, out)
+        self.launch_gemv(kernel, x, Staging::AsIs, Weights::Fp8(w), residual, out)
     }
 
-    /// Launches a matrix-product kernel taking (x, [γ, eps,] the weight's arguments,
-    /// residual, y, M, N, K) and returns y: x's shape with N last. γ and eps (an RMSNorm to
-    /// apply to x first, or a null γ) go to the tensor-core kernels only.
+    /// Launches a matrix-product kernel taking (x, [γ, eps, swiglu,] the weight's arguments,
+    /// residual, y, M, N, K) and returns y: x's shape with N last. What to make of x while
+    /// staging it goes to the tensor-core kernels only.
     fn launch_gemv(
         &self,
         kernel: GemvKernel,
         x: &Tensor,
-        norm: Option<&NormWeights>,
+        staging: Staging,
         w: Weights,
         residual: Option<&Tensor>,
         out: DType,
     ) -> Result<Tensor> {
         let (n, k) = w.dims()?;
-        let rows = x.elem_count() / k.max(1);
+        let width = k * staging.columns_per_input();
+        let rows = x.elem_count() / width.max(1);
         let row_bytes = k * w.bytes_per_weight();
-        if row_bytes % 16 != 0 || rows == 0 || rows > 4 || rows * k != x.elem_count() {
+        if row_bytes % 16 != 0 || rows == 0 || rows > 4 || rows * width != x.elem_count() {
             bail!(
                 "a frame-step product takes 1..=4 rows of {k} inputs in 16-byte rows of weights, \
                  got x {:?}",
@@ -431,18 +455,9 @@ impl Kernels {
         };
         let mut args = vec![aligned_ptr(x)?];
         if kernel.tensor_cores {
-            match norm {
-                Some(norm) if norm.scale.dims1()? == k && norm.scale.dtype() == x.dtype() => {
-                    args.extend([ptr(norm.scale)?, Arg::F32(norm.eps)]);
-                }
-                Some(norm) => bail!(
-                    "an RMSNorm of {:?} before a product of {k} inputs",
-                    norm.scale.shape()
-                ),
-                None => args.extend([Arg::Ptr(0), Arg::F32(0.0)]),
-            }
-        } else if norm.is_some() {
-            bail!("{} does not normalise its input", kernel.name);
+            args.extend(staging.args(k, x.dtype())?);
+        } else if !matches!(staging, Staging::AsIs) {
+            bail!("{} takes x as it is", kernel.name);
         }
         args.extend(w.args()?);
         args.extend([
@@ -736,6 +751,42 @@ impl Kernels {
             shared_mem_bytes: 0,
         };
         self.launch("advance", cfg, &[ptr(state)?])
+    }
+}
+
+/// What a tensor-core product makes of x while staging it (`StagedInput` in gemv_mma.cu).
+#[derive(Clone, Copy)]
+enum Staging<'a> {
+    AsIs,
+    /// An RMSNorm of x.
+    Normed(&'a NormWeights<'a>),
+    /// silu(gate)·up of x = [gate | up].
+    SwiGlu,
+}
+
+impl Staging<'_> {
+    /// Values of x per input of the product.
+    fn columns_per_input(&self) -> usize {
+        match self {
+            Self::SwiGlu => 2,
+            _ => 1,
+        }
+    }
+
+    /// The kernel arguments (γ or null, eps, swiglu) for products of `k` inputs.
+    fn args(&self, k: usize, dtype: DType) -> Result<[Arg; 3]> {
+        Ok(match self {
+            Self::AsIs => [Arg::Ptr(0), Arg::F32(0.0), Arg::I32(0)],
+            Self::SwiGlu => [Arg::Ptr(0), Arg::F32(0.0), Arg::I32(1)],
+            Self::Normed(n) if n.scale.dims1()? == k && n.scale.dtype() == dtype => {
+                [aligned_ptr(n.scale)?, Arg::F32(n.eps), Arg::I32(0)]
+            }
+            Self::Normed(n) => bail!(
+                "an RMSNorm of {:?} {:?} before a product of {k} {dtype:?} inputs",
+                n.scale.shape(),
+                n.scale.dtype()
+            ),
+        })
     }
 }
 

@@ -219,7 +219,7 @@ impl GpuFrameStep {
         // Residuals are added inside the products that feed them.
         let x = self.linear(&a, layer.output, Some(x))?;
         let gu = self.normed_linear(&x, &layer.mlp_norm, layer.gate_up)?;
-        let m = self.kernels.silu_mul(&gu, layer.hidden)?;
-        self.linear(&m, layer.down, Some(&x))
+        self.kernels
+            .project_swiglu(&gu, layer.down, Some(&x), x.dtype())
     }
 }

@@ -4,8 +4,8 @@
 // accumulating in f32; the warps' partial sums meet in shared memory.
 //
 // x is first staged in shared memory by the whole block — as the tiles read it, and
-// normalised there when the product follows an RMSNorm (the norm's own kernel is then
-// skipped).
+// normalised there when the product follows an RMSNorm, or made from gate and up when it
+// follows the SwiGLU (their own kernels are then skipped).
 //
 // Why tensor cores for a product bound by reading W: the plain kernels spend ~40 (bf16) to
 // ~90 (FP8) instructions per 16 bytes of W on unpacking, decoding and scalar FMAs, which is
@@ -54,19 +54,39 @@ __device__ __forceinline__ u32 f16_pair(float lo, float hi) {
 }
 
 // x as the products read it: the first M rows of K values, each optionally normalised as
-// the step's RMSNorm does (x·γ / sqrt(mean(x²) + eps) in f32, rounded to bf16), so that the
-// norm before a product costs no kernel of its own. `inv` holds each row's 1/rms.
+// the step's RMSNorm does (x·γ / sqrt(mean(x²) + eps) in f32, rounded to bf16), or taken as
+// SwiGLU of a row of 2K values [gate | up] (silu(gate)·up in f32, rounded to bf16, as the
+// silu_mul kernel does) — so that the norm before q/k/v and gate/up, and the SwiGLU before
+// the down projection, cost no kernel of their own. `inv` holds each row's 1/rms.
 struct StagedInput {
     const bf16_t* x;
-    const bf16_t* gamma;  // null: x as it is
+    const bf16_t* gamma;  // null: no norm
     const float* inv;
     int K;
-    __device__ __forceinline__ float at(int m, int k) const {
-        float v = to_f32(x[(size_t)m * K + k]);
-        if (!gamma) return v;
-        bf16_t rounded;
-        store(&rounded, v * inv[m] * to_f32(gamma[k]));
-        return to_f32(rounded);
+    bool swiglu;
+    // Inputs k..k + 7 of row m (k a multiple of 8), read 16 bytes at a time.
+    __device__ __forceinline__ void chunk(int m, int k, float (&v)[8]) const {
+        if (swiglu) {
+            const bf16_t* row = x + (size_t)m * 2 * K;
+            float u[8];
+            unpack(__ldg(reinterpret_cast<const uint4*>(row + k)), v, bf16_t());
+            unpack(__ldg(reinterpret_cast<const uint4*>(row + K + k)), u, bf16_t());
+#pragma unroll
+            for (int e = 0; e < 8; ++e) v[e] = rounded(v[e] / (1.f + __expf(-v[e])) * u[e]);
+            return;
+        }
+        unpack(__ldg(reinterpret_cast<const uint4*>(x + (size_t)m * K + k)), v, bf16_t());
+        if (gamma) {
+            float g[8];
+            unpack(__ldg(reinterpret_cast<const uint4*>(gamma + k)), g, bf16_t());
+#pragma unroll
+            for (int e = 0; e < 8; ++e) v[e] = rounded(v[e] * inv[m] * g[e]);
+        }
+    }
+    __device__ __forceinline__ static float rounded(float v) {
+        bf16_t r;
+        store(&r, v);
+        return to_f32(r);
     }
 };
 
@@ -76,12 +96,15 @@ __device__ void row_inverse_rms(const bf16_t* x, const bf16_t* gamma, float eps,
     __shared__ float sums[MMA_WARPS][GEMV_MAX_M];
     if (!gamma) return;
     float ss[GEMV_MAX_M] = {0.f, 0.f, 0.f, 0.f};
-    for (int k = threadIdx.x; k < K; k += blockDim.x) {
+#pragma unroll 2
+    for (int c = threadIdx.x; c < K / 8; c += blockDim.x) {
 #pragma unroll
         for (int m = 0; m < GEMV_MAX_M; ++m) {
             if (m < M) {
-                float v = to_f32(x[(size_t)m * K + k]);
-                ss[m] += v * v;
+                float v[8];
+                unpack(__ldg(reinterpret_cast<const uint4*>(x + (size_t)m * K) + c), v, bf16_t());
+#pragma unroll
+                for (int e = 0; e < 8; ++e) ss[m] += v[e] * v[e];
             }
         }
     }
@@ -110,18 +133,24 @@ struct Bf16Tiles {
     // reads (64 bytes each) fall in different banks.
     __device__ static int row_bytes(int K) { return K * 2 + 64; }  // BF16_STAGE_PAD
     __device__ __forceinline__ void stage(StagedInput in, int M, unsigned char* xs) const {
-        int pairs = in.K / 2;
-        for (int i = threadIdx.x; i < M * pairs; i += blockDim.x) {
-            int m = i / pairs, p = i % pairs;
-            float lo = in.at(m, 2 * p), hi = in.at(m, 2 * p + 1);
-            bf16_t l, h;
-            store(&l, lo);
-            store(&h, hi);
-            *reinterpret_cast<u32*>(xs + (size_t)m * row_bytes(in.K) + 4 * p) =
-                (u32)l | ((u32)h << 16);
+        int chunks = in.K / 8;
+#pragma unroll 4
+        for (int i = threadIdx.x; i < M * chunks; i += blockDim.x) {
+            int m = i / chunks, c = i % chunks;
+            float v[8];
+            in.chunk(m, 8 * c, v);
+            u32 p[4];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                bf16_t lo, hi;
+                store(&lo, v[2 * e]);
+                store(&hi, v[2 * e + 1]);
+                p[e] = (u32)lo | ((u32)hi << 16);
+            }
+            *reinterpret_cast<uint4*>(xs + (size_t)m * row_bytes(in.K) + 16 * c) =
+                make_uint4(p[0], p[1], p[2], p[3]);
         }
-    }
-    __device__ __forceinline__ void multiply(uint4 lo, uint4 hi, const unsigned char* xs, int g,
+    }    __device__ __forceinline__ void multiply(uint4 lo, uint4 hi, const unsigned char* xs, int g,
                                              int M, int K, int c, float (&d)[4]) const {
         uint4 b = make_uint4(0, 0, 0, 0);
         if (g < M) b = reinterpret_cast<const uint4*>(xs + (size_t)g * row_bytes(K))[c];
@@ -152,16 +181,17 @@ struct E4m3Tiles {
     // of x a quarter warp reads (16 of every 32 bytes) fall in different banks.
     __device__ static int row_bytes(int K) { return K * 2 + 16; }  // E4M3_STAGE_PAD
     __device__ __forceinline__ void stage(StagedInput in, int M, unsigned char* xs) const {
-        int words = in.K / 4;  // a word of codes meets 4 inputs
-        for (int i = threadIdx.x; i < M * words; i += blockDim.x) {
-            int m = i / words, w = i % words;
-            float x0 = in.at(m, 4 * w), x1 = in.at(m, 4 * w + 1);
-            float x2 = in.at(m, 4 * w + 2), x3 = in.at(m, 4 * w + 3);
-            *reinterpret_cast<uint2*>(xs + (size_t)m * row_bytes(in.K) + 8 * w) =
-                make_uint2(f16_pair(x0, x2), f16_pair(x1, x3));
+        int chunks = in.K / 8;  // 8 inputs meet two words of codes
+#pragma unroll 4
+        for (int i = threadIdx.x; i < M * chunks; i += blockDim.x) {
+            int m = i / chunks, c = i % chunks;
+            float v[8];
+            in.chunk(m, 8 * c, v);
+            *reinterpret_cast<uint4*>(xs + (size_t)m * row_bytes(in.K) + 16 * c) =
+                make_uint4(f16_pair(v[0], v[2]), f16_pair(v[1], v[3]), f16_pair(v[4], v[6]),
+                           f16_pair(v[5], v[7]));
         }
-    }
-    __device__ __forceinline__ void multiply(uint4 lo, uint4 hi, const unsigned char* xs, int g,
+    }    __device__ __forceinline__ void multiply(uint4 lo, uint4 hi, const unsigned char* xs, int g,
                                              int M, int K, int c, float (&d)[4]) const {
         uint4 b01 = make_uint4(0, 0, 0, 0), b23 = b01;
         if (g < M) {
@@ -184,10 +214,12 @@ struct E4m3Tiles {
     }
 };
 
-// gamma: null, or the RMSNorm to apply to x first (see StagedInput).
+// gamma: null, or the RMSNorm to apply to x first; swiglu: x is M rows of [gate | up], 2K
+// values each (see StagedInput).
 template <typename Tiles, typename Y>
-__device__ void gemv_mma(const bf16_t* x, const bf16_t* gamma, float eps, const unsigned char* W,
-                         Tiles tiles, const Y* res, Y* y, int M, int N, int K) {
+__device__ void gemv_mma(const bf16_t* x, const bf16_t* gamma, float eps, int swiglu,
+                         const unsigned char* W, Tiles tiles, const Y* res, Y* y, int M, int N,
+                         int K) {
 #if __CUDA_ARCH__ >= 800
     extern __shared__ __align__(16) unsigned char xs[];
     __shared__ float partial[MMA_WARPS][MMA_ROWS][GEMV_MAX_M];
@@ -213,7 +245,7 @@ __device__ void gemv_mma(const bf16_t* x, const bf16_t* gamma, float eps, const 
     }
     wait_for_producers();
     row_inverse_rms(x, gamma, eps, M, K, inv);
-    tiles.stage(StagedInput{x, gamma, inv, K}, M, xs);
+    tiles.stage(StagedInput{x, gamma, inv, K, swiglu != 0}, M, xs);
     __syncthreads();
     float d[4] = {0.f, 0.f, 0.f, 0.f};
     for (int s = warp; s < segments; s += MMA_UNROLL * MMA_WARPS) {
@@ -259,17 +291,19 @@ __device__ void gemv_mma(const bf16_t* x, const bf16_t* gamma, float eps, const 
 
 #define GEMV_MMA_BF16_ENTRY(Y, NAME)                                                          \
     extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32)                              \
-        NAME(const bf16_t* x, const bf16_t* gamma, float eps, const bf16_t* W, const Y* res,  \
-             Y* y, int M, int N, int K) {                                                     \
-        gemv_mma<Bf16Tiles, Y>(x, gamma, eps, reinterpret_cast<const unsigned char*>(W),       \
-                               Bf16Tiles(), res, y, M, N, K);                                 \
+        NAME(const bf16_t* x, const bf16_t* gamma, float eps, int swiglu, const bf16_t* W,    \
+             const Y* res, Y* y, int M, int N, int K) {                                       \
+        gemv_mma<Bf16Tiles, Y>(x, gamma, eps, swiglu,                                         \
+                               reinterpret_cast<const unsigned char*>(W), Bf16Tiles(), res, y, \
+                               M, N, K);                                                      \
     }
 
 #define GEMV_MMA_E4M3_ENTRY(Y, NAME)                                                          \
     extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32)                              \
-        NAME(const bf16_t* x, const bf16_t* gamma, float eps, const unsigned char* W,         \
-             const float* scale, const Y* res, Y* y, int M, int N, int K) {                   \
-        gemv_mma<E4m3Tiles, Y>(x, gamma, eps, W, E4m3Tiles{scale}, res, y, M, N, K);           \
+        NAME(const bf16_t* x, const bf16_t* gamma, float eps, int swiglu,                     \
+             const unsigned char* W, const float* scale, const Y* res, Y* y, int M, int N,     \
+             int K) {                                                                         \
+        gemv_mma<E4m3Tiles, Y>(x, gamma, eps, swiglu, W, E4m3Tiles{scale}, res, y, M, N, K);   \
     }
 
 GEMV_MMA_BF16_ENTRY(bf16_t, gemv_bf16_mma)
