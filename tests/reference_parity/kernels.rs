@@ -47,8 +47,8 @@ fn unfused(qkv: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize) -> Tensor {
         .unwrap()
 }
 
-/// RMS of `a − b` over the RMS of `b`, both taken in f32.
-fn relative_rms(a: &Tensor, b: &Tensor) -> f32 {
+/// RMS of `a − b` over the RMS of `b`, both taken in f32 on the host.
+pub fn relative_rms(a: &Tensor, b: &Tensor) -> f32 {
     let f = |t: &Tensor| {
         t.to_device(&Device::Cpu)
             .and_then(|t| t.to_dtype(DType::F32))

@@ -18,6 +18,7 @@ use heartstream::lm::projection::Projection;
 use heartstream::weights::Fp8Matrix;
 
 use crate::fixture::test_device;
+use crate::kernels::relative_rms;
 
 /// (output rows, inputs): tails in both; the last is the real model's down projection.
 const SHAPES: [(usize, usize); 4] = [(40, 208), (1000, 96), (3080, 3072), (3072, 8192)];
@@ -30,19 +31,6 @@ fn cuda() -> (Device, Kernels) {
     );
     let kernels = Kernels::load(&dev).unwrap();
     (dev, kernels)
-}
-
-/// RMS of `got − want` over the RMS of `want`, in f32.
-fn relative_rms(got: &Tensor, want: &Tensor) -> f32 {
-    let diff = (got.to_dtype(DType::F32).unwrap() - want).unwrap();
-    let rms = |t: &Tensor| {
-        t.sqr()
-            .and_then(|s| s.mean_all())
-            .and_then(|m| m.to_scalar::<f32>())
-            .unwrap()
-            .sqrt()
-    };
-    rms(&diff) / rms(want)
 }
 
 /// `x · wᵀ (+ residual)` by candle in f32.
@@ -151,6 +139,19 @@ fn fp8_products_to_f32_logits_match_f32_on_the_dequantized_weights() {
     fp8_products_match_f32(&GEMV_E4M3_TO_F32_VARIANTS, DType::F32);
 }
 
+/// One random (n, k) matrix as the step stores it in bf16 and in FP8, each with the values
+/// its kernels multiply by (in f32).
+fn one_matrix_both_ways(n: usize, k: usize, dev: &Device) -> [(Projection, Tensor); 2] {
+    let w = Tensor::randn(0f32, 0.05, (n, k), dev).unwrap();
+    let dense = w.to_dtype(DType::BF16).unwrap();
+    let fp8 = Fp8Matrix::quantize_tensor(&w, dev).unwrap();
+    let fp8_values = fp8.dequantize(DType::F32).unwrap();
+    [
+        (Projection::Dense(dense.clone()), dense),
+        (Projection::Fp8(fp8), fp8_values),
+    ]
+}
+
 /// `x · γ / sqrt(mean(x²) + eps)` over the last dimension, in f32.
 fn rms_norm_f32(x: &Tensor, gamma: &Tensor, eps: f64) -> Tensor {
     let x = x.to_dtype(DType::F32).unwrap();
@@ -176,14 +177,7 @@ fn an_rms_norm_fused_into_a_product_matches_f32() {
             scale: &gamma,
             eps: eps as f32,
         };
-        let w = Tensor::randn(0f32, 0.05, (n, k), &dev).unwrap();
-        let dense = w.to_dtype(DType::BF16).unwrap();
-        let fp8 = Fp8Matrix::quantize_tensor(&w, &dev).unwrap();
-        let fp8_values = fp8.dequantize(DType::F32).unwrap();
-        let cases = [
-            (Projection::Dense(dense.clone()), dense),
-            (Projection::Fp8(fp8), fp8_values),
-        ];
+        let cases = one_matrix_both_ways(n, k, &dev);
         for rows in 1..=4 {
             // Rows of different scales: the norm must take each row's own.
             let x = Tensor::randn(0f32, 1.0, (rows, k), &dev)
@@ -213,14 +207,7 @@ fn an_rms_norm_fused_into_a_product_matches_f32() {
 fn a_swiglu_fused_into_the_down_projection_matches_f32() {
     let (dev, kernels) = cuda();
     for (n, k) in SHAPES {
-        let w = Tensor::randn(0f32, 0.05, (n, k), &dev).unwrap();
-        let dense = w.to_dtype(DType::BF16).unwrap();
-        let fp8 = Fp8Matrix::quantize_tensor(&w, &dev).unwrap();
-        let fp8_values = fp8.dequantize(DType::F32).unwrap();
-        let cases = [
-            (Projection::Dense(dense.clone()), dense),
-            (Projection::Fp8(fp8), fp8_values),
-        ];
+        let cases = one_matrix_both_ways(n, k, &dev);
         for rows in 1..=4 {
             let gu = Tensor::randn(0f32, 2.0, (rows, 2 * k), &dev)
                 .and_then(|t| t.to_dtype(DType::BF16))
@@ -329,7 +316,6 @@ fn attention_over_the_kv_cache_matches_the_host() {
         let position = Tensor::new(&[pos as u32], &dev).unwrap();
         let got = kernels.attention(&q, &k, &v, &position).unwrap();
         let want = attention_reference(&q, &k, &v, pos);
-        let got = got.to_device(&Device::Cpu).unwrap();
         let err = relative_rms(&got, &want);
         assert!(
             err < tolerance(dtype),
