@@ -132,25 +132,19 @@ struct Bf16Tiles {
     // A staged row of x: K bf16 and 64 bytes more, so that the two rows of x a quarter warp
     // reads (64 bytes each) fall in different banks.
     __device__ static int row_bytes(int K) { return K * 2 + 64; }  // BF16_STAGE_PAD
-    __device__ __forceinline__ void stage(StagedInput in, int M, unsigned char* xs) const {
-        int chunks = in.K / 8;
-#pragma unroll 4
-        for (int i = threadIdx.x; i < M * chunks; i += blockDim.x) {
-            int m = i / chunks, c = i % chunks;
-            float v[8];
-            in.chunk(m, 8 * c, v);
-            u32 p[4];
+    // 8 staged inputs as they lie: four bf16 pairs.
+    __device__ __forceinline__ static uint4 pack(const float (&v)[8]) {
+        u32 p[4];
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                bf16_t lo, hi;
-                store(&lo, v[2 * e]);
-                store(&hi, v[2 * e + 1]);
-                p[e] = (u32)lo | ((u32)hi << 16);
-            }
-            *reinterpret_cast<uint4*>(xs + (size_t)m * row_bytes(in.K) + 16 * c) =
-                make_uint4(p[0], p[1], p[2], p[3]);
+        for (int e = 0; e < 4; ++e) {
+            bf16_t lo, hi;
+            store(&lo, v[2 * e]);
+            store(&hi, v[2 * e + 1]);
+            p[e] = (u32)lo | ((u32)hi << 16);
         }
-    }    __device__ __forceinline__ void multiply(uint4 lo, uint4 hi, const unsigned char* xs, int g,
+        return make_uint4(p[0], p[1], p[2], p[3]);
+    }
+    __device__ __forceinline__ void multiply(uint4 lo, uint4 hi, const unsigned char* xs, int g,
                                              int M, int K, int c, float (&d)[4]) const {
         uint4 b = make_uint4(0, 0, 0, 0);
         if (g < M) b = reinterpret_cast<const uint4*>(xs + (size_t)g * row_bytes(K))[c];
@@ -180,18 +174,12 @@ struct E4m3Tiles {
     // A staged row: K/16 chunks of 4 words × 2 pairs, and 16 bytes more, so that the two rows
     // of x a quarter warp reads (16 of every 32 bytes) fall in different banks.
     __device__ static int row_bytes(int K) { return K * 2 + 16; }  // E4M3_STAGE_PAD
-    __device__ __forceinline__ void stage(StagedInput in, int M, unsigned char* xs) const {
-        int chunks = in.K / 8;  // 8 inputs meet two words of codes
-#pragma unroll 4
-        for (int i = threadIdx.x; i < M * chunks; i += blockDim.x) {
-            int m = i / chunks, c = i % chunks;
-            float v[8];
-            in.chunk(m, 8 * c, v);
-            *reinterpret_cast<uint4*>(xs + (size_t)m * row_bytes(in.K) + 16 * c) =
-                make_uint4(f16_pair(v[0], v[2]), f16_pair(v[1], v[3]), f16_pair(v[4], v[6]),
-                           f16_pair(v[5], v[7]));
-        }
-    }    __device__ __forceinline__ void multiply(uint4 lo, uint4 hi, const unsigned char* xs, int g,
+    // 8 staged inputs, which meet two words of codes: per word the pairs (x0, x2), (x1, x3).
+    __device__ __forceinline__ static uint4 pack(const float (&v)[8]) {
+        return make_uint4(f16_pair(v[0], v[2]), f16_pair(v[1], v[3]), f16_pair(v[4], v[6]),
+                          f16_pair(v[5], v[7]));
+    }
+    __device__ __forceinline__ void multiply(uint4 lo, uint4 hi, const unsigned char* xs, int g,
                                              int M, int K, int c, float (&d)[4]) const {
         uint4 b01 = make_uint4(0, 0, 0, 0), b23 = b01;
         if (g < M) {
@@ -213,6 +201,21 @@ struct E4m3Tiles {
         return acc * 256.f * scale[n];
     }
 };
+
+// The first M rows of x into shared memory as Tiles reads them, 8 inputs (16 bytes of x)
+// per thread and step, the loads of several steps in flight.
+template <typename Tiles>
+__device__ __forceinline__ void stage_x(StagedInput in, int M, unsigned char* xs) {
+    int chunks = in.K / 8;
+#pragma unroll 4
+    for (int i = threadIdx.x; i < M * chunks; i += blockDim.x) {
+        int m = i / chunks, c = i % chunks;
+        float v[8];
+        in.chunk(m, 8 * c, v);
+        *reinterpret_cast<uint4*>(xs + (size_t)m * Tiles::row_bytes(in.K) + 16 * c) =
+            Tiles::pack(v);
+    }
+}
 
 // gamma: null, or the RMSNorm to apply to x first; swiglu: x is M rows of [gate | up], 2K
 // values each (see StagedInput).
@@ -245,7 +248,7 @@ __device__ void gemv_mma(const bf16_t* x, const bf16_t* gamma, float eps, int sw
     }
     wait_for_producers();
     row_inverse_rms(x, gamma, eps, M, K, inv);
-    tiles.stage(StagedInput{x, gamma, inv, K, swiglu != 0}, M, xs);
+    stage_x<Tiles>(StagedInput{x, gamma, inv, K, swiglu != 0}, M, xs);
     __syncthreads();
     float d[4] = {0.f, 0.f, 0.f, 0.f};
     for (int s = warp; s < segments; s += MMA_UNROLL * MMA_WARPS) {
