@@ -12,9 +12,10 @@ use candle_core::cuda_backend::cudarc::driver::sys::{
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{DType, Device, Tensor};
 use heartstream::lm::cuda::{
-    GemvKernel, Kernels, GEMV_BF16_TO_F32_VARIANTS, GEMV_BF16_VARIANTS, GEMV_E4M3_TO_F32_VARIANTS,
-    GEMV_E4M3_VARIANTS,
+    GemvKernel, Kernels, NormWeights, RopeKv, GEMV_BF16_TO_F32_VARIANTS, GEMV_BF16_VARIANTS,
+    GEMV_E4M3_TO_F32_VARIANTS, GEMV_E4M3_VARIANTS,
 };
+use heartstream::lm::projection::Projection;
 use heartstream::weights::Fp8Matrix;
 
 /// (what, output columns, inputs, rows) of the products of one frame.
@@ -197,10 +198,42 @@ fn other_kernels(dev: &Device, k: &Kernels) -> Result<()> {
     );
     let (kc, vc) = (bf16(&[2, 8, 630, 128])?, bf16(&[2, 8, 630, 128])?);
     let pos = Tensor::new(&[100u32], dev)?;
+    let rope = RopeKv {
+        cos: &cos,
+        sin: &sin,
+        pos: &pos,
+        k_cache: &kc,
+        v_cache: &vc,
+        heads: 24,
+        kv_heads: 8,
+    };
     row(
         "rope + kv write",
         time_us(dev, |_| {
-            k.rope_kv(&qkv, &cos, &sin, &pos, &kc, &vc, 24, 8)?;
+            k.rope_kv(&qkv, &rope)?;
+            Ok(())
+        })?,
+    );
+    // The backbone's q/k/v product with its norm, then RoPE: two kernels, and the same
+    // with RoPE in the product's epilogue.
+    let x = bf16(&[2, 1, 3072])?;
+    let w = Projection::Dense(bf16(&[5120, 3072])?);
+    let norm = NormWeights {
+        scale: &scale,
+        eps: 1e-5,
+    };
+    row(
+        "q/k/v product, then rope + kv write",
+        time_us(dev, |_| {
+            let qkv = k.project_normed(&x, &norm, &w, DType::BF16)?;
+            k.rope_kv(&qkv, &rope)?;
+            Ok(())
+        })?,
+    );
+    row(
+        "q/k/v product with rope + kv write",
+        time_us(dev, |_| {
+            k.project_rope(&x, &norm, &w, &rope)?;
             Ok(())
         })?,
     );

@@ -2,7 +2,7 @@
 # The GPU measurements of BENCHMARKS.md, on a machine with an NVIDIA GPU and the binaries that
 # scripts/package-gpu.sh put in gpu/. Writes each result to $OUT (default: gpu-results/).
 #   bash scripts/gpu-bench.sh [parity] [codec] [bench] [variants] [tuning] [long] [decode] [kernels]
-#                             [fp8] [load] [profile] [f32decoder]
+#                             [fp8] [load] [profile] [f32decoder] [frame] [frameprofile]
 # (default: parity codec bench long decode)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,12 @@ song() {  # song NAME SECONDS SEED [ARGS...]: one bench run appended to $out/NAM
     --ignore-eos --seed "$seed" "$@" >> "$out/$name.jsonl" 2>> "$out/bench-stderr.txt"
   echo "$name seed $seed exit $?" >> "$out/summary.txt"
 }
+unpack_bin() {  # unpack_bin NAME: gpu/NAME.xz to /tmp/gpu-run-bin/NAME, for tools that start it
+  mkdir -p /tmp/gpu-run-bin
+  python3 -c 'import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2],"wb"))' \
+    "gpu/$1.xz" "/tmp/gpu-run-bin/$1" && chmod +x "/tmp/gpu-run-bin/$1"
+}
+ncu_path() { command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1; }
 parts=${*:-parity codec bench long decode}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt"
 for part in $parts; do
@@ -75,15 +81,29 @@ for part in $parts; do
       song f32decoder-180s 180 1 --decoder-dtype f32 ;;
     kernels)
       run gpu/lm_kernels.xz > "$out/kernels.txt" 2>&1 ;;
+    frame)
+      # The LM frame step alone (no codec): 500 frames in bf16 and in FP8.
+      run gpu/lm_frame.xz --frames 500 > "$out/frame.txt" 2>&1
+      echo "frame exit $?" >> "$out/summary.txt" ;;
+    frameprofile)
+      # GPU time of each kernel of one captured frame (Nsight Compute, clocks left alone), and
+      # of the frame's whole graph, bf16 then FP8.
+      unpack_bin lm_frame
+      for precision in bf16 fp8; do
+        for mode in node graph; do
+          HEARTSTREAM_PROFILE_FRAME=20 run "$(ncu_path)" --profile-from-start off \
+            --clock-control none --graph-profiling "$mode" --metrics gpu__time_duration.sum \
+            --csv --page raw /tmp/gpu-run-bin/lm_frame "$precision" --frames 24 \
+            > "$out/frameprofile-$precision-$mode.csv" 2>&1
+          echo "frameprofile $precision $mode exit $?" >> "$out/summary.txt"
+        done
+      done ;;
     profile)
       # GPU time per kernel (Nsight Compute, clocks left alone) of `codec profile`: one eager
       # Euler step of a 744-latent window and two eager 25-latent decoder steps.
-      mkdir -p /tmp/gpu-run-bin
-      python3 -c 'import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2],"wb"))' \
-        gpu/codec.xz /tmp/gpu-run-bin/codec-profile && chmod +x /tmp/gpu-run-bin/codec-profile
-      ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-      run "$ncu" --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
-        /tmp/gpu-run-bin/codec-profile profile > "$out/profile.txt" 2>&1
+      unpack_bin codec
+      run "$(ncu_path)" --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
+        /tmp/gpu-run-bin/codec profile > "$out/profile.txt" 2>&1
       echo "profile exit $?" >> "$out/summary.txt" ;;
     fp8)
       # FP8 LM matrices: c0 logits against dense on the same frames, 20 s songs against bf16

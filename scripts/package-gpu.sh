@@ -26,9 +26,11 @@ test_bin=$(executable reference_parity test --release --test reference_parity)
 bench_bin=$(executable lm_kernels bench --bench lm_kernels)
 codec_bin=$(executable codec bench --bench codec)
 fp8_bin=$(executable fp8_accuracy bench --bench fp8_accuracy)
+frame_bin=$(executable lm_frame bench --bench lm_frame)
 mkdir -p gpu
 for pair in "$CARGO_TARGET_DIR/release/heartstream:heartstream" "$test_bin:reference_parity" \
-            "$bench_bin:lm_kernels" "$codec_bin:codec" "$fp8_bin:fp8_accuracy"; do
+            "$bench_bin:lm_kernels" "$codec_bin:codec" "$fp8_bin:fp8_accuracy" \
+            "$frame_bin:lm_frame"; do
   src=${pair%%:*}; name=${pair##*:}
   strip -o "gpu/$name" "$src"
   xz -T2 -6 -f "gpu/$name"

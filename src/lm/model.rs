@@ -23,6 +23,8 @@ pub(super) struct FrameWeights<'a> {
     /// `(codebooks · audio vocabulary, dim)`: every codebook's embeddings, stacked.
     pub audio_embeddings: &'a Tensor,
     pub projection: &'a Projection,
+    /// The heads of codebooks 1.. (vocab, decoder_dim) each.
+    pub audio_head: &'a [Projection],
 }
 
 pub struct HeartMuLa {
@@ -140,6 +142,7 @@ impl HeartMuLa {
             decoder: self.decoder.weights(),
             audio_embeddings: &self.audio_embeddings,
             projection: &self.projection,
+            audio_head: &self.audio_head,
         }
     }
 

@@ -6,15 +6,17 @@
 //! into a product, against the norm computed in f32; the SwiGLU fused into the down
 //! projection, against silu(gate)·up computed in f32; and the step's attention over the KV
 //! cache (both kernels: the one-pass one at the real head sizes, the general one elsewhere)
-//! against softmax(q·Kᵀ/√d)·V computed on the host. Not fixture tests: random inputs, an
+//! against softmax(q·Kᵀ/√d)·V computed on the host; and the sampling kernel against the host
+//! sampler (the same token from the same logits and noise). Not fixture tests: random inputs, an
 //! independent formula. Needs `HEARTSTREAM_TEST_DEVICE=cuda`.
 
 use candle_core::{DType, Device, Tensor};
 use heartstream::lm::cuda::{
-    GemvKernel, Kernels, NormWeights, GEMV_BF16_TO_F32_VARIANTS, GEMV_BF16_VARIANTS,
+    GemvKernel, Kernels, NormWeights, RopeKv, GEMV_BF16_TO_F32_VARIANTS, GEMV_BF16_VARIANTS,
     GEMV_E4M3_TO_F32_VARIANTS, GEMV_E4M3_VARIANTS,
 };
 use heartstream::lm::projection::Projection;
+use heartstream::lm::SamplingParams;
 use heartstream::weights::Fp8Matrix;
 
 use crate::fixture::test_device;
@@ -235,6 +237,76 @@ fn a_swiglu_fused_into_the_down_projection_matches_f32() {
     }
 }
 
+#[test]
+fn rope_fused_into_the_qkv_product_matches_the_rope_kernel() {
+    let (dev, kernels) = cuda();
+    let k = 3072;
+    let bf16 = |shape: &[usize], std: f32| {
+        Tensor::randn(0f32, std, shape, &dev)
+            .and_then(|t| t.to_dtype(DType::BF16))
+            .unwrap()
+    };
+    let gamma = Tensor::randn(1f32, 0.3, k, &dev)
+        .and_then(|t| t.to_dtype(DType::BF16))
+        .unwrap();
+    let norm = NormWeights {
+        scale: &gamma,
+        eps: 1e-5,
+    };
+    // (heads, kv heads, head_dim, cache capacity, first position, positions): the
+    // backbone's step, and the decoder's first step (two positions).
+    for (heads, kv_heads, hd, capacity, first, t) in
+        [(24, 8, 128, 700, 613, 1), (8, 4, 384, 16, 0, 2)]
+    {
+        let n = (heads + 2 * kv_heads) * hd;
+        let x = bf16(&[2, t, k], 1.0);
+        let tables = || Tensor::randn(0f32, 1.0, (capacity, hd / 2), &dev).unwrap();
+        let (cos, sin) = (tables(), tables());
+        let pos = Tensor::new(&[first as u32], &dev).unwrap();
+        for (projection, _) in &one_matrix_both_ways(n, k, &dev) {
+            let caches = || {
+                let zeros = || Tensor::zeros((2, kv_heads, capacity, hd), DType::BF16, &dev);
+                (zeros().unwrap(), zeros().unwrap())
+            };
+            let run = |fused: bool| {
+                let (k_cache, v_cache) = caches();
+                let rope = RopeKv {
+                    cos: &cos,
+                    sin: &sin,
+                    pos: &pos,
+                    k_cache: &k_cache,
+                    v_cache: &v_cache,
+                    heads,
+                    kv_heads,
+                };
+                let q = if fused {
+                    kernels.project_rope(&x, &norm, projection, &rope)
+                } else {
+                    let qkv = kernels
+                        .project_normed(&x, &norm, projection, DType::BF16)
+                        .unwrap();
+                    kernels.rope_kv(&qkv, &rope)
+                };
+                (q.unwrap(), k_cache, v_cache)
+            };
+            let (got, want) = (run(true), run(false));
+            assert_eq!(got.0.dims(), &[2, heads, t, hd]);
+            for (what, g, w) in [
+                ("q", &got.0, &want.0),
+                ("k", &got.1, &want.1),
+                ("v", &got.2, &want.2),
+            ] {
+                let err = relative_rms(g, w);
+                assert!(
+                    err < 1e-3,
+                    "{what} of {heads}/{kv_heads} heads of {hd} at {first}+{t}: relative RMS \
+                     error {err:e} against the product, then the RoPE kernel"
+                );
+            }
+        }
+    }
+}
+
 /// softmax(q·Kᵀ/√D)·V of each query (b, h, t) over the keys 0..=pos + t of its kv head, on
 /// the host in f64: q (B, H, T, D), caches (B, KV, CAP, D); returns (B, T, H·D).
 fn attention_reference(q: &Tensor, k: &Tensor, v: &Tensor, pos: usize) -> Tensor {
@@ -322,5 +394,60 @@ fn attention_over_the_kv_cache_matches_the_host() {
             "{dtype:?} attention, {h}/{kv} heads of {d}, {cap} cached, queries at {pos}+{t}: \
              relative RMS error {err:e}"
         );
+    }
+}
+
+#[test]
+fn sampling_on_the_device_draws_the_hosts_tokens() {
+    let (dev, kernels) = cuda();
+    let vocab = 8197;
+    // (guidance, temperature, top-k): logits around 10 put most keys in one or two digits
+    // of the radix select's first pass (every lane of a warp adding to the same bin); top-k
+    // 1 is argmax, the whole vocabulary keeps every token. Logits are multiples of 1/64 and
+    // temperatures powers of two, so that guidance and temperature are exact on both sides
+    // (the device may fuse a multiply and an add) and ties at the k-th value occur.
+    let cases = [
+        (1.5f32, 1.0f32, 50usize),
+        (1.5, 0.5, 50),
+        (1.0, 1.0, 1),
+        (1.5, 1.0, vocab),
+        (1.0, 2.0, 7),
+    ];
+    for (case, &(cfg_scale, temperature, topk)) in cases.iter().enumerate() {
+        let sampling = SamplingParams {
+            temperature,
+            topk,
+            cfg_scale,
+            seed: 17 + case as u64,
+        };
+        let rows = sampling.batch();
+        for (frame_index, codebook) in [(0u32, 0usize), (3, 5), (250, 7)] {
+            let logits = Tensor::randn(10f32, 3.0, (rows, vocab), &dev)
+                .and_then(|l| (l * 64.0)?.round()? / 64.0)
+                .unwrap();
+            let state = Tensor::new(&[0u32, frame_index], &dev).unwrap();
+            let frame = Tensor::zeros(8, DType::U32, &dev).unwrap();
+            let ids = kernels
+                .sample(
+                    &logits,
+                    cfg_scale,
+                    temperature,
+                    topk,
+                    sampling.seed,
+                    &state,
+                    codebook,
+                    &frame,
+                )
+                .unwrap();
+            let host: Vec<Vec<f32>> = logits.to_vec2().unwrap();
+            let want = sampling.sample(&host, frame_index as u64, codebook);
+            let got = frame.to_vec1::<u32>().unwrap()[codebook];
+            assert_eq!(
+                got, want,
+                "case {case}, frame {frame_index}, codebook {codebook}: device drew {got}, host {want}"
+            );
+            let offset = want + (codebook * vocab) as u32;
+            assert_eq!(ids.to_vec1::<u32>().unwrap(), vec![offset; rows]);
+        }
     }
 }

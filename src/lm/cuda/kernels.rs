@@ -30,14 +30,21 @@ const SOURCES: [&str; 9] = [
 ];
 const MODULE: &str = "heartstream_lm";
 
-const FUNCTIONS: [&str; 29] = [
+const FUNCTIONS: [&str; 36] = [
     "gemv_f32",
     "gemv_bf16",
     "gemv_bf16_to_f32",
     "gemv_bf16_mma",
+    "gemv_bf16_mma_rope",
     "gemv_bf16_mma_to_f32",
     "gemv_e4m3_mma",
+    "gemv_e4m3_mma_rope",
+    "gemv_e4m3_mma_u6",
+    "gemv_e4m3_mma_u6_rope",
+    "gemv_e4m3_mma_u8",
+    "gemv_e4m3_mma_u8_rope",
     "gemv_e4m3_mma_to_f32",
+    "gemv_e4m3_mma_to_f32_u6",
     "gemv_e4m3_f32",
     "gemv_e4m3_bf16",
     "gemv_e4m3_bf16_to_f32",
@@ -110,6 +117,10 @@ pub struct GemvKernel {
     /// of x and `stage_pad` more (as `row_bytes` of its tiles in `gemv_mma.cu`).
     pub tensor_cores: bool,
     stage_pad: usize,
+    /// Tensor-core kernels: segments (4 × 16 bytes of a weight row) a warp has in flight.
+    unroll: usize,
+    /// Its twin with RoPE and the KV-cache write in the epilogue (bf16 q/k/v products).
+    rope: Option<&'static str>,
 }
 
 impl GemvKernel {
@@ -119,16 +130,34 @@ impl GemvKernel {
             columns_per_warp,
             tensor_cores: false,
             stage_pad: 0,
+            unroll: 0,
+            rope: None,
         }
     }
 
-    /// 16 output rows per block of 8 warps (`gemv_mma.cu`).
-    const fn mma(name: &'static str, stage_pad: usize) -> Self {
+    /// 16 output rows per block of 8 warps, `unroll` segments a warp in flight
+    /// (`gemv_mma.cu`).
+    const fn mma(name: &'static str, stage_pad: usize, unroll: usize) -> Self {
         Self {
             name,
             columns_per_warp: 2,
             tensor_cores: true,
             stage_pad,
+            unroll,
+            rope: None,
+        }
+    }
+
+    /// [`mma`](Self::mma) with a RoPE twin named `rope`.
+    const fn mma_rope(
+        name: &'static str,
+        rope: &'static str,
+        stage_pad: usize,
+        unroll: usize,
+    ) -> Self {
+        Self {
+            rope: Some(rope),
+            ..Self::mma(name, stage_pad, unroll)
         }
     }
 
@@ -140,6 +169,13 @@ impl GemvKernel {
             0
         }
     }
+
+    /// Whether each warp's segments of a row of `row_bytes` split into whole rounds of this
+    /// kernel's loads (a last, partial round costs a memory round trip for little data).
+    fn rounds_even(&self, row_bytes: usize) -> bool {
+        let segments_per_warp = (row_bytes / 16).div_ceil(4).div_ceil(8);
+        self.tensor_cores && segments_per_warp % self.unroll == 0
+    }
 }
 
 /// Bytes after each staged row of x (`Bf16Tiles::row_bytes`, `E4m3Tiles::row_bytes`).
@@ -147,9 +183,10 @@ const BF16_STAGE_PAD: usize = 64;
 const E4M3_STAGE_PAD: usize = 16;
 
 /// The bf16 matrix-product kernels, compared by `benches/lm_kernels.rs`; the frame step uses
-/// the first one the device runs.
+/// the tensor-core one with the most segments in flight whose rounds come out even, else the
+/// first one the device runs (`Kernels::kernel_for`).
 pub const GEMV_BF16_VARIANTS: [GemvKernel; 5] = [
-    GemvKernel::mma("gemv_bf16_mma", BF16_STAGE_PAD),
+    GemvKernel::mma_rope("gemv_bf16_mma", "gemv_bf16_mma_rope", BF16_STAGE_PAD, 4),
     GemvKernel::plain("gemv_bf16", 1),
     GemvKernel::plain("gemv_bf16_r1_b8", 1),
     GemvKernel::plain("gemv_bf16_r1_b16", 1),
@@ -158,21 +195,34 @@ pub const GEMV_BF16_VARIANTS: [GemvKernel; 5] = [
 
 /// bf16 weights to f32 outputs (the logits), likewise.
 pub const GEMV_BF16_TO_F32_VARIANTS: [GemvKernel; 2] = [
-    GemvKernel::mma("gemv_bf16_mma_to_f32", BF16_STAGE_PAD),
+    GemvKernel::mma("gemv_bf16_mma_to_f32", BF16_STAGE_PAD, 4),
     GemvKernel::plain("gemv_bf16_to_f32", 1),
 ];
 
 /// The bf16-activation FP8 product, likewise.
-pub const GEMV_E4M3_VARIANTS: [GemvKernel; 4] = [
-    GemvKernel::mma("gemv_e4m3_mma", E4M3_STAGE_PAD),
+pub const GEMV_E4M3_VARIANTS: [GemvKernel; 6] = [
+    GemvKernel::mma_rope("gemv_e4m3_mma", "gemv_e4m3_mma_rope", E4M3_STAGE_PAD, 4),
+    GemvKernel::mma_rope(
+        "gemv_e4m3_mma_u6",
+        "gemv_e4m3_mma_u6_rope",
+        E4M3_STAGE_PAD,
+        6,
+    ),
+    GemvKernel::mma_rope(
+        "gemv_e4m3_mma_u8",
+        "gemv_e4m3_mma_u8_rope",
+        E4M3_STAGE_PAD,
+        8,
+    ),
     GemvKernel::plain("gemv_e4m3_bf16", 1),
     GemvKernel::plain("gemv_e4m3_bf16_r2", 2),
     GemvKernel::plain("gemv_e4m3_bf16_r4", 4),
 ];
 
 /// FP8 weights, bf16 activations, f32 outputs (the logits), likewise.
-pub const GEMV_E4M3_TO_F32_VARIANTS: [GemvKernel; 2] = [
-    GemvKernel::mma("gemv_e4m3_mma_to_f32", E4M3_STAGE_PAD),
+pub const GEMV_E4M3_TO_F32_VARIANTS: [GemvKernel; 3] = [
+    GemvKernel::mma("gemv_e4m3_mma_to_f32", E4M3_STAGE_PAD, 4),
+    GemvKernel::mma("gemv_e4m3_mma_to_f32_u6", E4M3_STAGE_PAD, 6),
     GemvKernel::plain("gemv_e4m3_bf16_to_f32", 1),
 ];
 
@@ -333,6 +383,40 @@ impl Kernels {
         }
     }
 
+    /// The q/k/v projection of `rms_norm(x)` (batch, seq, dim), rotated and stored as
+    /// [`rope_kv`](Self::rope_kv) does; returns q (batch, heads, seq, head_dim). RoPE and the
+    /// cache write happen in the product's epilogue where its kernel has a RoPE twin.
+    pub fn project_rope(
+        &self,
+        x: &Tensor,
+        norm: &NormWeights,
+        w: &Projection,
+        rope: &RopeKv,
+    ) -> Result<Tensor> {
+        let staging = Staging::Normed(norm);
+        let kernel = self.kernel_for(x, staging, w, x.dtype())?;
+        let Some(name) = kernel.rope else {
+            let qkv = self.project_normed(x, norm, w, x.dtype())?;
+            return self.rope_kv(&qkv, rope);
+        };
+        let (b, t, _) = x.dims3()?;
+        let (n, _) = Weights::of(w).dims()?;
+        let (_, _, capacity, hd) = rope.k_cache.dims4()?;
+        if n != (rope.heads + 2 * rope.kv_heads) * hd || hd % 2 != 0 {
+            bail!(
+                "a q/k/v product of {n} outputs for {} heads and {} kv heads of {hd}",
+                rope.heads,
+                rope.kv_heads
+            );
+        }
+        let q = self.alloc(x.dtype(), (b, rope.heads, t, hd))?;
+        let (cfg, mut args, [m, n, k]) = self.gemv_launch(kernel, x, staging, Weights::of(w))?;
+        args.extend([m, n, k]);
+        args.extend(rope.args(&q, t, hd, capacity)?);
+        self.launch(name, cfg, &args)?;
+        Ok(q)
+    }
+
     /// `(silu(gate)·up) · Wᵀ + residual` from the fused gate/up projection's output
     /// `gu` (…, 2·hidden): the SwiGLU runs inside the product where its kernel can, else as
     /// a kernel of its own.
@@ -374,10 +458,12 @@ impl Kernels {
             (Projection::Fp8(_), DType::BF16, DType::F32) => &GEMV_E4M3_TO_F32_VARIANTS,
             (_, x, o) => bail!("no matrix product from {x:?} activations to {o:?}"),
         };
-        variants
-            .iter()
-            .copied()
-            .find(|v| self.runs(v, rows, k))
+        let row_bytes = k * Weights::of(w).bytes_per_weight();
+        let runnable = || variants.iter().copied().filter(|v| self.runs(v, rows, k));
+        runnable()
+            .filter(|v| v.rounds_even(row_bytes))
+            .max_by_key(|v| v.unroll)
+            .or_else(|| runnable().next())
             .ok_or_else(|| {
                 candle_core::Error::Msg(format!("no matrix-product kernel runs here: {variants:?}"))
             })
@@ -427,6 +513,24 @@ impl Kernels {
         residual: Option<&Tensor>,
         out: DType,
     ) -> Result<Tensor> {
+        let (cfg, mut args, [m, n, k]) = self.gemv_launch(kernel, x, staging, w)?;
+        let mut dims = x.dims().to_vec();
+        *dims.last_mut().expect("rank ≥ 1") = w.dims()?.0;
+        let y = self.alloc(out, dims)?;
+        args.extend([self.residual(residual, &y, out)?, ptr(&y)?, m, n, k]);
+        self.launch(kernel.name, cfg, &args)?;
+        Ok(y)
+    }
+
+    /// A product's launch configuration, its arguments up to the weights' and (M, N, K),
+    /// after checking that `kernel` takes these shapes on this device.
+    fn gemv_launch(
+        &self,
+        kernel: GemvKernel,
+        x: &Tensor,
+        staging: Staging,
+        w: Weights,
+    ) -> Result<(LaunchConfig, Vec<Arg>, [Arg; 3])> {
         let (n, k) = w.dims()?;
         let width = k * staging.columns_per_input();
         let rows = x.elem_count() / width.max(1);
@@ -444,9 +548,6 @@ impl Kernels {
         if !self.runs(&kernel, rows, k) {
             bail!("{kernel:?} does not run on this device for {rows} rows of {k} inputs");
         }
-        let mut dims = x.dims().to_vec();
-        *dims.last_mut().expect("rank ≥ 1") = n;
-        let y = self.alloc(out, dims)?;
         const WARPS: usize = 8;
         let cfg = LaunchConfig {
             grid_dim: (n.div_ceil(WARPS * kernel.columns_per_warp) as u32, 1, 1),
@@ -460,15 +561,8 @@ impl Kernels {
             bail!("{} takes x as it is", kernel.name);
         }
         args.extend(w.args()?);
-        args.extend([
-            self.residual(residual, &y, out)?,
-            ptr(&y)?,
-            Arg::I32(rows as i32),
-            Arg::I32(n as i32),
-            Arg::I32(k as i32),
-        ]);
-        self.launch(kernel.name, cfg, &args)?;
-        Ok(y)
+        let dims = [rows, n, k].map(|d| Arg::I32(d as i32));
+        Ok((cfg, args, dims))
     }
 
     /// The residual argument of a product writing `y`: none, or a tensor shaped like it.
@@ -530,40 +624,17 @@ impl Kernels {
     /// Rotates the q/k parts of `qkv` (batch, seq, (heads + 2·kv)·head_dim) for positions
     /// `pos[0]..`, writes k and v into the cache buffers at those positions and returns q
     /// as (batch, heads, seq, head_dim).
-    #[allow(clippy::too_many_arguments)]
-    pub fn rope_kv(
-        &self,
-        qkv: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        pos: &Tensor,
-        k_cache: &Tensor,
-        v_cache: &Tensor,
-        heads: usize,
-        kv_heads: usize,
-    ) -> Result<Tensor> {
+    pub fn rope_kv(&self, qkv: &Tensor, rope: &RopeKv) -> Result<Tensor> {
         let (b, t, _) = qkv.dims3()?;
-        let (_, _, capacity, hd) = k_cache.dims4()?;
-        let q = self.alloc(qkv.dtype(), (b, heads, t, hd))?;
+        let (_, _, capacity, hd) = rope.k_cache.dims4()?;
+        let q = self.alloc(qkv.dtype(), (b, rope.heads, t, hd))?;
         let cfg = LaunchConfig {
-            grid_dim: ((b * t) as u32, (heads + kv_heads) as u32, 1),
+            grid_dim: ((b * t) as u32, (rope.heads + rope.kv_heads) as u32, 1),
             block_dim: ((hd / 2) as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        let args = [
-            ptr(qkv)?,
-            ptr(cos)?,
-            ptr(sin)?,
-            ptr(pos)?,
-            ptr(&q)?,
-            ptr(k_cache)?,
-            ptr(v_cache)?,
-            Arg::I32(t as i32),
-            Arg::I32(heads as i32),
-            Arg::I32(kv_heads as i32),
-            Arg::I32(hd as i32),
-            Arg::I32(capacity as i32),
-        ];
+        let mut args = vec![ptr(qkv)?];
+        args.extend(rope.args(&q, t, hd, capacity)?);
         self.launch(typed("rope_kv", qkv.dtype())?, cfg, &args)?;
         Ok(q)
     }
@@ -751,6 +822,39 @@ impl Kernels {
             shared_mem_bytes: 0,
         };
         self.launch("advance", cfg, &[ptr(state)?])
+    }
+}
+
+/// Where RoPE puts a q/k/v projection's outputs: q rotated into a new tensor, k rotated and
+/// v into the caches (batch, kv heads, capacity, head_dim) at positions `pos[0]..`, with the
+/// tables `cos`/`sin` (positions, head_dim / 2).
+pub struct RopeKv<'a> {
+    pub cos: &'a Tensor,
+    pub sin: &'a Tensor,
+    pub pos: &'a Tensor,
+    pub k_cache: &'a Tensor,
+    pub v_cache: &'a Tensor,
+    pub heads: usize,
+    pub kv_heads: usize,
+}
+
+impl RopeKv<'_> {
+    /// (cos, sin, pos, q, k cache, v cache, T, H, KV, D, CAP), as rope_kv.cu and the
+    /// products' RoPE twins take them.
+    fn args(&self, q: &Tensor, t: usize, hd: usize, capacity: usize) -> Result<[Arg; 11]> {
+        Ok([
+            ptr(self.cos)?,
+            ptr(self.sin)?,
+            ptr(self.pos)?,
+            ptr(q)?,
+            ptr(self.k_cache)?,
+            ptr(self.v_cache)?,
+            Arg::I32(t as i32),
+            Arg::I32(self.heads as i32),
+            Arg::I32(self.kv_heads as i32),
+            Arg::I32(hd as i32),
+            Arg::I32(capacity as i32),
+        ])
     }
 }
 

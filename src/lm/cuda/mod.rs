@@ -4,7 +4,7 @@ mod kernels;
 mod step;
 
 pub use kernels::{
-    GemvKernel, KernelBuild, Kernels, GEMV_BF16_TO_F32_VARIANTS, GEMV_BF16_VARIANTS,
+    GemvKernel, KernelBuild, Kernels, RopeKv, GEMV_BF16_TO_F32_VARIANTS, GEMV_BF16_VARIANTS,
     GEMV_E4M3_TO_F32_VARIANTS, GEMV_E4M3_VARIANTS,
 };
 pub use step::GpuFrameStep;

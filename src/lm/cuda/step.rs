@@ -11,7 +11,7 @@ use candle_core::cuda_backend::cudarc::driver::CudaGraph;
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{DType, Device, Result, Tensor};
 
-use super::kernels::Kernels;
+use super::kernels::{Kernels, RopeKv};
 use crate::lm::kv_cache::KvCache;
 use crate::lm::model::HeartMuLa;
 use crate::lm::projection::Projection;
@@ -134,12 +134,18 @@ impl GpuFrameStep {
             .index_select(&ids, 0)?
             .unsqueeze(1)?;
         let mut h = Tensor::cat(&[last_hidden.unsqueeze(1)?, first], 1)?;
-        for codebook in 1..codebooks {
+        for (codebook, head) in (1..codebooks).zip(weights.audio_head) {
             let x = self.linear(&h, weights.projection, None)?;
             let pos = &self.decoder_positions[codebook - 1];
-            let out = self.transformer(&weights.decoder, &x, pos, decoder_caches)?;
-            // The first decoder call has two positions: a narrowed view is not contiguous.
-            let logits = model.codebook_logits(codebook, &last_position(&out)?)?;
+            let out = self.layers(&weights.decoder, &x, pos, decoder_caches)?;
+            // The decoder's final norm happens in its head's product. (The first decoder
+            // call has two positions: a narrowed view is not contiguous.)
+            let logits = self.kernels.project_normed(
+                &last_position(&out)?,
+                &weights.decoder.norm,
+                head,
+                DType::F32,
+            )?;
             ids = self.sample(&logits, codebook)?;
             if codebook + 1 < codebooks {
                 h = weights
@@ -170,13 +176,25 @@ impl GpuFrameStep {
         self.kernels.project(x, w, residual, x.dtype())
     }
 
-    /// `x` (batch, seq, dim) at positions `pos[0]..` through every layer and the final norm.
     /// `rms_norm(x) · Wᵀ` (the norm fused into the product where its kernel allows).
     fn normed_linear(&self, x: &Tensor, norm: &NormWeights, w: &Projection) -> Result<Tensor> {
         self.kernels.project_normed(x, norm, w, x.dtype())
     }
 
+    /// `x` (batch, seq, dim) at positions `pos[0]..` through every layer and the final norm.
     fn transformer(
+        &self,
+        stack: &StackWeights,
+        x: &Tensor,
+        pos: &Tensor,
+        caches: &[KvCache],
+    ) -> Result<Tensor> {
+        let h = self.layers(stack, x, pos, caches)?;
+        self.norm(&h, &stack.norm)
+    }
+
+    /// [`transformer`](Self::transformer) without the final norm.
+    fn layers(
         &self,
         stack: &StackWeights,
         x: &Tensor,
@@ -187,7 +205,7 @@ impl GpuFrameStep {
         for (layer, cache) in stack.layers.iter().zip(caches) {
             h = self.layer(stack, layer, &h, pos, cache)?;
         }
-        self.norm(&h, &stack.norm)
+        Ok(h)
     }
 
     fn norm(&self, x: &Tensor, norm: &NormWeights) -> Result<Tensor> {
@@ -203,18 +221,19 @@ impl GpuFrameStep {
         cache: &KvCache,
     ) -> Result<Tensor> {
         let (k_cache, v_cache) = cache.buffers();
-        let qkv = self.normed_linear(x, &layer.attn_norm, layer.qkv)?;
         let (cos, sin) = stack.rope;
-        let q = self.kernels.rope_kv(
-            &qkv,
+        let rope = RopeKv {
             cos,
             sin,
             pos,
             k_cache,
             v_cache,
-            layer.heads,
-            layer.kv_heads,
-        )?;
+            heads: layer.heads,
+            kv_heads: layer.kv_heads,
+        };
+        let q = self
+            .kernels
+            .project_rope(x, &layer.attn_norm, layer.qkv, &rope)?;
         let a = self.kernels.attention(&q, k_cache, v_cache, pos)?;
         // Residuals are added inside the products that feed them.
         let x = self.linear(&a, layer.output, Some(x))?;

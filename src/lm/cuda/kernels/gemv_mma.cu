@@ -21,8 +21,6 @@
 
 #define MMA_WARPS 8
 #define MMA_ROWS 16
-// Segments of each warp's loads in flight before the first is used.
-#define MMA_UNROLL 4
 
 __device__ __forceinline__ void mma_bf16_16816(float (&d)[4], u32 a0, u32 a1, u32 a2, u32 a3,
                                                u32 b0, u32 b1) {
@@ -217,12 +215,53 @@ __device__ __forceinline__ void stage_x(StagedInput in, int M, unsigned char* xs
     }
 }
 
+// Where a q/k/v product's outputs go when RoPE and the KV-cache write are fused into it (as
+// rope_kv in rope_kv.cu does them, on the outputs rounded to Y): q rotated into q [B, H, T, D],
+// k rotated and v as it is into the caches [B, KV, CAP, D] at position pos[0] + t, for x row
+// m = b·T + t. Rotated pairs are adjacent outputs (2i, 2i + 1) of a head, so both lie in one
+// block's 16 rows; they meet in shared memory.
+template <typename Y>
+struct RopeOut {
+    const float* cos;
+    const float* sin;
+    const u32* pos;
+    Y* q;
+    Y* k_cache;
+    Y* v_cache;
+    int Tn, H, KV, D, CAP;
+    // Called by every thread of the block; `live` ones hold output n of x row m (block row r).
+    __device__ void put(int r, int m, int n, float value, bool live) const {
+        __shared__ float pair[MMA_ROWS][GEMV_MAX_M];
+        Y rounded;
+        store(&rounded, value);
+        float v = to_f32(rounded);
+        if (threadIdx.x < MMA_ROWS * GEMV_MAX_M) pair[r][m] = v;
+        __syncthreads();
+        if (!live) return;
+        float other = pair[r ^ 1][m];
+        int head = n / D, d = n % D, b = m / Tn, t = m % Tn, half = D / 2;
+        u32 p = pos[0] + t;
+        float c = cos[(size_t)p * half + d / 2], s = sin[(size_t)p * half + d / 2];
+        // Even d: x0 = v, x1 = other → x0·c − x1·s; odd d: x1 = v, x0 = other → x1·c + x0·s.
+        float rotated = (d & 1) ? v * c + other * s : v * c - other * s;
+        if (head < H) {
+            store(q + (((size_t)b * H + head) * Tn + t) * D + d, rotated);
+        } else if (head < H + KV) {
+            store(k_cache + (((size_t)b * KV + head - H) * CAP + p) * D + d, rotated);
+        } else {
+            v_cache[(((size_t)b * KV + head - H - KV) * CAP + p) * D + d] = rounded;
+        }
+    }
+};
+
 // gamma: null, or the RMSNorm to apply to x first; swiglu: x is M rows of [gate | up], 2K
-// values each (see StagedInput).
-template <typename Tiles, typename Y>
+// values each (see StagedInput). UNROLL: segments of each warp's loads in flight before the
+// first is used (the launcher picks it so that each warp's segments split into even rounds).
+// ROPE: the outputs go through `rope` (y and res unused), else y = x·Wᵀ + res.
+template <int UNROLL, bool ROPE, typename Tiles, typename Y>
 __device__ void gemv_mma(const bf16_t* x, const bf16_t* gamma, float eps, int swiglu,
                          const unsigned char* W, Tiles tiles, const Y* res, Y* y, int M, int N,
-                         int K) {
+                         int K, RopeOut<Y> rope) {
 #if __CUDA_ARCH__ >= 800
     extern __shared__ __align__(16) unsigned char xs[];
     __shared__ float partial[MMA_WARPS][MMA_ROWS][GEMV_MAX_M];
@@ -237,37 +276,33 @@ __device__ void gemv_mma(const bf16_t* x, const bf16_t* gamma, float eps, int sw
         reinterpret_cast<const uint4*>(W + (size_t)min(n0 + g + 8, N - 1) * row_bytes);
     int chunks = K / Tiles::VALS;
     int segments = (chunks + 3) / 4;  // four chunks a segment, one per thread of a group
-    uint4 lo[MMA_UNROLL], hi[MMA_UNROLL];
-    // The first loads of W do not depend on the previous kernel: issue them before waiting.
+    uint4 lo[UNROLL], hi[UNROLL];
+    // Loads of this warp's round of segments from s on (a chunk past K holds zeros).
+    auto load = [&](int s) {
 #pragma unroll
-    for (int u = 0; u < MMA_UNROLL; ++u) {
-        int c = (warp + u * MMA_WARPS) * 4 + t;
-        bool ok = c < chunks;
-        lo[u] = ok ? load_stream(lo_row + c) : make_uint4(0, 0, 0, 0);
-        hi[u] = ok ? load_stream(hi_row + c) : make_uint4(0, 0, 0, 0);
-    }
+        for (int u = 0; u < UNROLL; ++u) {
+            int c = (s + u * MMA_WARPS) * 4 + t;
+            bool ok = c < chunks;
+            lo[u] = ok ? load_stream(lo_row + c) : make_uint4(0, 0, 0, 0);
+            hi[u] = ok ? load_stream(hi_row + c) : make_uint4(0, 0, 0, 0);
+        }
+    };
+    // The first loads of W do not depend on the previous kernel: issue them before waiting.
+    load(warp);
     wait_for_producers();
     row_inverse_rms(x, gamma, eps, M, K, inv);
     stage_x<Tiles>(StagedInput{x, gamma, inv, K, swiglu != 0}, M, xs);
     __syncthreads();
     float d[4] = {0.f, 0.f, 0.f, 0.f};
-    for (int s = warp; s < segments; s += MMA_UNROLL * MMA_WARPS) {
+    for (int s = warp; s < segments; s += UNROLL * MMA_WARPS) {
 #pragma unroll
-        for (int u = 0; u < MMA_UNROLL; ++u) {
+        for (int u = 0; u < UNROLL; ++u) {
             int c = (s + u * MMA_WARPS) * 4 + t;
             // A chunk past K holds zeros, but x must not be read there either.
             tiles.multiply(lo[u], hi[u], xs, g, c < chunks ? M : 0, K, c, d);
         }
-        int next = s + MMA_UNROLL * MMA_WARPS;
-        if (next < segments) {
-#pragma unroll
-            for (int u = 0; u < MMA_UNROLL; ++u) {
-                int c = (next + u * MMA_WARPS) * 4 + t;
-                bool ok = c < chunks;
-                lo[u] = ok ? load_stream(lo_row + c) : make_uint4(0, 0, 0, 0);
-                hi[u] = ok ? load_stream(hi_row + c) : make_uint4(0, 0, 0, 0);
-            }
-        }
+        int next = s + UNROLL * MMA_WARPS;
+        if (next < segments) load(next);
     }
     // d: rows g and g + 8, columns 2t and 2t + 1 (columns are rows of x; only M ≤ 4 are real).
     if (2 * t < GEMV_MAX_M) {
@@ -277,39 +312,69 @@ __device__ void gemv_mma(const bf16_t* x, const bf16_t* gamma, float eps, int sw
         partial[warp][g + 8][2 * t + 1] = d[3];
     }
     __syncthreads();
-    if (threadIdx.x < MMA_ROWS * GEMV_MAX_M) {
-        int r = threadIdx.x / GEMV_MAX_M, m = threadIdx.x % GEMV_MAX_M, n = n0 + r;
-        if (m < M && n < N) {
-            float acc = 0.f;
+    int r = threadIdx.x / GEMV_MAX_M, m = threadIdx.x % GEMV_MAX_M, n = n0 + r;
+    bool live = threadIdx.x < MMA_ROWS * GEMV_MAX_M && m < M && n < N;
+    float value = 0.f;
+    if (live) {
+        float acc = 0.f;
 #pragma unroll
-            for (int w = 0; w < MMA_WARPS; ++w) acc += partial[w][r][m];
-            float base_value = res ? to_f32(res[(size_t)m * N + n]) : 0.f;
-            store(y + (size_t)m * N + n, base_value + tiles.scaled(acc, n));
-        }
+        for (int w = 0; w < MMA_WARPS; ++w) acc += partial[w][r][m];
+        value = (res ? to_f32(res[(size_t)m * N + n]) : 0.f) + tiles.scaled(acc, n);
+    }
+    if constexpr (ROPE) {
+        rope.put(r, m, n, value, live);
+    } else if (live) {
+        store(y + (size_t)m * N + n, value);
     }
 #else
     __trap();  // the launcher picks these kernels only on sm_80 and later
 #endif
 }
 
-#define GEMV_MMA_BF16_ENTRY(Y, NAME)                                                          \
-    extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32)                              \
-        NAME(const bf16_t* x, const bf16_t* gamma, float eps, int swiglu, const bf16_t* W,    \
-             const Y* res, Y* y, int M, int N, int K) {                                       \
-        gemv_mma<Bf16Tiles, Y>(x, gamma, eps, swiglu,                                         \
-                               reinterpret_cast<const unsigned char*>(W), Bf16Tiles(), res, y, \
-                               M, N, K);                                                      \
+// What KIND (BF16 or E4M3) of weights an entry takes: their type, the arguments after W, and
+// the Tiles value made of them.
+#define W_T_BF16 bf16_t
+#define W_ARGS_BF16
+#define TILES_BF16 Bf16Tiles()
+#define W_T_E4M3 unsigned char
+#define W_ARGS_E4M3 const float *scale,
+#define TILES_E4M3 E4m3Tiles{scale}
+
+// NAME(...) with UNROLL segments a warp in flight. (A minimum of blocks per SM in the launch
+// bounds, even 1, lets ptxas use more registers: 66 → 75 for UNROLL 4.)
+#define GEMV_MMA_ENTRY(Y, NAME, UNROLL, KIND)                                                  \
+    extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32)                               \
+        NAME(const bf16_t* x, const bf16_t* gamma, float eps, int swiglu,                      \
+             const W_T_##KIND* W, W_ARGS_##KIND const Y* res, Y* y, int M, int N, int K) {     \
+        gemv_mma<UNROLL, false>(x, gamma, eps, swiglu,                                         \
+                                reinterpret_cast<const unsigned char*>(W), TILES_##KIND, res,  \
+                                y, M, N, K, RopeOut<Y>{});                                     \
     }
 
-#define GEMV_MMA_E4M3_ENTRY(Y, NAME)                                                          \
-    extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32)                              \
-        NAME(const bf16_t* x, const bf16_t* gamma, float eps, int swiglu,                     \
-             const unsigned char* W, const float* scale, const Y* res, Y* y, int M, int N,     \
-             int K) {                                                                         \
-        gemv_mma<E4m3Tiles, Y>(x, gamma, eps, swiglu, W, E4m3Tiles{scale}, res, y, M, N, K);   \
+// The q/k/v product in bf16 with RoPE and the KV-cache write: NAME_rope(...) takes RopeOut's
+// fields after the product's own, and writes no y.
+#define GEMV_MMA_ROPE_ENTRY(NAME, UNROLL, KIND)                                                \
+    extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32)                               \
+        NAME##_rope(const bf16_t* x, const bf16_t* gamma, float eps, int swiglu,               \
+                    const W_T_##KIND* W, W_ARGS_##KIND int M, int N, int K, const float* cos,  \
+                    const float* sin, const u32* pos, bf16_t* q, bf16_t* k_cache,              \
+                    bf16_t* v_cache, int Tn, int H, int KV, int D, int CAP) {                  \
+        gemv_mma<UNROLL, true>(x, gamma, eps, swiglu,                                          \
+                               reinterpret_cast<const unsigned char*>(W), TILES_##KIND,        \
+                               (const bf16_t*)nullptr, (bf16_t*)nullptr, M, N, K,              \
+                               RopeOut<bf16_t>{cos, sin, pos, q, k_cache, v_cache, Tn, H, KV,  \
+                                               D, CAP});                                       \
     }
 
-GEMV_MMA_BF16_ENTRY(bf16_t, gemv_bf16_mma)
-GEMV_MMA_BF16_ENTRY(float, gemv_bf16_mma_to_f32)
-GEMV_MMA_E4M3_ENTRY(bf16_t, gemv_e4m3_mma)
-GEMV_MMA_E4M3_ENTRY(float, gemv_e4m3_mma_to_f32)
+// Products to bf16 come with a RoPE twin.
+#define GEMV_MMA_BF16_OUT_ENTRIES(NAME, UNROLL, KIND)                                          \
+    GEMV_MMA_ENTRY(bf16_t, NAME, UNROLL, KIND)                                                 \
+    GEMV_MMA_ROPE_ENTRY(NAME, UNROLL, KIND)
+
+GEMV_MMA_BF16_OUT_ENTRIES(gemv_bf16_mma, 4, BF16)
+GEMV_MMA_ENTRY(float, gemv_bf16_mma_to_f32, 4, BF16)
+GEMV_MMA_BF16_OUT_ENTRIES(gemv_e4m3_mma, 4, E4M3)
+GEMV_MMA_BF16_OUT_ENTRIES(gemv_e4m3_mma_u6, 6, E4M3)
+GEMV_MMA_BF16_OUT_ENTRIES(gemv_e4m3_mma_u8, 8, E4M3)
+GEMV_MMA_ENTRY(float, gemv_e4m3_mma_to_f32, 4, E4M3)
+GEMV_MMA_ENTRY(float, gemv_e4m3_mma_to_f32_u6, 6, E4M3)
