@@ -16,3 +16,6 @@ mod lm;
 #[cfg(feature = "cuda")]
 #[path = "reference_parity/lm_kernels.rs"]
 mod lm_kernels;
+#[cfg(feature = "cuda")]
+#[path = "reference_parity/loading.rs"]
+mod loading;

@@ -14,6 +14,8 @@ mod store;
 mod synthetic;
 #[cfg(feature = "cuda")]
 mod synthetic_gpu;
+#[cfg(feature = "cuda")]
+mod upload;
 
 pub use error::WeightsError;
 pub use fp8::Fp8Matrix;

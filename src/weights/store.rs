@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device, Tensor};
 use safetensors::tensor::TensorInfo;
 
-use super::{fill_parallel, WeightsError};
+use super::WeightsError;
 use crate::files::Entry;
 
 const SINGLE: &str = "model.safetensors";
@@ -20,6 +20,12 @@ const PICKLE_EXTENSIONS: [&str; 4] = ["bin", "pt", "pth", "ckpt"];
 /// embeddings are 1.6 GB) arrive in blocks of whole rows.
 const BLOCK_BYTES: usize = 64 << 20;
 
+/// Blocks bound for a GPU are smaller: each crosses from one of two page-locked buffers.
+#[cfg(feature = "cuda")]
+const GPU_BLOCK_BYTES: usize = super::upload::UPLOAD_BYTES;
+#[cfg(not(feature = "cuda"))]
+const GPU_BLOCK_BYTES: usize = BLOCK_BYTES;
+
 /// Where the time of reading checkpoint tensors went, summed over the blocks this thread read
 /// (a model loads on one thread, so a thread's totals before and after a load are that load's).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -30,7 +36,8 @@ pub struct ReadTimes {
     pub read_ms: f64,
     /// The finite-value check.
     pub check_ms: f64,
-    /// Copying each block to its device: a pageable host-to-device copy on a GPU.
+    /// Copying each block to its device: on a GPU, issuing each asynchronous copy and waiting
+    /// for the one before the last to free its page-locked buffer.
     pub copy_ms: f64,
 }
 
@@ -80,8 +87,11 @@ pub struct WeightStore {
     /// Where blocks are read to, reused for every block: one allocation for the whole load
     /// (fresh pages per block cost more than the copy out of the page cache). u32 for alignment.
     buffer: std::sync::Mutex<Vec<u32>>,
-    /// Where f32 blocks are rounded to a 16-bit type before they cross to a GPU, reused too.
+    /// Where f32 blocks are rounded to a 16-bit type (on the CPU path), reused too.
     narrow_buffer: std::sync::Mutex<Vec<u16>>,
+    /// The page-locked buffers blocks cross to a GPU from, made at the first GPU block.
+    #[cfg(feature = "cuda")]
+    upload: std::sync::Mutex<Option<Box<super::upload::Upload>>>,
 }
 
 struct Shard {
@@ -119,6 +129,8 @@ impl WeightStore {
             routing,
             buffer: std::sync::Mutex::new(Vec::new()),
             narrow_buffer: std::sync::Mutex::new(Vec::new()),
+            #[cfg(feature = "cuda")]
+            upload: std::sync::Mutex::new(None),
         };
         store.check_index()?;
         Ok(store)
@@ -141,7 +153,7 @@ impl WeightStore {
     /// dtype on a GPU are rounded on the host's cores first: half the bytes cross to the
     /// device (the copy bounds loading from the page cache), with the same roundings.
     pub fn load(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor, WeightsError> {
-        let mut blocks = self.blocks_of(name, BLOCK_BYTES, device)?;
+        let mut blocks = self.blocks_of(name, block_bytes(device), device)?;
         if device.is_cuda() && matches!(dtype, DType::BF16 | DType::F16) {
             blocks.narrow_to = Some(dtype);
         }
@@ -159,7 +171,7 @@ impl WeightStore {
     /// (slices along the first dimension), each checked to be finite as it is read and copied
     /// to the device from the store's read buffer.
     pub fn blocks_on(&self, name: &str, device: &Device) -> Result<Blocks<'_>, WeightsError> {
-        self.blocks_of(name, BLOCK_BYTES, device)
+        self.blocks_of(name, block_bytes(device), device)
     }
 
     /// The blocks of `name` on `device`, copied there from one read buffer the store keeps.
@@ -303,6 +315,15 @@ fn not_regular(path: &Path, found: Entry, expected: &str) -> WeightsError {
         path: path.to_path_buf(),
         found: found.describe(),
         expected: expected.to_string(),
+    }
+}
+
+/// The most stored bytes of a block bound for `device`.
+fn block_bytes(device: &Device) -> usize {
+    if device.is_cuda() {
+        GPU_BLOCK_BYTES
+    } else {
+        BLOCK_BYTES
     }
 }
 
@@ -485,73 +506,204 @@ impl Blocks<'_> {
         first_elem: usize,
         shape: &[usize],
     ) -> Result<Tensor, WeightsError> {
-        let fail = |reason: String| self.store.fail(&self.name, reason);
-        let mut buffer = self
-            .store
-            .buffer
-            .lock()
-            .map_err(|_| fail("the read buffer was poisoned by a panic".into()))?;
-        let bytes = len * std::mem::size_of::<T>();
-        if buffer.len() * 4 < bytes {
-            buffer.resize(bytes.div_ceil(4), 0);
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(dev) = &self.device {
+            let crossing = len * self.narrow_to.unwrap_or(self.dtype).size_in_bytes();
+            if len > 0 && crossing <= super::upload::UPLOAD_BYTES {
+                return self.read_to_gpu(dev, len, offset, first_elem, shape);
+            }
         }
+        let fail = |reason: String| self.store.fail(&self.name, reason);
+        let mut buffer = self.buffer()?;
+        let bytes = len * std::mem::size_of::<T>();
         let bytes = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut buffer)[..bytes];
         let started = Instant::now();
-        read_parallel(&self.shard.file, bytes, offset)
-            .map_err(|e| fail(format!("reading its data: {e}")))?;
+        self.read_bytes(bytes, offset)?;
         let read = started.elapsed();
-        check_finite(self.dtype, bytes).map_err(|i| {
-            fail(format!(
-                "element {} is not finite (NaN or infinity): the checkpoint is corrupt",
-                first_elem + i
-            ))
-        })?;
-        let checked = started.elapsed();
         // The buffer is 4-byte aligned (u32s), enough for every stored dtype.
         let block = match (self.dtype, self.narrow_to) {
-            (DType::F32, Some(narrow)) => self.narrowed(bytemuck::cast_slice(bytes), narrow, shape),
-            _ => Tensor::from_slice(bytemuck::cast_slice::<u8, T>(bytes), shape, &self.device),
-        }
-        .map_err(|e| fail(e.to_string()))?;
+            (DType::F32, Some(narrow)) => {
+                let mut out = self
+                    .store
+                    .narrow_buffer
+                    .lock()
+                    .map_err(|_| fail("the narrowing buffer was poisoned by a panic".into()))?;
+                let size = out.len().max(len);
+                out.resize(size, 0);
+                self.narrow(
+                    bytemuck::cast_slice(bytes),
+                    &mut out[..len],
+                    narrow,
+                    first_elem,
+                )?;
+                let checked = started.elapsed();
+                let block = narrowed_tensor(&out[..len], narrow, shape, &self.device);
+                (block, checked)
+            }
+            _ => {
+                self.check(bytes, first_elem)?;
+                let checked = started.elapsed();
+                let values = bytemuck::cast_slice::<u8, T>(bytes);
+                (Tensor::from_slice(values, shape, &self.device), checked)
+            }
+        };
+        let (block, checked) = block;
+        let block = block.map_err(|e| fail(e.to_string()))?;
         let copied = started.elapsed();
         ReadTimes::add_block(bytes.len(), read, checked - read, copied - checked);
         Ok(block)
     }
 
+    /// [`read_values`](Self::read_values) to a GPU through the store's page-locked buffers:
+    /// the block is read (and rounded) straight into one, and its copy is left running.
+    #[cfg(feature = "cuda")]
+    fn read_to_gpu(
+        &self,
+        dev: &candle_core::CudaDevice,
+        len: usize,
+        offset: u64,
+        first_elem: usize,
+        shape: &[usize],
+    ) -> Result<Tensor, WeightsError> {
+        let fail = |reason: String| self.store.fail(&self.name, reason);
+        let mut upload = self
+            .store
+            .upload
+            .lock()
+            .map_err(|_| fail("the upload buffers were poisoned by a panic".into()))?;
+        if upload.is_none() {
+            let made = super::upload::Upload::new(dev).map_err(|e| fail(e.to_string()))?;
+            *upload = Some(Box::new(made));
+        }
+        let upload = upload.as_mut().expect("made above");
+        let crossing = self.narrow_to.unwrap_or(self.dtype);
+        let stored = len * self.dtype.size_in_bytes();
+        let started = Instant::now();
+        let (target, waited) = upload
+            .next_buffer(len * crossing.size_in_bytes())
+            .map_err(|e| fail(e.to_string()))?;
+        let read_started = Instant::now();
+        let read = match self.narrow_to {
+            Some(narrow) if self.dtype == DType::F32 => {
+                let mut buffer = self.buffer()?;
+                let bytes = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut buffer)[..stored];
+                self.read_bytes(bytes, offset)?;
+                let read = read_started.elapsed();
+                let out = bytemuck::cast_slice_mut::<u8, u16>(target);
+                self.narrow(bytemuck::cast_slice(bytes), out, narrow, first_elem)?;
+                read
+            }
+            _ => {
+                self.read_bytes(target, offset)?;
+                let read = read_started.elapsed();
+                self.check(target, first_elem)?;
+                read
+            }
+        };
+        let checked = read_started.elapsed();
+        let block = upload
+            .upload(dev, crossing, shape)
+            .map_err(|e| fail(e.to_string()))?;
+        let copy = waited + started.elapsed() - checked - (read_started - started);
+        ReadTimes::add_block(stored, read, checked - read, copy);
+        Ok(block)
+    }
+
+    /// The store's read buffer, with room for a block.
+    fn buffer(&self) -> Result<std::sync::MutexGuard<'_, Vec<u32>>, WeightsError> {
+        let mut buffer = self.store.buffer.lock().map_err(|_| {
+            self.store
+                .fail(&self.name, "the read buffer was poisoned by a panic".into())
+        })?;
+        let words = (self.rows_per_block * self.row_bytes).div_ceil(4);
+        if buffer.len() < words {
+            buffer.resize(words, 0);
+        }
+        Ok(buffer)
+    }
+
+    fn read_bytes(&self, bytes: &mut [u8], offset: u64) -> Result<(), WeightsError> {
+        read_parallel(&self.shard.file, bytes, offset).map_err(|e| {
+            self.store
+                .fail(&self.name, format!("reading its data: {e}"))
+        })
+    }
+
+    /// Fails on the block's first value that is not finite.
+    fn check(&self, bytes: &[u8], first_elem: usize) -> Result<(), WeightsError> {
+        check_finite(self.dtype, bytes).map_err(|i| self.not_finite(first_elem + i))
+    }
+
     /// `values` rounded to `dtype` (bf16 or f16: to nearest even, as the device's conversion
-    /// does) on every core, into the store's second buffer, then copied to the device.
-    fn narrowed(
+    /// does) into `out` on every core, checked to be finite in the same pass.
+    fn narrow(
         &self,
         values: &[f32],
+        out: &mut [u16],
         dtype: DType,
-        shape: &[usize],
-    ) -> candle_core::Result<Tensor> {
-        let mut out = self
-            .store
-            .narrow_buffer
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("the narrowing buffer was poisoned".into()))?;
-        if out.len() < values.len() {
-            out.resize(values.len(), 0);
-        }
-        let out = &mut out[..values.len()];
-        match dtype {
-            DType::BF16 => fill_parallel(out, |i| half::bf16::from_f32(values[i]).to_bits()),
-            _ => fill_parallel(out, |i| half::f16::from_f32(values[i]).to_bits()),
-        }
-        match dtype {
-            DType::BF16 => Tensor::from_slice(
-                bytemuck::cast_slice::<u16, half::bf16>(out),
-                shape,
-                &self.device,
-            ),
-            _ => Tensor::from_slice(
-                bytemuck::cast_slice::<u16, half::f16>(out),
-                shape,
-                &self.device,
-            ),
-        }
+        first_elem: usize,
+    ) -> Result<(), WeightsError> {
+        let bad = match dtype {
+            DType::BF16 => narrow_checked(values, out, |v| half::bf16::from_f32(v).to_bits()),
+            _ => narrow_checked(values, out, |v| half::f16::from_f32(v).to_bits()),
+        };
+        bad.map_or(Ok(()), |i| Err(self.not_finite(first_elem + i)))
     }
+
+    fn not_finite(&self, element: usize) -> WeightsError {
+        self.store.fail(
+            &self.name,
+            format!("element {element} is not finite (NaN or infinity): the checkpoint is corrupt"),
+        )
+    }
+}
+
+/// A tensor of 16-bit `dtype` (bf16 or f16) made from its bits.
+fn narrowed_tensor(
+    bits: &[u16],
+    dtype: DType,
+    shape: &[usize],
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    match dtype {
+        DType::BF16 => {
+            Tensor::from_slice(bytemuck::cast_slice::<u16, half::bf16>(bits), shape, device)
+        }
+        _ => Tensor::from_slice(bytemuck::cast_slice::<u16, half::f16>(bits), shape, device),
+    }
+}
+
+/// `out[i] = round(values[i])` on every core for large blocks; returns the index of the first
+/// value that is not finite, if any (the finite check and the rounding read each value once).
+fn narrow_checked(values: &[f32], out: &mut [u16], round: fn(f32) -> u16) -> Option<usize> {
+    const PER_THREAD: usize = 1 << 20;
+    let part = |(values, out): (&[f32], &mut [u16])| {
+        let mut bad = None;
+        for (i, (v, o)) in values.iter().zip(out.iter_mut()).enumerate() {
+            if !v.is_finite() && bad.is_none() {
+                bad = Some(i);
+            }
+            *o = round(*v);
+        }
+        bad
+    };
+    if values.len() <= PER_THREAD {
+        return part((values, out));
+    }
+    let threads = std::thread::available_parallelism().map_or(4, |n| n.get());
+    let chunk = values.len().div_ceil(threads).max(PER_THREAD);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = values
+            .chunks(chunk)
+            .zip(out.chunks_mut(chunk))
+            .enumerate()
+            .map(|(k, pair)| s.spawn(move || part(pair).map(|i| k * chunk + i)))
+            .collect();
+        parts
+            .into_iter()
+            .filter_map(|h| h.join().ok().flatten())
+            .min()
+    })
 }
 
 impl Iterator for Blocks<'_> {
