@@ -87,8 +87,6 @@ pub struct WeightStore {
     /// Where blocks are read to, reused for every block: one allocation for the whole load
     /// (fresh pages per block cost more than the copy out of the page cache). u32 for alignment.
     buffer: std::sync::Mutex<Vec<u32>>,
-    /// Where f32 blocks are rounded to a 16-bit type (on the CPU path), reused too.
-    narrow_buffer: std::sync::Mutex<Vec<u16>>,
     /// The page-locked buffers blocks cross to a GPU from, made at the first GPU block.
     #[cfg(feature = "cuda")]
     upload: std::sync::Mutex<Option<Box<super::upload::Upload>>>,
@@ -128,7 +126,6 @@ impl WeightStore {
             shards,
             routing,
             buffer: std::sync::Mutex::new(Vec::new()),
-            narrow_buffer: std::sync::Mutex::new(Vec::new()),
             #[cfg(feature = "cuda")]
             upload: std::sync::Mutex::new(None),
         };
@@ -149,14 +146,9 @@ impl WeightStore {
     }
 
     /// Loads one tensor, converting from the stored dtype to `dtype` on `device`, a block at a
-    /// time, so a GPU load never holds the model on the host. f32 weights bound for a 16-bit
-    /// dtype on a GPU are rounded on the host's cores first: half the bytes cross to the
-    /// device (the copy bounds loading from the page cache), with the same roundings.
+    /// time, so a GPU load never holds the model on the host.
     pub fn load(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor, WeightsError> {
-        let mut blocks = self.blocks_of(name, block_bytes(device), device)?;
-        if device.is_cuda() && matches!(dtype, DType::BF16 | DType::F16) {
-            blocks.narrow_to = Some(dtype);
-        }
+        let blocks = self.blocks_of(name, block_bytes(device), device)?;
         let parts = blocks
             .map(|block| {
                 block?
@@ -164,7 +156,13 @@ impl WeightStore {
                     .map_err(|e| self.fail(name, e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Tensor::cat(&parts, 0).map_err(|e| self.fail(name, e.to_string()))
+        let tensor = Tensor::cat(&parts, 0).map_err(|e| self.fail(name, e.to_string()))?;
+        // The blocks' copies run on the device's stream; a model may hand a weight to another
+        // stream of the same GPU (the codec's decoder has its own), which would not wait.
+        device
+            .synchronize()
+            .map_err(|e| self.fail(name, e.to_string()))?;
+        Ok(tensor)
     }
 
     /// One tensor as tensors on `device` in its stored dtype: consecutive blocks of whole rows
@@ -202,7 +200,6 @@ impl WeightStore {
             next_row: 0,
             rows,
             row_bytes,
-            narrow_to: None,
         })
     }
 
@@ -476,8 +473,6 @@ pub struct Blocks<'a> {
     next_row: usize,
     rows: usize,
     row_bytes: usize,
-    /// A 16-bit dtype f32 blocks are rounded to on the host before the copy.
-    narrow_to: Option<DType>,
 }
 
 impl Blocks<'_> {
@@ -506,61 +501,38 @@ impl Blocks<'_> {
         first_elem: usize,
         shape: &[usize],
     ) -> Result<Tensor, WeightsError> {
+        let bytes = len * std::mem::size_of::<T>();
         #[cfg(feature = "cuda")]
         if let Device::Cuda(dev) = &self.device {
-            let crossing = len * self.narrow_to.unwrap_or(self.dtype).size_in_bytes();
-            if len > 0 && crossing <= super::upload::UPLOAD_BYTES {
-                return self.read_to_gpu(dev, len, offset, first_elem, shape);
+            let dev = dev.clone();
+            if len > 0 && bytes <= super::upload::UPLOAD_BYTES {
+                return self.read_to_gpu(&dev, bytes, offset, first_elem, shape);
             }
         }
-        let fail = |reason: String| self.store.fail(&self.name, reason);
         let mut buffer = self.buffer()?;
-        let bytes = len * std::mem::size_of::<T>();
         let bytes = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut buffer)[..bytes];
         let started = Instant::now();
         self.read_bytes(bytes, offset)?;
         let read = started.elapsed();
+        self.check(bytes, first_elem)?;
+        let checked = started.elapsed();
         // The buffer is 4-byte aligned (u32s), enough for every stored dtype.
-        let block = match (self.dtype, self.narrow_to) {
-            (DType::F32, Some(narrow)) => {
-                let mut out = self
-                    .store
-                    .narrow_buffer
-                    .lock()
-                    .map_err(|_| fail("the narrowing buffer was poisoned by a panic".into()))?;
-                let size = out.len().max(len);
-                out.resize(size, 0);
-                self.narrow(
-                    bytemuck::cast_slice(bytes),
-                    &mut out[..len],
-                    narrow,
-                    first_elem,
-                )?;
-                let checked = started.elapsed();
-                let block = narrowed_tensor(&out[..len], narrow, shape, &self.device);
-                (block, checked)
-            }
-            _ => {
-                self.check(bytes, first_elem)?;
-                let checked = started.elapsed();
-                let values = bytemuck::cast_slice::<u8, T>(bytes);
-                (Tensor::from_slice(values, shape, &self.device), checked)
-            }
-        };
-        let (block, checked) = block;
-        let block = block.map_err(|e| fail(e.to_string()))?;
+        let block = Tensor::from_slice(bytemuck::cast_slice::<u8, T>(bytes), shape, &self.device)
+            .map_err(|e| self.store.fail(&self.name, e.to_string()))?;
         let copied = started.elapsed();
         ReadTimes::add_block(bytes.len(), read, checked - read, copied - checked);
         Ok(block)
     }
 
     /// [`read_values`](Self::read_values) to a GPU through the store's page-locked buffers:
-    /// the block is read (and rounded) straight into one, and its copy is left running.
+    /// the block is read and checked in one, and its copy is left running. (Rounding f32 to
+    /// bf16 happens on the device: rounding on the host halved the bytes of a pageable copy,
+    /// but cost more than a page-locked copy of them.)
     #[cfg(feature = "cuda")]
     fn read_to_gpu(
         &self,
         dev: &candle_core::CudaDevice,
-        len: usize,
+        bytes: usize,
         offset: u64,
         first_elem: usize,
         shape: &[usize],
@@ -576,36 +548,17 @@ impl Blocks<'_> {
             *upload = Some(Box::new(made));
         }
         let upload = upload.as_mut().expect("made above");
-        let crossing = self.narrow_to.unwrap_or(self.dtype);
-        let stored = len * self.dtype.size_in_bytes();
+        let (target, waited) = upload.next_buffer(bytes).map_err(|e| fail(e.to_string()))?;
         let started = Instant::now();
-        let (target, waited) = upload
-            .next_buffer(len * crossing.size_in_bytes())
-            .map_err(|e| fail(e.to_string()))?;
-        let read_started = Instant::now();
-        let read = match self.narrow_to {
-            Some(narrow) if self.dtype == DType::F32 => {
-                let mut buffer = self.buffer()?;
-                let bytes = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut buffer)[..stored];
-                self.read_bytes(bytes, offset)?;
-                let read = read_started.elapsed();
-                let out = bytemuck::cast_slice_mut::<u8, u16>(target);
-                self.narrow(bytemuck::cast_slice(bytes), out, narrow, first_elem)?;
-                read
-            }
-            _ => {
-                self.read_bytes(target, offset)?;
-                let read = read_started.elapsed();
-                self.check(target, first_elem)?;
-                read
-            }
-        };
-        let checked = read_started.elapsed();
+        self.read_bytes(target, offset)?;
+        let read = started.elapsed();
+        self.check(target, first_elem)?;
+        let checked = started.elapsed();
         let block = upload
-            .upload(dev, crossing, shape)
+            .upload(dev, self.dtype, shape)
             .map_err(|e| fail(e.to_string()))?;
-        let copy = waited + started.elapsed() - checked - (read_started - started);
-        ReadTimes::add_block(stored, read, checked - read, copy);
+        let copy = waited + started.elapsed() - checked;
+        ReadTimes::add_block(bytes, read, checked - read, copy);
         Ok(block)
     }
 
@@ -634,76 +587,12 @@ impl Blocks<'_> {
         check_finite(self.dtype, bytes).map_err(|i| self.not_finite(first_elem + i))
     }
 
-    /// `values` rounded to `dtype` (bf16 or f16: to nearest even, as the device's conversion
-    /// does) into `out` on every core, checked to be finite in the same pass.
-    fn narrow(
-        &self,
-        values: &[f32],
-        out: &mut [u16],
-        dtype: DType,
-        first_elem: usize,
-    ) -> Result<(), WeightsError> {
-        let bad = match dtype {
-            DType::BF16 => narrow_checked(values, out, |v| half::bf16::from_f32(v).to_bits()),
-            _ => narrow_checked(values, out, |v| half::f16::from_f32(v).to_bits()),
-        };
-        bad.map_or(Ok(()), |i| Err(self.not_finite(first_elem + i)))
-    }
-
     fn not_finite(&self, element: usize) -> WeightsError {
         self.store.fail(
             &self.name,
             format!("element {element} is not finite (NaN or infinity): the checkpoint is corrupt"),
         )
     }
-}
-
-/// A tensor of 16-bit `dtype` (bf16 or f16) made from its bits.
-fn narrowed_tensor(
-    bits: &[u16],
-    dtype: DType,
-    shape: &[usize],
-    device: &Device,
-) -> candle_core::Result<Tensor> {
-    match dtype {
-        DType::BF16 => {
-            Tensor::from_slice(bytemuck::cast_slice::<u16, half::bf16>(bits), shape, device)
-        }
-        _ => Tensor::from_slice(bytemuck::cast_slice::<u16, half::f16>(bits), shape, device),
-    }
-}
-
-/// `out[i] = round(values[i])` on every core for large blocks; returns the index of the first
-/// value that is not finite, if any (the finite check and the rounding read each value once).
-fn narrow_checked(values: &[f32], out: &mut [u16], round: fn(f32) -> u16) -> Option<usize> {
-    const PER_THREAD: usize = 1 << 20;
-    let part = |(values, out): (&[f32], &mut [u16])| {
-        let mut bad = None;
-        for (i, (v, o)) in values.iter().zip(out.iter_mut()).enumerate() {
-            if !v.is_finite() && bad.is_none() {
-                bad = Some(i);
-            }
-            *o = round(*v);
-        }
-        bad
-    };
-    if values.len() <= PER_THREAD {
-        return part((values, out));
-    }
-    let threads = std::thread::available_parallelism().map_or(4, |n| n.get());
-    let chunk = values.len().div_ceil(threads).max(PER_THREAD);
-    std::thread::scope(|s| {
-        let parts: Vec<_> = values
-            .chunks(chunk)
-            .zip(out.chunks_mut(chunk))
-            .enumerate()
-            .map(|(k, pair)| s.spawn(move || part(pair).map(|i| k * chunk + i)))
-            .collect();
-        parts
-            .into_iter()
-            .filter_map(|h| h.join().ok().flatten())
-            .min()
-    })
 }
 
 impl Iterator for Blocks<'_> {
@@ -760,36 +649,6 @@ mod tests {
         );
         // A row larger than a block is one block of one row.
         assert_eq!(store.blocks_of("w", 4, &Device::Cpu).unwrap().count(), 7);
-    }
-
-    #[test]
-    fn f32_blocks_rounded_on_the_host_are_what_converting_after_the_copy_gives() {
-        let dir = tempfile::tempdir().unwrap();
-        // Over a million values (several threads round them), ties and subnormals included.
-        let values: Vec<f32> = (0..(1u32 << 21) + 77)
-            .map(|i| f32::from_bits(i.wrapping_mul(2_654_435_761) & 0xbfff_ffff))
-            .filter(|v| v.is_finite())
-            .take(1 << 21)
-            .chain([1.0 + 2f32.powi(-8), 1.0 + 3.0 * 2f32.powi(-8), 1e-40, -0.0])
-            .collect();
-        write(dir.path(), &values, &[values.len()]);
-        let store = WeightStore::open(dir.path()).unwrap();
-        let want = Tensor::from_slice(&values, values.len(), &Device::Cpu).unwrap();
-        for dtype in [DType::BF16, DType::F16] {
-            let mut blocks = store.blocks_of("w", 1 << 22, &Device::Cpu).unwrap();
-            blocks.narrow_to = Some(dtype);
-            let parts: Vec<Tensor> = blocks.collect::<Result<_, _>>().unwrap();
-            assert!(parts.len() > 1 && parts.iter().all(|p| p.dtype() == dtype));
-            let got = Tensor::cat(&parts, 0).unwrap();
-            let bits = |t: &Tensor| t.to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap();
-            let (got, want) = (bits(&got), bits(&want.to_dtype(dtype).unwrap()));
-            assert!(
-                got.iter()
-                    .zip(&want)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{dtype:?}"
-            );
-        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::cuda_backend::cudarc::driver::{
-    result, sys, CudaEvent, CudaStream, DevicePtr, DeviceRepr, PinnedHostSlice,
+    result, sys, CudaEvent, CudaStream, DevicePtrMut, DeviceRepr, PinnedHostSlice,
 };
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{CudaDevice, DType, Result, Tensor};
@@ -81,8 +81,8 @@ fn copy_into<T: CudaDType + DeviceRepr>(
 ) -> Result<Tensor> {
     let n = source.len() / std::mem::size_of::<T>();
     // SAFETY: the copy below writes all n elements before any later work on the stream.
-    let slice = unsafe { dev.alloc::<T>(n)? };
-    let (dst, guard) = slice.device_ptr(stream);
+    let mut slice = unsafe { dev.alloc::<T>(n)? };
+    let (dst, guard) = slice.device_ptr_mut(stream);
     // SAFETY: `source` lies in page-locked memory that stays untouched until the event
     // recorded after this copy has completed (`next_buffer` waits for it), and `dst` holds
     // `source.len()` bytes.
