@@ -504,9 +504,8 @@ impl Blocks<'_> {
         let bytes = len * std::mem::size_of::<T>();
         #[cfg(feature = "cuda")]
         if let Device::Cuda(dev) = &self.device {
-            let dev = dev.clone();
             if len > 0 && bytes <= super::upload::UPLOAD_BYTES {
-                return self.read_to_gpu(&dev, bytes, offset, first_elem, shape);
+                return self.read_to_gpu(dev, bytes, offset, first_elem, shape);
             }
         }
         let mut buffer = self.buffer()?;

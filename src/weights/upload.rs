@@ -1,6 +1,6 @@
 //! Checkpoint blocks cross to a GPU from page-locked host memory, asynchronously, through two
-//! buffers in turn: while one block's copy runs, the next block is read, checked and rounded
-//! into the other. A copy from pageable memory (`Tensor::from_slice`) is synchronous and goes
+//! buffers in turn: while one block's copy runs, the next block is read and checked into the
+//! other. A copy from pageable memory (`Tensor::from_slice`) is synchronous and goes
 //! through the driver's own staging at a few GB/s; it bounded loading the official files from
 //! the page cache (BENCHMARKS.md, issue 11).
 
@@ -13,8 +13,8 @@ use candle_core::cuda_backend::cudarc::driver::{
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{CudaDevice, DType, Result, Tensor};
 
-/// Bytes of one buffer: the largest block (as it crosses, after any rounding) that goes this
-/// way. Two of them are page-locked for the whole load.
+/// Bytes of one buffer: the largest block that goes this way. Two of them are page-locked for
+/// as long as the store that made them lives.
 pub const UPLOAD_BYTES: usize = 32 << 20;
 
 pub struct Upload {
@@ -25,6 +25,7 @@ pub struct Upload {
 }
 
 impl Upload {
+    /// The two buffers, page-locked in `dev`'s context.
     pub fn new(dev: &CudaDevice) -> Result<Self> {
         let stream = dev.cuda_stream();
         let context = stream.context();
