@@ -31,6 +31,12 @@ __device__ __forceinline__ void unpack(uint4 raw, float* out, bf16_t) {
     }
 }
 
+// RoPE of one adjacent pair (x0, x1) by the angle whose cosine and sine are (c, s), in f32 as
+// torchtune does: the RoPE kernel and the q/k/v products' RoPE epilogue both use it.
+__device__ __forceinline__ float2 rotate_pair(float x0, float x1, float c, float s) {
+    return make_float2(x0 * c - x1 * s, x1 * c + x0 * s);
+}
+
 // Streaming 16-byte load that skips L1: weights are read once per frame, and keeping them out
 // of L1 leaves it to the activations every warp re-reads.
 __device__ __forceinline__ uint4 load_stream(const uint4* p) {

@@ -242,8 +242,8 @@ struct RopeOut {
         int head = n / D, d = n % D, b = m / Tn, t = m % Tn, half = D / 2;
         u32 p = pos[0] + t;
         float c = cos[(size_t)p * half + d / 2], s = sin[(size_t)p * half + d / 2];
-        // Even d: x0 = v, x1 = other → x0·c − x1·s; odd d: x1 = v, x0 = other → x1·c + x0·s.
-        float rotated = (d & 1) ? v * c + other * s : v * c - other * s;
+        // Even d holds x0 of its pair, odd d x1.
+        float rotated = (d & 1) ? rotate_pair(other, v, c, s).y : rotate_pair(v, other, c, s).x;
         if (head < H) {
             store(q + (((size_t)b * H + head) * Tn + t) * D + d, rotated);
         } else if (head < H + KV) {

@@ -15,16 +15,18 @@ __device__ void rope_kv(const T* qkv, const float* cos_t, const float* sin_t, co
     if (head < H) {
         float x0 = to_f32(row[head * D + 2 * i]), x1 = to_f32(row[head * D + 2 * i + 1]);
         T* dst = q_out + (((size_t)b * H + head) * Tn + t) * D;
-        store(dst + 2 * i, x0 * c - x1 * s);
-        store(dst + 2 * i + 1, x1 * c + x0 * s);
+        float2 r = rotate_pair(x0, x1, c, s);
+        store(dst + 2 * i, r.x);
+        store(dst + 2 * i + 1, r.y);
     } else {
         int kh = head - H;
         const T* k = row + (H + kh) * D;
         const T* v = row + (H + KV + kh) * D;
         size_t slot = (((size_t)b * KV + kh) * CAP + p) * D;
         float x0 = to_f32(k[2 * i]), x1 = to_f32(k[2 * i + 1]);
-        store(k_cache + slot + 2 * i, x0 * c - x1 * s);
-        store(k_cache + slot + 2 * i + 1, x1 * c + x0 * s);
+        float2 r = rotate_pair(x0, x1, c, s);
+        store(k_cache + slot + 2 * i, r.x);
+        store(k_cache + slot + 2 * i + 1, r.y);
         v_cache[slot + 2 * i] = v[2 * i];
         v_cache[slot + 2 * i + 1] = v[2 * i + 1];
     }
