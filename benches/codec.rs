@@ -1,6 +1,7 @@
 //! Times the codec at full size on random weights (HeartCodec-oss dimensions): each
 //! window shape of the streaming schedule solved eagerly and with its Euler step captured
-//! as a CUDA graph, on a normal- and a high-priority stream, and the ScalarModel's steady
+//! as a CUDA graph (and captured with the blocks' matrices in FP8, `--flow-precision fp8`),
+//! on a normal- and a high-priority stream, and the ScalarModel's steady
 //! steps eager and captured, in f32, TF32 and bf16 (with their error against f32 eager).
 //! One table on stdout.
 //! Needs a GPU: `cargo bench --features cuda --bench codec`.
@@ -13,6 +14,7 @@ use heartstream::codec::{
     CodeFrames, CodecConfig, CodecPrecision, FlowStreamConfig, GaussianNoise, HeartCodec,
     SolverParams, LATENTS_PER_CODE,
 };
+use heartstream::weights::MatrixPrecision;
 
 const REPS: usize = 5;
 
@@ -74,6 +76,11 @@ fn flow_table(params: SolverParams) -> Result<()> {
     let shapes = FlowStreamConfig::streaming(&CodecConfig::default()).window_shapes();
     let eager = codec(CodecPrecision::with_flow(DType::BF16))?;
     let graphed = codec(CodecPrecision::with_flow(DType::BF16))?;
+    let fp8 = codec(CodecPrecision {
+        flow_matrices: MatrixPrecision::Fp8,
+        ..CodecPrecision::with_flow(DType::BF16)
+    })?;
+    fp8.flow.prepare_windows(&shapes, &params)?;
     let started = Instant::now();
     graphed.flow.prepare_windows(&shapes, &params)?;
     println!(
@@ -83,20 +90,22 @@ fn flow_table(params: SolverParams) -> Result<()> {
         started.elapsed().as_secs_f64() * 1e3
     );
     let priority = heartstream::gpu::raise_priority(graphed.flow.device())?;
+    heartstream::gpu::raise_priority(fp8.flow.device())?;
     println!("flow stream priority {priority:?}");
     println!(
-        "{:>8} {:>7} {:>12} {:>12} {:>12}",
-        "latents", "prefix", "eager ms", "graph ms", "TFLOP/s"
+        "{:>8} {:>7} {:>12} {:>12} {:>12} {:>12}",
+        "latents", "prefix", "eager ms", "graph ms", "TFLOP/s", "fp8 graph ms"
     );
     for &(size, prefix) in &shapes {
         let e = time_ms(eager.flow.device(), || solve(&eager, size, prefix, &params))?;
         let g = time_ms(graphed.flow.device(), || {
             solve(&graphed, size, prefix, &params)
         })?;
+        let f = time_ms(fp8.flow.device(), || solve(&fp8, size, prefix, &params))?;
         // 2 FLOP per parameter per latent per CFG row per step (the attention aside).
         let flop = 2.0 * 1.487e9 * size as f64 * 2.0 * params.num_steps as f64;
         println!(
-            "{size:>8} {prefix:>7} {e:>12.1} {g:>12.1} {:>12.0}",
+            "{size:>8} {prefix:>7} {e:>12.1} {g:>12.1} {:>12.0} {f:>12.1}",
             flop / g / 1e9
         );
     }
@@ -116,6 +125,7 @@ impl Decoder {
     fn new(name: &'static str, scalar: DType, captured: bool, tf32: bool) -> Result<Self> {
         let codec = codec(CodecPrecision {
             flow: DType::BF16,
+            flow_matrices: MatrixPrecision::Dense,
             scalar,
             tf32: false, // switched per measurement, below
         })?;

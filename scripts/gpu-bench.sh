@@ -2,7 +2,7 @@
 # The GPU measurements of BENCHMARKS.md, on a machine with an NVIDIA GPU and the binaries that
 # scripts/package-gpu.sh put in gpu/. Writes each result to $OUT (default: gpu-results/).
 #   bash scripts/gpu-bench.sh [parity] [codec] [bench] [variants] [tuning] [long] [decode] [kernels]
-#                             [fp8] [load] [profile] [f32decoder] [frame] [frameprofile]
+#                             [fp8] [memory] [load] [profile] [f32decoder] [frame] [frameprofile]
 # (default: parity codec bench long decode)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -106,13 +106,19 @@ for part in $parts; do
         /tmp/gpu-run-bin/codec profile > "$out/profile.txt" 2>&1
       echo "profile exit $?" >> "$out/summary.txt" ;;
     fp8)
-      # FP8 LM matrices: c0 logits against dense on the same frames, 20 s songs against bf16
-      # (the same seeds as bench), and a 4-minute song in each.
+      # FP8 LM matrices: c0 logits against dense on the same frames; 20 s songs against bf16
+      # (the same seeds as bench), the flow blocks in FP8 too (auto), then in bf16.
       run gpu/fp8_accuracy.xz 3b 100 > "$out/fp8-accuracy.txt" 2>&1
       echo "fp8 accuracy exit $?" >> "$out/summary.txt"
       for seed in 1 2 3; do song fp8-20s 20 "$seed" --lm-precision fp8; done
-      song fp8-240s 240 1 --lm-precision fp8
-      song bf16-240s 240 1 --lm-precision bf16 ;;
+      song fp8-20s-flow-bf16 20 1 --lm-precision fp8 --flow-precision bf16 ;;
+    memory)
+      # Where a 4-minute song's GPU memory goes: FP8 LM matrices (and so FP8 flow blocks), FP8
+      # LM with bf16 flow blocks, bf16. The JSON's load.gpu_memory (after each step of
+      # start-up) and peak_gpu (with CUDA's pools).
+      song memory-fp8-240s 240 1 --lm-precision fp8
+      song memory-fp8-flow-bf16-240s 240 1 --lm-precision fp8 --flow-precision bf16
+      song memory-bf16-240s 240 1 --lm-precision bf16 ;;
     load)
       # The official layout at full size (random fp32, sharded): the first read, then from the
       # page cache, for bf16 and fp8 matrices; load_ms, load.* and peak_rss_mib in the JSON.

@@ -62,6 +62,43 @@ pub fn gpu_memory_used(device: &Device) -> Option<u64> {
     None
 }
 
+/// A GPU's memory at one moment (MiB): in use device-wide, and, with CUDA, what its
+/// allocators hold — the stream-ordered pool candle allocates from (reserved ≥ used: freed
+/// blocks stay until released) and captured graphs' own allocations.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct GpuMemory {
+    pub used_mib: f64,
+    pub pool_reserved_mib: Option<f64>,
+    pub pool_used_mib: Option<f64>,
+    pub graphs_reserved_mib: Option<f64>,
+}
+
+/// Bytes CUDA's allocators hold on a GPU (see [`GpuMemory`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolBytes {
+    pub pool_reserved: u64,
+    pub pool_used: u64,
+    pub graphs_reserved: u64,
+}
+
+impl GpuMemory {
+    /// `device`'s memory now, or `None` on the CPU.
+    pub fn now(device: &Device) -> Option<Self> {
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let used = gpu_memory_used(device)?;
+        #[cfg(feature = "cuda")]
+        let pools = crate::gpu::pool_bytes(device);
+        #[cfg(not(feature = "cuda"))]
+        let pools: Option<PoolBytes> = None;
+        Some(Self {
+            used_mib: mib(used),
+            pool_reserved_mib: pools.map(|p| mib(p.pool_reserved)),
+            pool_used_mib: pools.map(|p| mib(p.pool_used)),
+            graphs_reserved_mib: pools.map(|p| mib(p.graphs_reserved)),
+        })
+    }
+}
+
 /// The process's peak resident memory (Linux: VmHWM), in bytes.
 pub fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

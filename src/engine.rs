@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::audio::{OutputClosed, Sink};
 use crate::codec::{CodecConfig, CodecPrecision, FlowStreamConfig, HeartCodec, Placement};
-use crate::device::gpu_memory_used;
+use crate::device::{gpu_memory_used, GpuMemory};
 use crate::lm::{GenerationOptions, MatrixPrecision, Prompt, SamplingParams};
 use crate::models::{load_codec, load_lm, LmBundle, ModelChoice};
 use crate::pipeline::{
@@ -109,6 +109,41 @@ pub struct LoadReport {
     pub decoder_step_captured: bool,
     /// The priority the codec's streams run at (lower is more urgent), on a GPU.
     pub codec_stream_priority: Option<i32>,
+    /// The LM's GPU memory after each step of start-up (none on the CPU); with the codec on
+    /// the same GPU, the codec's too.
+    pub gpu_memory: Vec<MemoryStage>,
+}
+
+/// The GPU's memory after one step of start-up.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MemoryStage {
+    pub after: &'static str,
+    #[serde(flatten)]
+    pub memory: GpuMemory,
+}
+
+impl LoadReport {
+    /// Notes `device`'s memory after `step`.
+    fn note_memory(&mut self, device: &Device, after: &'static str) {
+        if let Some(memory) = GpuMemory::now(device) {
+            self.gpu_memory.push(MemoryStage { after, memory });
+        }
+    }
+
+    /// Notes `device`'s memory after `step`, then again once the pool's free blocks (the
+    /// step's temporaries) are handed back to the GPU.
+    fn release_after(
+        &mut self,
+        device: &Device,
+        step: &'static str,
+        released: &'static str,
+    ) -> Result<()> {
+        self.note_memory(device, step);
+        #[cfg(feature = "cuda")]
+        crate::gpu::release_free_memory(device)?;
+        self.note_memory(device, released);
+        Ok(())
+    }
 }
 
 /// What the UI and the report say about a run's setup.
@@ -181,6 +216,8 @@ impl Engine {
         let growth = |device: &Device, before: Option<u64>| {
             Some(gpu_memory_used(device)?.saturating_sub(before?))
         };
+        let mut start = LoadReport::default();
+        start.note_memory(&config.device, "start");
         let before_lm = gpu_memory_used(&config.device);
         let read_before_lm = ReadTimes::of_this_thread();
         let lm = load_lm(
@@ -197,8 +234,9 @@ impl Engine {
             lm_gpu_bytes,
             lm_weights_ms: lm.load_seconds * 1e3,
             lm_read: read_since(read_before_lm),
-            ..LoadReport::default()
+            ..start
         };
+        load.release_after(&config.device, "lm", "lm, released")?;
         #[cfg(feature = "cuda")]
         {
             if config.codec_priority {
@@ -220,6 +258,7 @@ impl Engine {
         load.codec_read = read_since(read_before_codec);
         load.codec_gpu_bytes = growth(&config.codec_device, before_codec);
         load.codec_weights_ms = codec_seconds * 1e3;
+        load.release_after(&config.device, "codec", "codec, released")?;
         Ok(Self {
             lm,
             codec,
@@ -244,6 +283,9 @@ impl Engine {
         self.load.decoder_step_captured = codec.decoder_step_captured;
         self.load.lm_warm_up_ms = (lm_done - started).as_secs_f64() * 1e3;
         self.load.codec_warm_up_ms = lm_done.elapsed().as_secs_f64() * 1e3;
+        let device = self.config.device.clone();
+        self.load
+            .release_after(&device, "warm-up", "warm-up, released")?;
         self.load_seconds += started.elapsed().as_secs_f64();
         Ok(())
     }

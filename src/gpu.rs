@@ -275,3 +275,57 @@ pub fn compile(arch: &'static str, source: String) -> std::result::Result<String
         .map(|p| p.to_src())
         .map_err(|e| format!("{e:?}"))
 }
+
+/// `device`'s pools now, or `None` off a GPU (or where the driver does not say).
+pub fn pool_bytes(device: &Device) -> Option<crate::device::PoolBytes> {
+    use sys::CUgraphMem_attribute::CU_GRAPH_MEM_ATTR_RESERVED_MEM_CURRENT;
+    use sys::CUmemPool_attribute::{
+        CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, CU_MEMPOOL_ATTR_USED_MEM_CURRENT,
+    };
+    let Device::Cuda(dev) = device else {
+        return None;
+    };
+    let ctx = dev.cuda_stream().context().clone();
+    ctx.bind_to_thread().ok()?;
+    let mut out = crate::device::PoolBytes::default();
+    // SAFETY: each attribute asked for is a 64-bit count written into the u64 passed; the
+    // pool handle is the device's default pool, owned by the driver.
+    unsafe {
+        let mut pool = std::ptr::null_mut();
+        sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device())
+            .result()
+            .ok()?;
+        let attr =
+            |a, v: &mut u64| sys::cuMemPoolGetAttribute(pool, a, v as *mut u64 as *mut _).result();
+        attr(CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, &mut out.pool_reserved).ok()?;
+        attr(CU_MEMPOOL_ATTR_USED_MEM_CURRENT, &mut out.pool_used).ok()?;
+        sys::cuDeviceGetGraphMemAttribute(
+            ctx.cu_device(),
+            CU_GRAPH_MEM_ATTR_RESERVED_MEM_CURRENT,
+            &mut out.graphs_reserved as *mut u64 as *mut _,
+        )
+        .result()
+        .ok()?;
+    }
+    Some(out)
+}
+
+/// Waits for `device`'s work and hands the pool's free blocks back to the GPU (they stay
+/// reserved after a model's loading freed its temporaries, and would count against the
+/// song's memory).
+pub fn release_free_memory(device: &Device) -> Result<()> {
+    let Device::Cuda(dev) = device else {
+        return Ok(());
+    };
+    let ctx = dev.cuda_stream().context().clone();
+    ctx.synchronize().w()?;
+    // SAFETY: trimming the default pool releases only blocks no allocation holds.
+    unsafe {
+        let mut pool = std::ptr::null_mut();
+        sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device())
+            .result()
+            .w()?;
+        sys::cuMemPoolTrimTo(pool, 0).result().w()?;
+    }
+    Ok(())
+}

@@ -5,7 +5,7 @@
 use anyhow::{bail, Result};
 use candle_core::{DType, Device};
 
-use crate::codec::{codec_spec, CodecConfig, CodecPrecision};
+use crate::codec::{codec_spec, is_fp8_matrix, CodecConfig, CodecPrecision};
 use crate::lm::projection::is_matrix;
 use crate::lm::spec::{lm_spec, TEXT_EMBEDDINGS};
 use crate::lm::{LmConfig, MatrixPrecision};
@@ -47,7 +47,7 @@ impl MemoryEstimate {
             lm_matrices: matrices,
             lm_weights: lm_bytes(&lm_spec(lm), lm_dtype, matrices),
             kv_cache: (kv_values * lm_dtype.size_in_bytes()) as u64,
-            codec_weights: bytes(&codec_spec, "flow_matching.", precision.flow)
+            codec_weights: flow_bytes(&codec_spec, precision)
                 + bytes(&codec_spec, "scalar_model.decoder", precision.scalar),
             working: WORKING_BYTES,
         }
@@ -101,6 +101,22 @@ fn lm_bytes(spec: &ModelSpec, dtype: DType, matrices: MatrixPrecision) -> u64 {
         .filter(|t| t.name != TEXT_EMBEDDINGS)
         .map(|t| match matrices {
             MatrixPrecision::Fp8 if is_matrix(&t.name) => fp8_bytes(t),
+            _ => dense(t),
+        })
+        .sum()
+}
+
+/// Bytes of the flow-matching model: the blocks' matrices as `precision.flow_matrices` says,
+/// the rest in the flow dtype.
+fn flow_bytes(spec: &ModelSpec, precision: CodecPrecision) -> u64 {
+    let dense = |t: &TensorSpec| {
+        (t.shape.iter().product::<usize>() * precision.flow.size_in_bytes()) as u64
+    };
+    spec.required
+        .iter()
+        .filter(|t| t.name.starts_with("flow_matching."))
+        .map(|t| match precision.flow_matrices {
+            MatrixPrecision::Fp8 if is_fp8_matrix(&t.name) => fp8_bytes(t),
             _ => dense(t),
         })
         .sum()
@@ -165,6 +181,45 @@ mod tests {
             e.check(&Device::Cpu, false).is_ok(),
             "the CPU is not checked"
         );
+    }
+
+    #[test]
+    fn fp8_flow_matrices_save_a_byte_a_weight_less_their_scales() {
+        let c = CodecConfig::default();
+        let of = |flow_matrices| {
+            MemoryEstimate::of(
+                &LmConfig::oss_3b(),
+                DType::BF16,
+                MatrixPrecision::Dense,
+                2,
+                0,
+                &c,
+                CodecPrecision {
+                    flow_matrices,
+                    ..CodecPrecision::with_flow(DType::BF16)
+                },
+            )
+            .codec_weights
+        };
+        // 7 matrices a block (q, k, v, o, gate, up, down) in 24 + 6 blocks, and each stack's
+        // time embedding's second linear and modulation.
+        let spec = codec_spec(&c);
+        let matrices: Vec<_> = spec
+            .required
+            .iter()
+            .filter(|t| is_fp8_matrix(&t.name))
+            .collect();
+        assert_eq!(matrices.len(), 7 * (c.num_layers + c.num_layers_2) + 2 * 2);
+        // The released checkpoint's shapes: blocks 1,358,954,496 weights in 571,392 rows,
+        // modulations 9,216 × 1,536 and 18,432 × 3,072, embeddings 1,536² and 3,072².
+        let values: usize = matrices
+            .iter()
+            .map(|t| t.shape.iter().product::<usize>())
+            .sum();
+        let rows: usize = matrices.iter().map(|t| t.shape[0]).sum();
+        assert_eq!((values, rows), (1_441_529_856, 603_648));
+        let saved = of(MatrixPrecision::Dense) - of(MatrixPrecision::Fp8);
+        assert_eq!(saved, (values - 4 * rows) as u64);
     }
 
     #[test]

@@ -485,10 +485,7 @@ fn loading_accounts_every_byte_it_reads_to_the_loading_thread() {
         HeartMuLa::load(&fixture_lm(), &Device::Cpu, DType::F32, matrices).unwrap();
         let read = ReadTimes::of_this_thread().since(before);
         assert_eq!(read.bytes, data, "{matrices:?}");
-        assert!(
-            read.read_ms > 0.0 && read.check_ms >= 0.0 && read.copy_ms > 0.0,
-            "{read:?}"
-        );
+        assert!(read.read_ms > 0.0 && read.copy_ms > 0.0, "{read:?}");
     }
     // Another thread's loads are not this thread's.
     let before = ReadTimes::of_this_thread();

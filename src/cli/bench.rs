@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::run::{stop_on_ctrl_c, RunArgs, StreamTo};
 use crate::audio::{ListenerSink, Sink};
-use crate::device::{gpu_memory_used, peak_rss};
+use crate::device::{peak_rss, GpuMemory};
 use crate::engine::LoadReport;
 use crate::memory::MemoryEstimate;
 use crate::pipeline::{supervise, Event, RunControl, RunReport, Snapshot, Watcher, WindowTiming};
@@ -87,6 +87,8 @@ struct BenchReport {
     peak_rss_mib: Option<f64>,
     /// Device-wide memory in use on the GPU, sampled every 50 ms.
     peak_gpu_mib: Option<f64>,
+    /// The GPU's memory at that peak, with what CUDA's pools held then.
+    peak_gpu: Option<GpuMemory>,
     /// Every flow-matching window: size, new latents, start and duration.
     flow_windows: Vec<WindowTiming>,
 }
@@ -94,7 +96,7 @@ struct BenchReport {
 /// Progress lines, and device-wide GPU memory sampled at every tick (every 50 ms).
 struct GpuSampler {
     device: candle_core::Device,
-    peak: Option<u64>,
+    peak: Option<GpuMemory>,
     lines: Box<dyn Watcher>,
 }
 
@@ -105,8 +107,10 @@ impl Watcher for GpuSampler {
         events: &crossbeam_channel::Receiver<Event>,
         tick: std::time::Duration,
     ) -> Result<bool> {
-        if let Some(used) = gpu_memory_used(&self.device) {
-            self.peak = Some(self.peak.unwrap_or(0).max(used));
+        if let Some(now) = GpuMemory::now(&self.device) {
+            if self.peak.is_none_or(|p| now.used_mib > p.used_mib) {
+                self.peak = Some(now);
+            }
         }
         self.lines.watch(snapshot, events, tick)
     }
@@ -126,7 +130,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
     let pipeline = session.start(sinks, control)?;
     let mut watcher = GpuSampler {
         device: lm_device.clone(),
-        peak: gpu_memory_used(&lm_device),
+        peak: GpuMemory::now(&lm_device),
         lines: Display::Lines.watcher(&session.info)?,
     };
     supervise(&pipeline, None, &mut watcher)?;
@@ -161,7 +165,8 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         underruns: arrivals.underruns(),
         replaced_codes: report.lm.replaced_codes,
         peak_rss_mib: peak_rss().map(mib),
-        peak_gpu_mib: watcher.peak.map(mib),
+        peak_gpu_mib: watcher.peak.map(|p| p.used_mib),
+        peak_gpu: watcher.peak,
         flow_windows: report.windows.clone(),
     };
     super::write_stdout(&(serde_json::to_string(&out)? + "\n"), "the bench report")

@@ -214,8 +214,9 @@ impl RunArgs {
                 limit as f64 * codec.rates().seconds_per_frame()
             );
         }
-        config.codec_precision = self.song.model.codec_precision(&config.codec_device);
         let codec_elsewhere = config.codec_device.location() != config.device.location();
+        let model = &self.song.model;
+        let codec_precision = |matrices| model.codec_precision(&config.codec_device, matrices);
         let estimate = |matrices| {
             MemoryEstimate::of(
                 &lm,
@@ -224,13 +225,12 @@ impl RunArgs {
                 generation.sampling.batch(),
                 generation.max_frames + PROMPT_POSITIONS,
                 &codec,
-                config.codec_precision,
+                codec_precision(matrices),
             )
         };
-        config.lm_matrices = self
-            .song
-            .model
-            .lm_matrices(|m| estimate(m).check(&config.device, codec_elsewhere).is_ok());
+        config.lm_matrices =
+            model.lm_matrices(|m| estimate(m).check(&config.device, codec_elsewhere).is_ok());
+        config.codec_precision = codec_precision(config.lm_matrices);
         let memory = estimate(config.lm_matrices);
         memory.check(&config.device, codec_elsewhere)?;
         let request = SongRequest {

@@ -34,7 +34,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device};
 
-use crate::weights::{Loader, Source, WeightStore};
+use crate::weights::{Loader, MatrixPrecision, Source, WeightStore};
 
 pub use self::codes::{CodeFrames, CodeSanitizer};
 pub use self::config::{
@@ -45,7 +45,8 @@ pub use self::detokenize::{
 };
 pub use self::error::CodecInputError;
 pub use self::estimator::{
-    fused_attention, gated_add, rms_modulate, swiglu, Estimator, RopeTables, TimeConditioning,
+    fused_attention, gated_add, is_fp8_matrix, rms_modulate, swiglu, Estimator, RopeTables,
+    TimeConditioning,
 };
 pub use self::euler::{Cancel, Cancelled, SolverParams};
 pub use self::flow::FlowMatching;
@@ -65,6 +66,9 @@ pub use self::spec::codec_spec;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CodecPrecision {
     pub flow: DType,
+    /// How the flow-matching blocks' matrices (attention and MLP, 91 % of the codec's
+    /// weights) are stored: dense in `flow`, or FP8 codes decoded at each product.
+    pub flow_matrices: MatrixPrecision,
     pub scalar: DType,
     /// The f32 ScalarModel's products on TF32 tensor cores (CUDA; nothing changes on the
     /// CPU). candle's switch for it is process-wide: every f32 product rounds its inputs to
@@ -77,6 +81,7 @@ impl CodecPrecision {
     pub fn uniform(dtype: DType) -> Self {
         Self {
             flow: dtype,
+            flow_matrices: MatrixPrecision::Dense,
             scalar: dtype,
             tf32: false,
         }
@@ -86,6 +91,7 @@ impl CodecPrecision {
     pub fn with_flow(flow: DType) -> Self {
         Self {
             flow,
+            flow_matrices: MatrixPrecision::Dense,
             scalar: DType::F32,
             tf32: false,
         }
@@ -179,7 +185,9 @@ impl HeartCodec {
         precision: CodecPrecision,
     ) -> Result<Self> {
         precision.apply_tf32()?;
-        let flow = params::Params::new(loader, precision.flow).at("flow_matching");
+        let flow = params::Params::new(loader, precision.flow)
+            .with_matrices(precision.flow_matrices)
+            .at("flow_matching");
         let scalar = params::Params::new(loader, precision.scalar)
             .on(scalar_device)
             .at("scalar_model");

@@ -5,13 +5,15 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::Linear;
 
-use crate::weights::Loader;
+use crate::weights::{Fp8Matrix, Loader, MatrixPrecision};
 
 /// The tensors of one submodule (`flow_matching.estimator`, …) in the model dtype.
 #[derive(Clone)]
 pub(crate) struct Params<'a> {
     loader: &'a Loader,
     dtype: DType,
+    /// How the matrices that may be stored in FP8 are (the estimator blocks' products).
+    matrices: MatrixPrecision,
     /// Where the tensors go (the loader's device unless moved with [`Params::on`]).
     device: Device,
     prefix: String,
@@ -22,6 +24,7 @@ impl<'a> Params<'a> {
         Self {
             loader,
             dtype,
+            matrices: MatrixPrecision::Dense,
             device: loader.device().clone(),
             prefix: String::new(),
         }
@@ -35,8 +38,17 @@ impl<'a> Params<'a> {
         }
     }
 
+    /// The same tensors, with the matrices that may be stored in FP8 stored as `matrices`.
+    pub fn with_matrices(self, matrices: MatrixPrecision) -> Params<'a> {
+        Self { matrices, ..self }
+    }
+
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    pub fn matrices(&self) -> MatrixPrecision {
+        self.matrices
     }
 
     pub fn device(&self) -> &Device {
@@ -71,6 +83,19 @@ impl<'a> Params<'a> {
             .get(&full, dtype)
             .with_context(|| format!("loading HeartCodec tensor {full}"))?;
         Ok(tensor.to_device(&self.device)?)
+    }
+
+    /// A (rows, cols) matrix quantised to FP8 as it loads, block by block, on the loader's
+    /// device (where the flow-matching model runs).
+    pub fn fp8(&self, name: &str) -> Result<Fp8Matrix> {
+        let full = self.full_name(name);
+        anyhow::ensure!(
+            self.device.same_device(self.loader.device()),
+            "HeartCodec tensor {full}: FP8 matrices stay on the loader's device"
+        );
+        self.loader
+            .get_fp8(&full)
+            .with_context(|| format!("loading HeartCodec tensor {full} as FP8"))
     }
 
     pub fn linear(&self, name: &str, bias: bool) -> Result<Linear> {

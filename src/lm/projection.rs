@@ -9,18 +9,8 @@ use std::borrow::Cow;
 
 use candle_core::{DType, Module, Result, Tensor};
 
+pub use crate::weights::MatrixPrecision;
 use crate::weights::{Fp8Matrix, Loader};
-
-/// How the LM's matrices are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MatrixPrecision {
-    /// In the model dtype (bf16 on a GPU).
-    #[default]
-    Dense,
-    /// E4M3 codes with an f32 scale per output channel.
-    Fp8,
-}
 
 /// Whether a tensor of the checkpoint is one of the matrices [`MatrixPrecision`] applies to.
 /// Embeddings (looked up, not multiplied), norms and the small muq projection stay dense.

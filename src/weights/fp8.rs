@@ -15,6 +15,19 @@ const E4M3_MAX: f32 = 448.0;
 /// Rows per thread below which quantising on more threads does not pay.
 const MIN_ROWS_PER_THREAD: usize = 64;
 
+/// How a model's matrices are stored (the LM's: `--lm-precision`; the flow-matching
+/// blocks': `--flow-precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatrixPrecision {
+    /// In the model dtype (bf16 on a GPU).
+    #[default]
+    Dense,
+    /// E4M3 codes with an f32 scale per output channel.
+    Fp8,
+}
+
+#[derive(Clone)]
 pub struct Fp8Matrix {
     /// U8 (rows, cols): the E4M3 bit patterns.
     codes: Tensor,

@@ -1,8 +1,8 @@
 //! FP8 quantisation and decoding on the GPU (`fp8.cu`). A matrix already on the device is
 //! quantised where it is, instead of crossing to the host and back (the host took ~18 s for
 //! the 3B LM's matrices; the device takes milliseconds). The codes and scales are the host's:
-//! each matrix's first and last rows are checked against host quantisation, and a difference
-//! turns GPU quantisation off for the process, with a warning. Decoding (for the prompt step,
+//! the first matrix's first and last rows are checked against host quantisation, and a
+//! difference turns GPU quantisation off for the process, with a warning. Decoding (for the prompt step,
 //! which multiplies with whole matrices) is one pass from codes to the target dtype, where
 //! the generic path took three through f32.
 
@@ -17,6 +17,10 @@ use candle_core::{CudaDevice, DType, Device, Result, Storage, Tensor};
 use super::Fp8Matrix;
 
 static DISABLED: AtomicBool = AtomicBool::new(false);
+/// Whether a quantised block was compared with the host's yet. Once is enough (kernel and
+/// host either agree or not, for the process); comparing every block made the loader wait
+/// for each block's copy before reading the next (~500 blocks for the 3B LM).
+static COMPARED: AtomicBool = AtomicBool::new(false);
 
 /// `rows` (rows, cols) on `dev` quantised there, or `None` where the host must do it.
 pub(super) fn quantize(rows: &Tensor, dev: &CudaDevice) -> Result<Option<Fp8Matrix>> {
@@ -63,6 +67,9 @@ pub(super) fn quantize(rows: &Tensor, dev: &CudaDevice) -> Result<Option<Fp8Matr
         crate::gpu::tensor_of(codes, dev, (n, cols)),
         crate::gpu::tensor_of(scales, dev, n),
     );
+    if COMPARED.swap(true, Ordering::Relaxed) {
+        return Ok(Some(made));
+    }
     if let Some(row) = first_difference(&values, &made)? {
         DISABLED.store(true, Ordering::Relaxed);
         tracing::warn!(
@@ -99,6 +106,10 @@ pub(super) fn dequantize(m: &Fp8Matrix, dtype: DType, dev: &CudaDevice) -> Resul
         rows,
         cols,
         ptx,
+        // Sixteen codes a thread where rows split into aligned groups of sixteen.
+        by_sixteen: cols % 16 == 0
+            && codes_layout.start_offset() % 16 == 0
+            && rows * cols / 16 <= u32::MAX as usize,
     };
     Ok(Some(match dtype {
         DType::F32 => args.decode::<f32>("dequantize_e4m3_f32", dev)?,
@@ -114,30 +125,47 @@ struct DecodeArgs<'a> {
     rows: usize,
     cols: usize,
     ptx: &'static str,
+    by_sixteen: bool,
 }
 
 impl DecodeArgs<'_> {
-    /// Runs `kernel` (its output type `T`) into a fresh (rows, cols) tensor.
+    /// Runs `kernel` (its output type `T`; its `_x16` twin where `by_sixteen`) into a fresh
+    /// (rows, cols) tensor.
     fn decode<T: CudaDType + DeviceRepr>(&self, kernel: &str, dev: &CudaDevice) -> Result<Tensor> {
         const THREADS: usize = 256;
         let n = self.rows * self.cols;
-        let func = dev.get_or_load_custom_func(kernel, super::kernels::MODULE, self.ptx)?;
         // SAFETY: the kernel writes all n elements.
         let mut out: CudaSlice<T> = unsafe { dev.alloc::<T>(n)? };
+        let (items, func) = if self.by_sixteen {
+            let name = format!("{kernel}_x16");
+            (
+                n / 16,
+                dev.get_or_load_custom_func(&name, super::kernels::MODULE, self.ptx)?,
+            )
+        } else {
+            (
+                n,
+                dev.get_or_load_custom_func(kernel, super::kernels::MODULE, self.ptx)?,
+            )
+        };
+        let (groups, groups_per_row) = ((n / 16) as u32, (self.cols / 16) as u32);
         let (count, width) = (n as u64, self.cols as u64);
         let mut launch = func.builder();
-        launch
-            .arg(&self.codes)
-            .arg(&self.scales)
-            .arg(&mut out)
-            .arg(&count)
-            .arg(&width);
+        launch.arg(&self.codes).arg(&self.scales).arg(&mut out);
+        if self.by_sixteen {
+            launch.arg(&groups).arg(&groups_per_row);
+        } else {
+            launch.arg(&count).arg(&width);
+        }
         let cfg = LaunchConfig {
-            grid_dim: (n.div_ceil(THREADS).clamp(1, 65536) as u32, 1, 1),
+            grid_dim: (items.div_ceil(THREADS).clamp(1, 65536) as u32, 1, 1),
             block_dim: (THREADS as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: the arguments match the kernel's (const u8*, const float*, T*, u64, u64).
+        // SAFETY: the arguments match the kernel's: (const u8*, const float*, T*, u64 n,
+        // u64 cols), or for `_x16` (const uint4*, const float*, T*, u32 groups, u32 groups
+        // a row) with the codes 16-byte aligned and rows of whole groups (`by_sixteen`); a
+        // fresh output is aligned for 16-byte stores.
         unsafe { launch.launch(cfg) }.w()?;
         Ok(crate::gpu::tensor_of(out, dev, (self.rows, self.cols)))
     }

@@ -18,7 +18,7 @@ mod synthetic_gpu;
 mod upload;
 
 pub use error::WeightsError;
-pub use fp8::Fp8Matrix;
+pub use fp8::{Fp8Matrix, MatrixPrecision};
 pub use loader::{Loader, Source};
 pub use spec::{Init, ModelSpec, TensorSpec};
 pub use store::{Blocks, ReadTimes, WeightStore};

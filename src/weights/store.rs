@@ -32,10 +32,9 @@ const GPU_BLOCK_BYTES: usize = BLOCK_BYTES;
 pub struct ReadTimes {
     /// Bytes read from the shards.
     pub bytes: u64,
-    /// Positioned reads out of the files (the page cache, or the disk).
+    /// Positioned reads out of the files (the page cache, or the disk), each read thread
+    /// checking its part to be finite as soon as it has it (while it is in the core's cache).
     pub read_ms: f64,
-    /// The finite-value check.
-    pub check_ms: f64,
     /// Copying each block to its device: on a GPU, issuing each asynchronous copy and waiting
     /// for the one before the last to free its page-locked buffer.
     pub copy_ms: f64,
@@ -52,17 +51,15 @@ impl ReadTimes {
         Self {
             bytes: self.bytes - before.bytes,
             read_ms: self.read_ms - before.read_ms,
-            check_ms: self.check_ms - before.check_ms,
             copy_ms: self.copy_ms - before.copy_ms,
         }
     }
 
-    fn add_block(bytes: usize, read: Duration, check: Duration, copy: Duration) {
+    fn add_block(bytes: usize, read: Duration, copy: Duration) {
         THREAD_READ_TIMES.with(|t| {
             let mut v = t.get();
             v.bytes += bytes as u64;
             v.read_ms += read.as_secs_f64() * 1e3;
-            v.check_ms += check.as_secs_f64() * 1e3;
             v.copy_ms += copy.as_secs_f64() * 1e3;
             t.set(v);
         });
@@ -71,7 +68,7 @@ impl ReadTimes {
 
 thread_local! {
     static THREAD_READ_TIMES: std::cell::Cell<ReadTimes> = const {
-        std::cell::Cell::new(ReadTimes { bytes: 0, read_ms: 0.0, check_ms: 0.0, copy_ms: 0.0 })
+        std::cell::Cell::new(ReadTimes { bytes: 0, read_ms: 0.0, copy_ms: 0.0 })
     };
 }
 
@@ -324,73 +321,70 @@ fn block_bytes(device: &Device) -> usize {
     }
 }
 
-/// Fills `bytes` from `file` at `offset`, large reads split over several threads: one thread
-/// copies out of the page cache at a few GB/s, which alone kept a 22 GB checkpoint loading for
-/// 10 s.
-fn read_parallel(file: &File, bytes: &mut [u8], offset: u64) -> std::io::Result<()> {
-    const PER_THREAD: usize = 8 << 20;
-    const MAX_THREADS: usize = 8;
+/// Fills `bytes` from `file` at `offset` and returns `check` of them (the first flagged
+/// element's index, counting `elem` bytes an element). Large reads are split over several
+/// threads — one thread copies out of the page cache at a few GB/s, which alone kept a 22 GB
+/// checkpoint loading for 10 s — and each thread checks its part right after reading it, while
+/// it is still in the core's cache (a second pass over the block cost as much as the read).
+fn read_checked(
+    file: &File,
+    bytes: &mut [u8],
+    offset: u64,
+    elem: usize,
+    check: impl Fn(&[u8]) -> Option<usize> + Sync,
+) -> std::io::Result<Option<usize>> {
+    // A 32 MB GPU block is read by up to 16 threads (with 8 MB a thread, only 4).
+    const PER_THREAD: usize = 2 << 20;
+    const MAX_THREADS: usize = 16;
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, MAX_THREADS)
         .min(bytes.len().div_ceil(PER_THREAD));
     if threads <= 1 {
-        return file.read_exact_at(bytes, offset);
+        file.read_exact_at(bytes, offset)?;
+        return Ok(check(bytes));
     }
-    let part = bytes.len().div_ceil(threads);
+    // Parts of whole elements, so each part's check sees whole values.
+    let part = bytes.len().div_ceil(threads).next_multiple_of(elem);
+    let check = &check;
     std::thread::scope(|s| {
         let reads: Vec<_> = bytes
             .chunks_mut(part)
             .enumerate()
             .map(|(k, chunk)| {
-                s.spawn(move || file.read_exact_at(chunk, offset + (k * part) as u64))
+                s.spawn(move || {
+                    file.read_exact_at(chunk, offset + (k * part) as u64)?;
+                    Ok(check(chunk).map(|i| k * part / elem + i))
+                })
             })
             .collect();
-        reads.into_iter().try_for_each(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("a read thread panicked")))
-        })
+        let mut first = None;
+        for read in reads {
+            let found = read
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("a read thread panicked")))?;
+            first = first.or(found);
+        }
+        Ok(first)
     })
 }
 
 /// The index of the first element of `data` (stored as `dtype`) that is NaN or infinite: one
 /// would otherwise turn into silent garbage (every code 0, NaN audio).
-fn check_finite(dtype: DType, data: &[u8]) -> Result<(), usize> {
-    let found = match dtype {
+fn first_non_finite(dtype: DType, data: &[u8]) -> Option<usize> {
+    match dtype {
         DType::F32 => {
-            first_non_finite::<4>(data, |b| u32::from_le_bytes(b) & 0x7f80_0000 == 0x7f80_0000)
+            first_flagged::<4>(data, |b| u32::from_le_bytes(b) & 0x7f80_0000 == 0x7f80_0000)
         }
-        DType::BF16 => first_non_finite::<2>(data, |b| u16::from_le_bytes(b) & 0x7f80 == 0x7f80),
-        _ => first_non_finite::<2>(data, |b| u16::from_le_bytes(b) & 0x7c00 == 0x7c00),
-    };
-    found.map_or(Ok(()), Err)
+        DType::BF16 => first_flagged::<2>(data, |b| u16::from_le_bytes(b) & 0x7f80 == 0x7f80),
+        _ => first_flagged::<2>(data, |b| u16::from_le_bytes(b) & 0x7c00 == 0x7c00),
+    }
 }
 
-/// The index of the first element whose bytes `bad` flags. Large tensors are scanned on
-/// every core: the check must not add seconds to loading a 15 GB checkpoint.
-fn first_non_finite<const N: usize>(data: &[u8], bad: fn([u8; N]) -> bool) -> Option<usize> {
-    const PER_THREAD: usize = 8 << 20;
-    let scan = |bytes: &[u8]| {
-        bytes
-            .chunks_exact(N)
-            .position(|b| bad(b.try_into().expect("chunks of N bytes")))
-    };
-    if data.len() <= PER_THREAD {
-        return scan(data);
-    }
-    let threads = std::thread::available_parallelism().map_or(4, |n| n.get());
-    let chunk = data.len().div_ceil(threads).next_multiple_of(N);
-    std::thread::scope(|s| {
-        let scans: Vec<_> = data
-            .chunks(chunk)
-            .enumerate()
-            .map(|(k, part)| s.spawn(move || scan(part).map(|i| k * chunk / N + i)))
-            .collect();
-        scans
-            .into_iter()
-            .filter_map(|h| h.join().ok().flatten())
-            .min()
-    })
+/// The index of the first element whose bytes `bad` flags.
+fn first_flagged<const N: usize>(data: &[u8], bad: fn([u8; N]) -> bool) -> Option<usize> {
+    data.chunks_exact(N)
+        .position(|b| bad(b.try_into().expect("chunks of N bytes")))
 }
 
 fn find_pickle(dir: &Path) -> Option<PathBuf> {
@@ -511,15 +505,12 @@ impl Blocks<'_> {
         let mut buffer = self.buffer()?;
         let bytes = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut buffer)[..bytes];
         let started = Instant::now();
-        self.read_bytes(bytes, offset)?;
+        self.read_checked(bytes, offset, first_elem)?;
         let read = started.elapsed();
-        self.check(bytes, first_elem)?;
-        let checked = started.elapsed();
         // The buffer is 4-byte aligned (u32s), enough for every stored dtype.
         let block = Tensor::from_slice(bytemuck::cast_slice::<u8, T>(bytes), shape, &self.device)
             .map_err(|e| self.store.fail(&self.name, e.to_string()))?;
-        let copied = started.elapsed();
-        ReadTimes::add_block(bytes.len(), read, checked - read, copied - checked);
+        ReadTimes::add_block(bytes.len(), read, started.elapsed() - read);
         Ok(block)
     }
 
@@ -549,15 +540,12 @@ impl Blocks<'_> {
         let upload = upload.as_mut().expect("made above");
         let (target, waited) = upload.next_buffer(bytes).map_err(|e| fail(e.to_string()))?;
         let started = Instant::now();
-        self.read_bytes(target, offset)?;
+        self.read_checked(target, offset, first_elem)?;
         let read = started.elapsed();
-        self.check(target, first_elem)?;
-        let checked = started.elapsed();
         let block = upload
             .upload(dev, self.dtype, shape)
             .map_err(|e| fail(e.to_string()))?;
-        let copy = waited + started.elapsed() - checked;
-        ReadTimes::add_block(bytes, read, checked - read, copy);
+        ReadTimes::add_block(bytes, read, waited + started.elapsed() - read);
         Ok(block)
     }
 
@@ -574,16 +562,27 @@ impl Blocks<'_> {
         Ok(buffer)
     }
 
-    fn read_bytes(&self, bytes: &mut [u8], offset: u64) -> Result<(), WeightsError> {
-        read_parallel(&self.shard.file, bytes, offset).map_err(|e| {
+    /// Reads the block's bytes at `offset` (element `first_elem` of the tensor) and fails on
+    /// its first value that is not finite.
+    fn read_checked(
+        &self,
+        bytes: &mut [u8],
+        offset: u64,
+        first_elem: usize,
+    ) -> Result<(), WeightsError> {
+        let dtype = self.dtype;
+        let found = read_checked(
+            &self.shard.file,
+            bytes,
+            offset,
+            dtype.size_in_bytes(),
+            |b| first_non_finite(dtype, b),
+        )
+        .map_err(|e| {
             self.store
                 .fail(&self.name, format!("reading its data: {e}"))
-        })
-    }
-
-    /// Fails on the block's first value that is not finite.
-    fn check(&self, bytes: &[u8], first_elem: usize) -> Result<(), WeightsError> {
-        check_finite(self.dtype, bytes).map_err(|i| self.not_finite(first_elem + i))
+        })?;
+        found.map_or(Ok(()), |i| Err(self.not_finite(first_elem + i)))
     }
 
     fn not_finite(&self, element: usize) -> WeightsError {
@@ -651,21 +650,37 @@ mod tests {
     }
 
     #[test]
-    fn a_read_split_over_threads_gets_every_byte_in_place_and_a_short_file_fails() {
+    fn a_read_split_over_threads_gets_every_byte_in_place_finds_the_first_flagged_and_a_short_file_fails(
+    ) {
         use std::io::Write;
+        const MARK: u8 = 0xAB;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data");
-        // Over 8 MiB a thread: the read is split whenever the machine has two cores.
-        let data: Vec<u8> = (0..(19u32 << 20) + 12345)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        // Over 2 MiB a thread: the read is split whenever the machine has two cores. No byte is
+        // MARK but those placed below, in the second half (a later thread's part).
+        let mut data: Vec<u8> = (0..(19u32 << 20) + 12345)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) >> 13) % 160) as u8)
             .collect();
+        let len = data.len() - 777;
+        let marks = [777 + len * 3 / 4, 777 + len / 2 + 13];
+        for m in marks {
+            data[m] = MARK;
+        }
         File::create(&path).unwrap().write_all(&data).unwrap();
         let file = File::open(&path).unwrap();
-        let mut got = vec![0u8; data.len() - 777];
-        read_parallel(&file, &mut got, 777).unwrap();
+        let mut got = vec![0u8; len];
+        let none = |_: &[u8]| None;
+        assert_eq!(read_checked(&file, &mut got, 777, 1, none).unwrap(), None);
         assert!(got == data[777..], "bytes out of place");
+        let marked = |b: &[u8]| b.iter().position(|&x| x == MARK);
+        let first = read_checked(&file, &mut got, 777, 1, marked).unwrap();
+        assert_eq!(
+            first,
+            Some(len / 2 + 13),
+            "the earlier mark, counted from the read's start"
+        );
         let mut too_long = vec![0u8; data.len()];
-        assert!(read_parallel(&file, &mut too_long, 1).is_err());
+        assert!(read_checked(&file, &mut too_long, 1, 1, none).is_err());
     }
 
     #[test]

@@ -183,6 +183,42 @@ fn estimator_velocity() {
     );
 }
 
+/// The velocity with the large matrices stored as FP8 (`--flow-precision fp8`) against the
+/// reference's: E4M3 rounds each weight to ~2.5 % of its row's scale, so the output moves by
+/// a few per cent of its size — and must not move more (a wrong scale or a swapped row would).
+#[test]
+fn estimator_with_fp8_matrices_stays_close_to_the_reference() {
+    use heartstream::weights::MatrixPrecision;
+    let dir = golden().dir.join("heartcodec");
+    let precision = CodecPrecision {
+        flow_matrices: MatrixPrecision::Fp8,
+        ..CodecPrecision::uniform(test_dtype())
+    };
+    let codec = HeartCodec::load(&dir, &test_device(), precision).unwrap();
+    let estimator = &codec.flow.estimator;
+    let hidden = input("fm.estimator.input");
+    let timesteps: Vec<f32> = golden().f32("fm.estimator.timestep").to_vec1().unwrap();
+    let time = estimator.time_conditioning(&timesteps).unwrap();
+    let rope = estimator.rope(hidden.dim(1).unwrap()).unwrap();
+    let out = estimator.forward(&hidden, &time, &rope).unwrap();
+    let flat = |t: &Tensor| -> Vec<f64> {
+        let t = t.flatten_all().unwrap().to_dtype(DType::F64).unwrap();
+        t.to_device(&Device::Cpu).unwrap().to_vec1().unwrap()
+    };
+    let (got, want) = (flat(&out), flat(&golden().f32("fm.estimator.output")));
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let cosine = dot(&got, &want) / (dot(&got, &got) * dot(&want, &want)).sqrt();
+    let error: Vec<f64> = got.iter().zip(&want).map(|(g, w)| g - w).collect();
+    let relative_rms = (dot(&error, &error) / dot(&want, &want)).sqrt();
+    println!(
+        "fp8 flow matrices: velocity cosine {cosine:.5}, relative RMS error {relative_rms:.4}"
+    );
+    assert!(cosine > 0.998, "cosine {cosine}");
+    assert!(relative_rms < 0.06, "relative RMS error {relative_rms}");
+    // The codes are in use: dense weights would match the reference to float rounding.
+    assert!(relative_rms > 1e-3, "relative RMS error {relative_rms}");
+}
+
 /// Run twice: on buffers of its own, then with the window's Euler step prepared once and
 /// reused (on CUDA, captured as a graph and replayed): both must match the reference.
 #[test]

@@ -1,9 +1,9 @@
 //! Bidirectional multi-head self-attention with RoPE (no mask, scale 1/√head_dim).
 
 use anyhow::Result;
-use candle_core::{Module, Tensor};
-use candle_nn::Linear;
+use candle_core::Tensor;
 
+use super::flow_linear::FlowLinear;
 use super::fused_attention::{fused_attention, fused_attention_runs};
 use super::rope::Rope;
 use crate::codec::params::Params;
@@ -11,21 +11,17 @@ use crate::codec::params::Params;
 #[derive(Clone)]
 pub(super) struct Attention {
     /// q, k and v projections stacked: one matmul for all three.
-    qkv: Linear,
-    out: Linear,
+    qkv: FlowLinear,
+    out: FlowLinear,
     heads: usize,
     head_dim: usize,
 }
 
 impl Attention {
     pub fn load(p: &Params, heads: usize, head_dim: usize) -> Result<Self> {
-        let w = ["q_proj", "k_proj", "v_proj"]
-            .map(|name| p.tensor(&format!("{name}.weight")))
-            .into_iter()
-            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            qkv: Linear::new(Tensor::cat(&w, 0)?, None),
-            out: p.linear("o_proj", false)?,
+            qkv: FlowLinear::stacked(p, &["q_proj", "k_proj", "v_proj"])?,
+            out: FlowLinear::stacked(p, &["o_proj"])?,
             heads,
             head_dim,
         })
@@ -37,9 +33,9 @@ impl Attention {
         let qkv = self.qkv.forward(x)?;
         if fused_attention_runs(&qkv, self.head_dim) {
             let (cos, sin) = rope.tables();
-            return Ok(self
+            return self
                 .out
-                .forward(&fused_attention(&qkv, cos, sin, self.heads)?)?);
+                .forward(&fused_attention(&qkv, cos, sin, self.heads)?);
         }
         // (3, batch, heads, frames, head_dim)
         let qkv = qkv
@@ -57,6 +53,6 @@ impl Attention {
                 .matmul(&v)?
                 .transpose(1, 2)?
                 .reshape((b, t, self.heads * self.head_dim))?;
-        Ok(self.out.forward(&heads)?)
+        self.out.forward(&heads)
     }
 }

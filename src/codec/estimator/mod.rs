@@ -4,6 +4,7 @@
 
 mod attention;
 mod block;
+mod flow_linear;
 mod fused_attention;
 mod fused_ops;
 mod mlp;
@@ -22,6 +23,7 @@ use self::timestep::{AdaLnSingle, StackTime};
 use super::config::CodecConfig;
 use super::params::Params;
 
+pub use self::flow_linear::is_fp8_matrix;
 pub use self::fused_attention::fused_attention;
 pub use self::fused_ops::{gated_add, rms_modulate, swiglu};
 use self::rope::Rope;

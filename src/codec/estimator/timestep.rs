@@ -5,6 +5,7 @@ use anyhow::Result;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Linear;
 
+use super::flow_linear::FlowLinear;
 use crate::codec::arch::FLOW_T_SIZE;
 use crate::codec::params::Params;
 
@@ -97,8 +98,8 @@ impl TimeConditioning {
 #[derive(Clone)]
 pub(super) struct AdaLnSingle {
     linear_1: Linear,
-    linear_2: Linear,
-    modulation: Linear,
+    linear_2: FlowLinear,
+    modulation: FlowLinear,
 }
 
 impl AdaLnSingle {
@@ -106,8 +107,8 @@ impl AdaLnSingle {
         let emb = p.at("emb.timestep_embedder");
         Ok(Self {
             linear_1: emb.linear("linear_1", true)?,
-            linear_2: emb.linear("linear_2", true)?,
-            modulation: p.linear("linear", true)?,
+            linear_2: FlowLinear::with_bias(&emb, "linear_2")?,
+            modulation: FlowLinear::with_bias(p, "linear")?,
         })
     }
 
