@@ -217,7 +217,12 @@ impl Engine {
             Some(gpu_memory_used(device)?.saturating_sub(before?))
         };
         let mut start = LoadReport::default();
-        start.note_memory(&config.device, "start");
+        start.note_memory(&config.device, "context");
+        #[cfg(feature = "cuda")]
+        for device in [&config.device, &config.codec_device] {
+            crate::gpu::size_stacks_on_demand(device)?;
+        }
+        start.note_memory(&config.device, "stacks on demand");
         let before_lm = gpu_memory_used(&config.device);
         let read_before_lm = ReadTimes::of_this_thread();
         let lm = load_lm(

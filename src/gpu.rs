@@ -329,3 +329,20 @@ pub fn release_free_memory(device: &Device) -> Result<()> {
     }
     Ok(())
 }
+
+/// Lets the driver size each thread's call stack to what the kernels launched on `device`'s
+/// GPU need, instead of reserving CUDA's default 1 KiB for every thread the GPU can hold: on
+/// an H200 that default is 264 MiB of the context's memory (measured: 659 → 395 MiB in use),
+/// while our kernels and candle's need a small fraction of it. The driver grows the reserve
+/// at a launch that needs more (CUDA's `cudaLimitStackSize`), once.
+pub fn size_stacks_on_demand(device: &Device) -> Result<()> {
+    let Device::Cuda(dev) = device else {
+        return Ok(());
+    };
+    let ctx = dev.cuda_stream().context().clone();
+    ctx.bind_to_thread().w()?;
+    // SAFETY: setting a limit of the current context; no memory is touched.
+    unsafe { sys::cuCtxSetLimit(sys::CUlimit::CU_LIMIT_STACK_SIZE, 0) }
+        .result()
+        .w()
+}

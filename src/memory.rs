@@ -21,6 +21,8 @@ const WORKING_BYTES: u64 = 2_400 << 20;
 pub struct MemoryEstimate {
     /// How the LM's matrices are stored in this estimate.
     pub lm_matrices: MatrixPrecision,
+    /// How the flow-matching DiT's large matrices are stored in this estimate.
+    pub flow_matrices: MatrixPrecision,
     pub lm_weights: u64,
     pub kv_cache: u64,
     pub codec_weights: u64,
@@ -45,6 +47,7 @@ impl MemoryEstimate {
         let codec_spec = codec_spec(codec);
         Self {
             lm_matrices: matrices,
+            flow_matrices: precision.flow_matrices,
             lm_weights: lm_bytes(&lm_spec(lm), lm_dtype, matrices),
             kv_cache: (kv_values * lm_dtype.size_in_bytes()) as u64,
             codec_weights: flow_bytes(&codec_spec, precision)
@@ -70,9 +73,15 @@ impl MemoryEstimate {
         };
         if need > free {
             let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-            let fp8 = match self.lm_matrices {
-                MatrixPrecision::Dense => "store the LM's matrices in fp8 (--lm-precision fp8), ",
-                MatrixPrecision::Fp8 => "",
+            let fp8 = match (self.lm_matrices, self.flow_matrices) {
+                (MatrixPrecision::Dense, _) => {
+                    "store the matrices in fp8 (--lm-precision fp8; the flow-matching model's \
+                     follow unless --flow-precision bf16), "
+                }
+                (MatrixPrecision::Fp8, MatrixPrecision::Dense) if !codec_elsewhere => {
+                    "store the flow-matching model's matrices in fp8 (--flow-precision fp8), "
+                }
+                _ => "",
             };
             bail!(
                 "this run needs about {:.1} GiB of GPU memory (LM weights {:.1}, KV cache {:.1}, \

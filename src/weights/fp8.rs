@@ -97,6 +97,14 @@ impl Fp8Matrix {
         })
     }
 
+    /// Rows `first..first + count`, sharing this matrix's storage.
+    pub fn rows(&self, first: usize, count: usize) -> Result<Self> {
+        Ok(Self {
+            codes: self.codes.narrow(0, first, count)?,
+            scales: self.scales.narrow(0, first, count)?,
+        })
+    }
+
     /// (rows, cols).
     pub fn dims(&self) -> (usize, usize) {
         let d = self.codes.dims();

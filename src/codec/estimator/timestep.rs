@@ -107,8 +107,8 @@ impl AdaLnSingle {
         let emb = p.at("emb.timestep_embedder");
         Ok(Self {
             linear_1: emb.linear("linear_1", true)?,
-            linear_2: FlowLinear::with_bias(&emb, "linear_2")?,
-            modulation: FlowLinear::with_bias(p, "linear")?,
+            linear_2: FlowLinear::time(&emb, "linear_2")?,
+            modulation: FlowLinear::time(p, "linear")?,
         })
     }
 
