@@ -111,7 +111,7 @@ impl FlowLinear {
 }
 
 /// Whether `name` (a HeartCodec tensor) is one of the matrices `--flow-precision fp8` stores
-/// as FP8 (what [`FlowLinear`] loads in FP8), for the memory estimate.
+/// as FP8 (what the estimator loads as FP8), for the memory estimate.
 pub fn is_fp8_matrix(name: &str) -> bool {
     const BLOCK_SUFFIXES: [&str; 7] = [
         ".attn.q_proj.weight",
