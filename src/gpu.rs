@@ -287,14 +287,11 @@ pub fn pool_bytes(device: &Device) -> Option<crate::device::PoolBytes> {
     };
     let ctx = dev.cuda_stream().context().clone();
     ctx.bind_to_thread().ok()?;
+    let pool = default_pool(&ctx).ok()?;
     let mut out = crate::device::PoolBytes::default();
     // SAFETY: each attribute asked for is a 64-bit count written into the u64 passed; the
     // pool handle is the device's default pool, owned by the driver.
     unsafe {
-        let mut pool = std::ptr::null_mut();
-        sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device())
-            .result()
-            .ok()?;
         let attr =
             |a, v: &mut u64| sys::cuMemPoolGetAttribute(pool, a, v as *mut u64 as *mut _).result();
         attr(CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, &mut out.pool_reserved).ok()?;
@@ -319,15 +316,22 @@ pub fn release_free_memory(device: &Device) -> Result<()> {
     };
     let ctx = dev.cuda_stream().context().clone();
     ctx.synchronize().w()?;
+    let pool = default_pool(&ctx)?;
     // SAFETY: trimming the default pool releases only blocks no allocation holds.
-    unsafe {
-        let mut pool = std::ptr::null_mut();
-        sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device())
-            .result()
-            .w()?;
-        sys::cuMemPoolTrimTo(pool, 0).result().w()?;
-    }
-    Ok(())
+    unsafe { sys::cuMemPoolTrimTo(pool, 0) }.result().w()
+}
+
+/// The stream-ordered pool every allocation of `ctx`'s device comes from (cudarc allocates
+/// with `cuMemAllocAsync`, which uses the device's default pool).
+fn default_pool(
+    ctx: &candle_core::cuda_backend::cudarc::driver::CudaContext,
+) -> Result<sys::CUmemoryPool> {
+    let mut pool = std::ptr::null_mut();
+    // SAFETY: the driver writes the handle of the device's default pool, which it owns.
+    unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) }
+        .result()
+        .w()?;
+    Ok(pool)
 }
 
 /// Lets the driver size each thread's call stack to what the kernels launched on `device`'s

@@ -2,9 +2,9 @@
 //! quantised where it is, instead of crossing to the host and back (the host took ~18 s for
 //! the 3B LM's matrices; the device takes milliseconds). The codes and scales are the host's:
 //! the first matrix's first and last rows are checked against host quantisation, and a
-//! difference turns GPU quantisation off for the process, with a warning. Decoding (for the prompt step,
-//! which multiplies with whole matrices) is one pass from codes to the target dtype, where
-//! the generic path took three through f32.
+//! difference turns GPU quantisation off for the process, with a warning. Decoding (for the
+//! LM's prompt step and every FP8 flow-matching product, which multiply with whole matrices)
+//! is one pass from codes to the target dtype, where the generic path took three through f32.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
