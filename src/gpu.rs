@@ -282,11 +282,7 @@ pub fn pool_bytes(device: &Device) -> Option<crate::device::PoolBytes> {
     use sys::CUmemPool_attribute::{
         CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, CU_MEMPOOL_ATTR_USED_MEM_CURRENT,
     };
-    let Device::Cuda(dev) = device else {
-        return None;
-    };
-    let ctx = dev.cuda_stream().context().clone();
-    ctx.bind_to_thread().ok()?;
+    let ctx = bound_context(device).ok()??;
     let pool = default_pool(&ctx).ok()?;
     let mut out = crate::device::PoolBytes::default();
     // SAFETY: each attribute asked for is a 64-bit count written into the u64 passed; the
@@ -311,14 +307,26 @@ pub fn pool_bytes(device: &Device) -> Option<crate::device::PoolBytes> {
 /// reserved after a model's loading freed its temporaries, and would count against the
 /// song's memory).
 pub fn release_free_memory(device: &Device) -> Result<()> {
-    let Device::Cuda(dev) = device else {
+    let Some(ctx) = bound_context(device)? else {
         return Ok(());
     };
-    let ctx = dev.cuda_stream().context().clone();
     ctx.synchronize().w()?;
     let pool = default_pool(&ctx)?;
     // SAFETY: trimming the default pool releases only blocks no allocation holds.
     unsafe { sys::cuMemPoolTrimTo(pool, 0) }.result().w()
+}
+
+/// `device`'s CUDA context, made current on this thread (the driver calls below act on the
+/// current context); `None` off a GPU.
+fn bound_context(
+    device: &Device,
+) -> Result<Option<std::sync::Arc<candle_core::cuda_backend::cudarc::driver::CudaContext>>> {
+    let Device::Cuda(dev) = device else {
+        return Ok(None);
+    };
+    let ctx = dev.cuda_stream().context().clone();
+    ctx.bind_to_thread().w()?;
+    Ok(Some(ctx))
 }
 
 /// The stream-ordered pool every allocation of `ctx`'s device comes from (cudarc allocates
@@ -340,11 +348,9 @@ fn default_pool(
 /// while our kernels and candle's need a small fraction of it. The driver grows the reserve
 /// at a launch that needs more (CUDA's `cudaLimitStackSize`), once.
 pub fn size_stacks_on_demand(device: &Device) -> Result<()> {
-    let Device::Cuda(dev) = device else {
+    if bound_context(device)?.is_none() {
         return Ok(());
-    };
-    let ctx = dev.cuda_stream().context().clone();
-    ctx.bind_to_thread().w()?;
+    }
     // SAFETY: setting a limit of the current context; no memory is touched.
     unsafe { sys::cuCtxSetLimit(sys::CUlimit::CU_LIMIT_STACK_SIZE, 0) }
         .result()
