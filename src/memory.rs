@@ -50,8 +50,13 @@ impl MemoryEstimate {
             flow_matrices: precision.flow_matrices,
             lm_weights: lm_bytes(&lm_spec(lm), lm_dtype, matrices),
             kv_cache: (kv_values * lm_dtype.size_in_bytes()) as u64,
-            codec_weights: flow_bytes(&codec_spec, precision)
-                + bytes(&codec_spec, "scalar_model.decoder", precision.scalar),
+            codec_weights: stored_bytes(
+                &codec_spec,
+                |n| n.starts_with("flow_matching."),
+                precision.flow,
+                precision.flow_matrices,
+                is_fp8_matrix,
+            ) + bytes(&codec_spec, "scalar_model.decoder", precision.scalar),
             working: WORKING_BYTES,
         }
     }
@@ -104,28 +109,24 @@ impl MemoryEstimate {
 /// Bytes of the LM's tensors on a GPU: the matrices as `matrices` says, the rest in `dtype`,
 /// but for the text embeddings, which stay in host memory.
 fn lm_bytes(spec: &ModelSpec, dtype: DType, matrices: MatrixPrecision) -> u64 {
+    stored_bytes(spec, |n| n != TEXT_EMBEDDINGS, dtype, matrices, is_matrix)
+}
+
+/// Bytes of the spec's tensors that `kept` selects: those `fp8` names stored as FP8 when
+/// `matrices` says so, the rest in `dtype`.
+fn stored_bytes(
+    spec: &ModelSpec,
+    kept: impl Fn(&str) -> bool,
+    dtype: DType,
+    matrices: MatrixPrecision,
+    fp8: fn(&str) -> bool,
+) -> u64 {
     let dense = |t: &TensorSpec| (t.shape.iter().product::<usize>() * dtype.size_in_bytes()) as u64;
     spec.required
         .iter()
-        .filter(|t| t.name != TEXT_EMBEDDINGS)
+        .filter(|t| kept(&t.name))
         .map(|t| match matrices {
-            MatrixPrecision::Fp8 if is_matrix(&t.name) => fp8_bytes(t),
-            _ => dense(t),
-        })
-        .sum()
-}
-
-/// Bytes of the flow-matching model: the blocks' matrices as `precision.flow_matrices` says,
-/// the rest in the flow dtype.
-fn flow_bytes(spec: &ModelSpec, precision: CodecPrecision) -> u64 {
-    let dense = |t: &TensorSpec| {
-        (t.shape.iter().product::<usize>() * precision.flow.size_in_bytes()) as u64
-    };
-    spec.required
-        .iter()
-        .filter(|t| t.name.starts_with("flow_matching."))
-        .map(|t| match precision.flow_matrices {
-            MatrixPrecision::Fp8 if is_fp8_matrix(&t.name) => fp8_bytes(t),
+            MatrixPrecision::Fp8 if fp8(&t.name) => fp8_bytes(t),
             _ => dense(t),
         })
         .sum()
