@@ -1,10 +1,12 @@
-//! How far FP8 matrices move the LM from its dense matrices on random weights: both models
-//! (same seed) read the same prompt and then the same frames — those the dense model
-//! samples — and each frame's codebook-0 logits (conditional row) are compared: cosine
-//! similarity and the overlap of the top 50 tokens (the sampler's top-k). One table on stdout.
+//! How far FP8 matrices, an FP8 KV cache or both move the LM from the dense model on random
+//! weights: both models (same seed) read the same prompt and then the same frames — those the
+//! dense model samples — and each frame's codebook-0 logits (conditional row) are compared:
+//! cosine similarity and the overlap of the top 50 tokens (the sampler's top-k). One table on
+//! stdout.
 //!
-//! `cargo bench --bench fp8_accuracy -- [3b|tiny] [FRAMES]`: full size by default, on the first
-//! GPU when built with `--features cuda`, else on the CPU (where `tiny` is the practical size).
+//! `cargo bench --bench fp8_accuracy -- [3b|tiny] [FRAMES] [matrices|kv|both]`: full size,
+//! FP8 matrices by default, on the first GPU when built with `--features cuda`, else on the
+//! CPU (where `tiny` is the practical size).
 
 use std::sync::Arc;
 
@@ -12,8 +14,8 @@ use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use heartstream::lm::kv_cache::KvCache;
 use heartstream::lm::{
-    FrameGenerator, GenConfig, GenerationOptions, HeartMuLa, LmConfig, MatrixPrecision, Prompt,
-    SamplingParams,
+    FrameGenerator, GenConfig, GenerationOptions, HeartMuLa, KvPrecision, LmConfig,
+    MatrixPrecision, Prompt, SamplingParams,
 };
 
 const SEED: u64 = 11;
@@ -25,10 +27,10 @@ struct Side {
 }
 
 impl Side {
-    fn new(config: &LmConfig, m: MatrixPrecision, on: &Device, positions: usize) -> Result<Self> {
+    fn new(config: &LmConfig, fp8: Fp8Parts, on: &Device, positions: usize) -> Result<Self> {
         let dtype = activations(on);
-        let model = HeartMuLa::synthetic(config.clone(), SEED, on, dtype, m)?;
-        let (backbone, _) = model.new_caches(1, positions)?;
+        let model = HeartMuLa::synthetic(config.clone(), SEED, on, dtype, fp8.matrices)?;
+        let (backbone, _) = model.new_caches(1, positions, fp8.kv)?;
         Ok(Self { model, backbone })
     }
 
@@ -36,6 +38,30 @@ impl Side {
     fn logits(&mut self, input: &Tensor) -> Result<Vec<f32>> {
         let last = self.model.backbone_step(input, &mut self.backbone)?;
         Ok(self.model.codebook0_logits(&last)?.get(0)?.to_vec1()?)
+    }
+}
+
+/// What the compared side stores in FP8.
+#[derive(Debug, Clone, Copy)]
+struct Fp8Parts {
+    matrices: MatrixPrecision,
+    kv: KvPrecision,
+}
+
+impl Fp8Parts {
+    const NONE: Self = Self {
+        matrices: MatrixPrecision::Dense,
+        kv: KvPrecision::Dense,
+    };
+
+    fn parse(arg: Option<&str>) -> Result<Self> {
+        let (matrices, kv) = match arg.unwrap_or("matrices") {
+            "matrices" => (MatrixPrecision::Fp8, KvPrecision::Dense),
+            "kv" => (MatrixPrecision::Dense, KvPrecision::Fp8),
+            "both" => (MatrixPrecision::Fp8, KvPrecision::Fp8),
+            other => anyhow::bail!("expected matrices, kv or both, got {other:?}"),
+        };
+        Ok(Self { matrices, kv })
     }
 }
 
@@ -49,6 +75,7 @@ fn main() -> Result<()> {
         _ => (LmConfig::oss_3b(), GenConfig::default()),
     };
     let frames: usize = args.get(1).map_or(Ok(100), |f| f.parse())?;
+    let compared = Fp8Parts::parse(args.get(2).map(String::as_str))?;
     let device = if cfg!(feature = "cuda") {
         Device::new_cuda(0).unwrap_or(Device::Cpu)
     } else {
@@ -82,6 +109,7 @@ fn main() -> Result<()> {
         },
         max_frames: frames,
         stop_at_eos: false,
+        kv: KvPrecision::Dense,
     };
     let mut generator = FrameGenerator::new(sampler, gen, prompt.clone(), options)?;
     let tokens: Vec<Vec<u32>> =
@@ -89,8 +117,8 @@ fn main() -> Result<()> {
     drop(generator);
 
     let positions = prompt.len() + tokens.len();
-    let mut dense = Side::new(&config, MatrixPrecision::Dense, &device, positions)?;
-    let mut fp8 = Side::new(&config, MatrixPrecision::Fp8, &device, positions)?;
+    let mut dense = Side::new(&config, Fp8Parts::NONE, &device, positions)?;
+    let mut fp8 = Side::new(&config, compared, &device, positions)?;
     let mut rows = Vec::with_capacity(tokens.len());
     // Embeddings are dense on both sides: one side embeds for both.
     let mut input = dense.model.prompt_embeddings(&prompt, 1)?;
@@ -100,7 +128,7 @@ fn main() -> Result<()> {
         let ids = Tensor::new(frame.as_slice(), &device)?.unsqueeze(0)?;
         input = dense.model.frame_embeddings(&ids)?;
     }
-    report(&config, &device, dtype, &rows);
+    report(&config, compared, &device, dtype, &rows);
     Ok(())
 }
 
@@ -113,7 +141,13 @@ fn activations(device: &Device) -> DType {
     }
 }
 
-fn report(config: &LmConfig, device: &Device, dtype: DType, rows: &[(f64, f64)]) {
+fn report(
+    config: &LmConfig,
+    compared: Fp8Parts,
+    device: &Device,
+    dtype: DType,
+    rows: &[(f64, f64)],
+) {
     let sorted = |f: fn(&(f64, f64)) -> f64| {
         let mut v: Vec<f64> = rows.iter().map(f).collect();
         v.sort_by(f64::total_cmp);
@@ -123,7 +157,10 @@ fn report(config: &LmConfig, device: &Device, dtype: DType, rows: &[(f64, f64)])
     let median = |v: &[f64]| v[v.len() / 2];
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     println!(
-        "FP8 against dense matrices: {} backbone layers, {:?} activations on {:?}, {} frames",
+        "FP8 ({:?} matrices, {:?} KV cache) against dense: {} backbone layers, {:?} \
+         activations on {:?}, {} frames",
+        compared.matrices,
+        compared.kv,
         config.backbone.num_layers,
         dtype,
         device.location(),

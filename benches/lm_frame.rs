@@ -2,7 +2,8 @@
 //! top-k 50, the captured GPU step as the engine runs it. Prints the prompt's time and the
 //! frames' p50 / mean / p90 milliseconds, per precision, one line each.
 //!
-//! `cargo bench --features cuda --bench lm_frame -- [bf16|fp8]... [--frames N]`
+//! `cargo bench --features cuda --bench lm_frame -- [bf16|fp8]... [--frames N] [--kv fp8]`
+//! (`--kv fp8`: the backbone's KV cache in FP8, as `--kv-precision fp8`).
 //!
 //! With `HEARTSTREAM_PROFILE_FRAME=i`, frame i (after the step is captured) runs between
 //! `cuProfilerStart` and `cuProfilerStop`, so that a profiler started with its collection
@@ -15,8 +16,8 @@ use anyhow::{bail, Context, Result};
 use candle_core::cuda_backend::cudarc::driver::sys;
 use candle_core::{DType, Device};
 use heartstream::lm::{
-    FrameGenerator, GenConfig, GenerationOptions, HeartMuLa, LmConfig, MatrixPrecision, Prompt,
-    SamplingParams,
+    FrameGenerator, GenConfig, GenerationOptions, HeartMuLa, KvPrecision, LmConfig,
+    MatrixPrecision, Prompt, SamplingParams,
 };
 
 const SEED: u64 = 1;
@@ -24,13 +25,21 @@ const SEED: u64 = 1;
 fn main() -> Result<()> {
     let mut precisions = Vec::new();
     let mut frames = 250;
+    let mut kv = KvPrecision::Dense;
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "bf16" => precisions.push(MatrixPrecision::Dense),
             "fp8" => precisions.push(MatrixPrecision::Fp8),
             "--frames" => frames = args.next().context("--frames needs a count")?.parse()?,
-            other => bail!("unknown argument {other:?} (expected bf16, fp8, --frames N)"),
+            "--kv" => {
+                kv = match args.next().as_deref() {
+                    Some("fp8") => KvPrecision::Fp8,
+                    Some("bf16") => KvPrecision::Dense,
+                    other => bail!("--kv takes bf16 or fp8, got {other:?}"),
+                }
+            }
+            other => bail!("unknown argument {other:?} (expected bf16, fp8, --frames N, --kv K)"),
         }
     }
     if precisions.is_empty() {
@@ -42,7 +51,7 @@ fn main() -> Result<()> {
     };
     let device = Device::new_cuda(0)?;
     for precision in precisions {
-        run(&device, precision, frames, profiled)?;
+        run(&device, precision, kv, frames, profiled)?;
     }
     Ok(())
 }
@@ -50,6 +59,7 @@ fn main() -> Result<()> {
 fn run(
     device: &Device,
     precision: MatrixPrecision,
+    kv: KvPrecision,
     frames: usize,
     profiled: Option<usize>,
 ) -> Result<()> {
@@ -73,6 +83,7 @@ fn run(
         },
         max_frames: frames,
         stop_at_eos: false,
+        kv,
     };
     let mut generator = FrameGenerator::new(model, gen, prompt, options)?;
     let mut ms = Vec::with_capacity(frames);
@@ -98,7 +109,7 @@ fn run(
     let at = |q: f64| steady[((steady.len() - 1) as f64 * q) as usize];
     let mean = steady.iter().sum::<f64>() / steady.len() as f64;
     println!(
-        "{precision:?}: prompt {prompt_ms:.1} ms; {} frames: p50 {:.3} ms, mean {mean:.3}, p90 {:.3}",
+        "{precision:?} (KV {kv:?}): prompt {prompt_ms:.1} ms; {} frames: p50 {:.3} ms, mean {mean:.3}, p90 {:.3}",
         steady.len(),
         at(0.5),
         at(0.9)

@@ -15,6 +15,7 @@ use heartstream::lm::cuda::{
     GemvKernel, Kernels, NormWeights, RopeKv, GEMV_BF16_TO_F32_VARIANTS, GEMV_BF16_VARIANTS,
     GEMV_E4M3_TO_F32_VARIANTS, GEMV_E4M3_VARIANTS,
 };
+use heartstream::lm::kv_cache::KvBuffers;
 use heartstream::lm::projection::Projection;
 use heartstream::weights::Fp8Matrix;
 
@@ -147,7 +148,7 @@ fn other_kernels(dev: &Device, k: &Kernels) -> Result<()> {
         row(
             &format!("backbone attention over {cap} positions"),
             time_us(dev, |_| {
-                k.attention(&q, &kc, &vc, &pos)?;
+                k.attention(&q, KvBuffers::dense(&kc, &vc), &pos)?;
                 Ok(())
             })?,
         );
@@ -161,7 +162,7 @@ fn other_kernels(dev: &Device, k: &Kernels) -> Result<()> {
     row(
         "decoder attention, 2 positions",
         time_us(dev, |_| {
-            k.attention(&q, &kc, &vc, &pos)?;
+            k.attention(&q, KvBuffers::dense(&kc, &vc), &pos)?;
             Ok(())
         })?,
     );
@@ -202,8 +203,7 @@ fn other_kernels(dev: &Device, k: &Kernels) -> Result<()> {
         cos: &cos,
         sin: &sin,
         pos: &pos,
-        k_cache: &kc,
-        v_cache: &vc,
+        cache: KvBuffers::dense(&kc, &vc),
         heads: 24,
         kv_heads: 8,
     };

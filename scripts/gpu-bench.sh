@@ -2,7 +2,7 @@
 # The GPU measurements of BENCHMARKS.md, on a machine with an NVIDIA GPU and the binaries that
 # scripts/package-gpu.sh put in gpu/. Writes each result to $OUT (default: gpu-results/).
 #   bash scripts/gpu-bench.sh [parity] [codec] [bench] [variants] [tuning] [long] [decode] [kernels]
-#                             [fp8] [memory] [load] [profile] [f32decoder] [frame] [frameprofile]
+#                             [fp8] [kv] [memory] [load] [profile] [f32decoder] [frame] [frameprofile]
 # (default: parity codec bench long decode)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -112,11 +112,23 @@ for part in $parts; do
       echo "fp8 accuracy exit $?" >> "$out/summary.txt"
       for seed in 1 2 3; do song fp8-20s 20 "$seed" --lm-precision fp8; done
       song fp8-20s-flow-bf16 20 1 --lm-precision fp8 --flow-precision bf16 ;;
+    kv)
+      # The FP8 KV cache: c0 logits against dense (the cache alone, then with FP8 matrices),
+      # and the LM frame alone over a 4-minute song's cache, FP8 against bf16 keys and values.
+      for parts in kv both; do
+        run gpu/fp8_accuracy.xz 3b 100 "$parts" >> "$out/kv-accuracy.txt" 2>&1
+        echo "kv accuracy $parts exit $?" >> "$out/summary.txt"
+      done
+      for kv in bf16 fp8; do
+        run gpu/lm_frame.xz fp8 --frames 3000 --kv "$kv" >> "$out/kv-frame.txt" 2>&1
+        echo "kv frame $kv exit $?" >> "$out/summary.txt"
+      done ;;
     memory)
-      # Where a 4-minute song's GPU memory goes: FP8 LM matrices (and so FP8 flow blocks), FP8
-      # LM with bf16 flow blocks, bf16. The JSON's load.gpu_memory (after each step of
-      # start-up) and peak_gpu (with CUDA's pools).
+      # Where a 4-minute song's GPU memory goes: FP8 LM matrices (and so FP8 flow blocks and KV
+      # cache), the same with a bf16 KV cache, FP8 LM with bf16 flow blocks, bf16. The JSON's
+      # load.gpu_memory (after each step of start-up) and peak_gpu (with CUDA's pools).
       song memory-fp8-240s 240 1 --lm-precision fp8
+      song memory-fp8-kv-bf16-240s 240 1 --lm-precision fp8 --kv-precision bf16
       song memory-fp8-flow-bf16-240s 240 1 --lm-precision fp8 --flow-precision bf16
       song memory-bf16-240s 240 1 --lm-precision bf16 ;;
     load)

@@ -11,7 +11,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::audio::{OutputClosed, Sink};
 use crate::codec::{CodecConfig, CodecPrecision, FlowStreamConfig, HeartCodec, Placement};
 use crate::device::{gpu_memory_used, GpuMemory};
-use crate::lm::{GenerationOptions, MatrixPrecision, Prompt, SamplingParams};
+use crate::lm::{GenerationOptions, KvPrecision, MatrixPrecision, Prompt, SamplingParams};
 use crate::models::{load_codec, load_lm, LmBundle, ModelChoice};
 use crate::pipeline::{
     warm_up_codec, warm_up_lm, LmJob, Pipeline, PipelineConfig, RunControl, RunReport,
@@ -194,6 +194,7 @@ impl SongRequest {
                 },
                 max_frames,
                 stop_at_eos: true,
+                kv: KvPrecision::Dense,
             },
             flow: FlowStreamConfig::streaming(codec),
             noise_seed: seed,
@@ -307,9 +308,17 @@ impl Engine {
             model: config.model.describe(),
             device: crate::device::describe(&config.device),
             codec_device: crate::device::describe(&config.codec_device),
-            dtype: match config.lm_matrices {
-                MatrixPrecision::Dense => config.dtype.as_str().into(),
-                MatrixPrecision::Fp8 => format!("{} (fp8 matrices)", config.dtype.as_str()),
+            dtype: match (config.lm_matrices, request.generation.kv) {
+                (MatrixPrecision::Dense, KvPrecision::Dense) => config.dtype.as_str().into(),
+                (MatrixPrecision::Fp8, KvPrecision::Dense) => {
+                    format!("{} (fp8 matrices)", config.dtype.as_str())
+                }
+                (MatrixPrecision::Dense, KvPrecision::Fp8) => {
+                    format!("{} (fp8 KV cache)", config.dtype.as_str())
+                }
+                (MatrixPrecision::Fp8, KvPrecision::Fp8) => {
+                    format!("{} (fp8 matrices and KV cache)", config.dtype.as_str())
+                }
             },
             sampling: format!(
                 "temperature {} · top-k {} · cfg {} · seed {}",

@@ -8,7 +8,7 @@ use candle_core::{DType, Device};
 use crate::codec::{codec_spec, is_fp8_matrix, CodecConfig, CodecPrecision};
 use crate::lm::projection::is_matrix;
 use crate::lm::spec::{lm_spec, TEXT_EMBEDDINGS};
-use crate::lm::{LmConfig, MatrixPrecision};
+use crate::lm::{KvPrecision, LmConfig, MatrixPrecision};
 use crate::weights::{Fp8Matrix, ModelSpec, TensorSpec};
 
 /// Working memory beyond weights and caches, measured on an H200 (BENCHMARKS.md: 12.7 GiB
@@ -23,33 +23,47 @@ pub struct MemoryEstimate {
     pub lm_matrices: MatrixPrecision,
     /// How the flow-matching DiT's large matrices are stored in this estimate.
     pub flow_matrices: MatrixPrecision,
+    /// How the backbone's KV cache is stored in this estimate.
+    pub kv: KvPrecision,
     pub lm_weights: u64,
     pub kv_cache: u64,
     pub codec_weights: u64,
     pub working: u64,
 }
 
+/// A song's KV cache: `rows` (2 with CFG) of `positions`, stored as `precision`.
+#[derive(Debug, Clone, Copy)]
+pub struct KvSize {
+    pub rows: usize,
+    pub positions: usize,
+    pub precision: KvPrecision,
+}
+
 impl MemoryEstimate {
-    /// The estimate for `lm` in `lm_dtype`, its matrices stored as `matrices`, with a KV cache
-    /// of `positions` for `batch` rows (2 with CFG), and `codec` in `precision`.
+    /// The estimate for `lm` in `lm_dtype`, its matrices stored as `matrices`, with the KV
+    /// cache `kv`, and `codec` in `precision`.
     pub fn of(
         lm: &LmConfig,
         lm_dtype: DType,
         matrices: MatrixPrecision,
-        batch: usize,
-        positions: usize,
+        kv: KvSize,
         codec: &CodecConfig,
         precision: CodecPrecision,
     ) -> Self {
         let flavor = &lm.backbone;
-        let kv_values =
-            2 * flavor.num_layers * batch * flavor.num_kv_heads * flavor.head_dim() * positions;
+        let kv_values = 2
+            * flavor.num_layers
+            * kv.rows
+            * flavor.num_kv_heads
+            * flavor.head_dim()
+            * kv.positions;
         let codec_spec = codec_spec(codec);
         Self {
             lm_matrices: matrices,
             flow_matrices: precision.flow_matrices,
+            kv: kv.precision,
             lm_weights: lm_bytes(&lm_spec(lm), lm_dtype, matrices),
-            kv_cache: (kv_values * lm_dtype.size_in_bytes()) as u64,
+            kv_cache: kv.precision.bytes(kv_values, lm_dtype),
             codec_weights: stored_bytes(
                 &codec_spec,
                 |n| n.starts_with("flow_matching."),
@@ -81,7 +95,7 @@ impl MemoryEstimate {
             let fp8 = match (self.lm_matrices, self.flow_matrices) {
                 (MatrixPrecision::Dense, _) => {
                     "store the matrices in fp8 (--lm-precision fp8; the flow-matching model's \
-                     follow unless --flow-precision bf16), "
+                     and the KV cache follow unless --flow-precision or --kv-precision bf16), "
                 }
                 (MatrixPrecision::Fp8, MatrixPrecision::Dense) if !codec_elsewhere => {
                     "store the flow-matching model's matrices in fp8 (--flow-precision fp8), "
@@ -168,14 +182,41 @@ fn free_gpu_memory(device: &Device) -> Option<u64> {
 mod tests {
     use super::*;
 
+    fn kv(rows: usize, positions: usize, precision: KvPrecision) -> KvSize {
+        KvSize {
+            rows,
+            positions,
+            precision,
+        }
+    }
+
+    /// A 4-minute song (3,000 frames after a 322-position prompt): bf16 keys and values take
+    /// 2 bytes each; FP8 ones 1, and a byte of scale per 16.
+    #[test]
+    fn an_fp8_kv_cache_takes_17_bytes_for_16_values() {
+        let of = |precision| {
+            MemoryEstimate::of(
+                &LmConfig::oss_3b(),
+                DType::BF16,
+                MatrixPrecision::Fp8,
+                kv(2, 3322, precision),
+                &CodecConfig::default(),
+                CodecPrecision::with_flow(DType::BF16),
+            )
+            .kv_cache
+        };
+        let values = 28 * 2 * 2 * 8 * 128 * 3322;
+        assert_eq!(of(KvPrecision::Dense), 2 * values);
+        assert_eq!(of(KvPrecision::Fp8), values + values / 16);
+    }
+
     #[test]
     fn the_released_models_in_bf16_need_about_twelve_gib() {
         let e = MemoryEstimate::of(
             &LmConfig::oss_3b(),
             DType::BF16,
             MatrixPrecision::Dense,
-            2,
-            322 + 250,
+            kv(2, 322 + 250, KvPrecision::Dense),
             &CodecConfig::default(),
             CodecPrecision::with_flow(DType::BF16),
         );
@@ -201,8 +242,7 @@ mod tests {
                 &LmConfig::oss_3b(),
                 DType::BF16,
                 MatrixPrecision::Dense,
-                2,
-                0,
+                kv(2, 0, KvPrecision::Dense),
                 &c,
                 CodecPrecision {
                     flow_matrices,
@@ -248,8 +288,7 @@ mod tests {
                 &config,
                 DType::F32,
                 matrices,
-                1,
-                16,
+                kv(1, 16, KvPrecision::Dense),
                 &CodecConfig::tiny(),
                 CodecPrecision::with_flow(DType::F32),
             );
@@ -265,8 +304,7 @@ mod tests {
             &LmConfig::oss_3b(),
             DType::BF16,
             MatrixPrecision::Dense,
-            2,
-            0,
+            kv(2, 0, KvPrecision::Dense),
             &CodecConfig::default(),
             CodecPrecision::with_flow(DType::BF16),
         );

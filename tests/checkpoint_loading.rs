@@ -8,8 +8,8 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use heartstream::lm::spec::lm_spec;
 use heartstream::lm::{
-    FrameGenerator, GenConfig, GenerationOptions, HeartMuLa, LmConfig, MatrixPrecision, Prompt,
-    SamplingParams,
+    FrameGenerator, GenConfig, GenerationOptions, HeartMuLa, KvPrecision, LmConfig,
+    MatrixPrecision, Prompt, SamplingParams,
 };
 use heartstream::weights::ReadTimes;
 
@@ -56,6 +56,7 @@ fn greedy_frames(model: HeartMuLa, n: usize) -> Vec<Vec<u32>> {
         sampling,
         max_frames: n,
         stop_at_eos: false,
+        kv: KvPrecision::Dense,
     };
     let mut g = FrameGenerator::new(Arc::new(model), gen, prompt, options).unwrap();
     std::iter::from_fn(|| g.next_frame().unwrap()).collect()
@@ -290,6 +291,7 @@ fn prompt_plus_length_beyond_max_seq_len_is_refused() {
         sampling: SamplingParams::default(),
         max_frames,
         stop_at_eos: true,
+        kv: KvPrecision::Dense,
     };
     assert!(FrameGenerator::new(model.clone(), gen, prompt.clone(), options(fits)).is_ok());
     let e = FrameGenerator::new(model, gen, prompt, options(fits + 1))

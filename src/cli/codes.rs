@@ -13,7 +13,7 @@ use super::run::PROMPT_POSITIONS;
 use crate::codec::CodecPrecision;
 use crate::files::OutputFile;
 use crate::lm::{FrameGenerator, Prompt};
-use crate::memory::MemoryEstimate;
+use crate::memory::{KvSize, MemoryEstimate};
 use crate::models::{codec_config, lm_config, load_lm};
 use crate::stats::FrameTimes;
 
@@ -43,16 +43,21 @@ pub fn run(mut args: CodesArgs) -> Result<()> {
     let choice = model.choice(&device, seed);
     let codec = codec_config(&choice)?;
     let rates = codec.rates();
-    let options = sampling.generation(&choice, rates)?;
+    let mut options = sampling.generation(&choice, rates)?;
     let dtype = model.lm_dtype(&device);
     // Only the LM loads: the estimate is checked without the codec's weights.
     let estimate = |matrices| {
+        let kv = KvSize {
+            rows: options.sampling.batch(),
+            positions: options.max_frames + PROMPT_POSITIONS,
+            precision: model.kv_precision(matrices),
+        };
+        let lm = lm_config(&choice)?;
         MemoryEstimate::of(
-            &lm_config(&choice)?,
+            &lm,
             dtype,
             matrices,
-            options.sampling.batch(),
-            options.max_frames + PROMPT_POSITIONS,
+            kv,
             &codec,
             CodecPrecision::with_flow(dtype),
         )
@@ -60,6 +65,7 @@ pub fn run(mut args: CodesArgs) -> Result<()> {
     };
     let matrices = model.lm_matrices(|m| estimate(m).is_ok());
     estimate(matrices)?;
+    options.kv = model.kv_precision(matrices);
     let lm = load_lm(&choice, &device, dtype, matrices)?;
     eprintln!(
         "loaded {} on {} in {:.1} s (seed {seed})",

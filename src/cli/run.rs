@@ -16,7 +16,7 @@ use crate::codec::{
 };
 use crate::engine::{Engine, EngineConfig, RunInfo, SongRequest};
 use crate::files::OutputFile;
-use crate::memory::MemoryEstimate;
+use crate::memory::{KvSize, MemoryEstimate};
 use crate::models::{codec_config, lm_config, ModelChoice};
 use crate::pipeline::{
     Pipeline, RunControl, DEFAULT_DECODE_CHUNK_LATENTS, DEFAULT_YIELD_LEAD_SECONDS,
@@ -191,7 +191,7 @@ impl RunArgs {
         // Lengths and streaming flags are checked against the checkpoint's config before any
         // weights load.
         let codec = codec_config(&choice)?;
-        let generation = self.song.sampling.generation(&choice, codec.rates())?;
+        let mut generation = self.song.sampling.generation(&choice, codec.rates())?;
         let flow = self.stream.flow_config(&codec, &self.codec)?;
         let tags = self.song.prompt.tags()?;
         let lyrics = self.song.prompt.lyrics()?;
@@ -218,12 +218,16 @@ impl RunArgs {
         let model = &self.song.model;
         let codec_precision = |matrices| model.codec_precision(&config.codec_device, matrices);
         let estimate = |matrices| {
+            let kv = KvSize {
+                rows: generation.sampling.batch(),
+                positions: generation.max_frames + PROMPT_POSITIONS,
+                precision: model.kv_precision(matrices),
+            };
             MemoryEstimate::of(
                 &lm,
                 config.dtype,
                 matrices,
-                generation.sampling.batch(),
-                generation.max_frames + PROMPT_POSITIONS,
+                kv,
                 &codec,
                 codec_precision(matrices),
             )
@@ -231,6 +235,7 @@ impl RunArgs {
         config.lm_matrices =
             model.lm_matrices(|m| estimate(m).check(&config.device, codec_elsewhere).is_ok());
         config.codec_precision = codec_precision(config.lm_matrices);
+        generation.kv = model.kv_precision(config.lm_matrices);
         let memory = estimate(config.lm_matrices);
         memory.check(&config.device, codec_elsewhere)?;
         let request = SongRequest {

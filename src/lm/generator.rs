@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
 
 use super::config::{GenConfig, LmConfig};
-use super::kv_cache::KvCache;
+use super::kv_cache::{KvCache, KvPrecision};
 use super::model::HeartMuLa;
 use super::prompt::Prompt;
 use super::sampling::SamplingParams;
@@ -36,6 +36,8 @@ pub struct GenerationOptions {
     pub max_frames: usize,
     /// Stop at the end-of-song token (heartlib's rule); otherwise run to `max_frames`.
     pub stop_at_eos: bool,
+    /// How the backbone's KV cache is stored.
+    pub kv: KvPrecision,
 }
 
 impl GenerationOptions {
@@ -134,7 +136,7 @@ impl FrameGenerator {
     ) -> Result<Self> {
         let capacity = options.check_fits(&prompt, &model.config, None)?;
         let batch = options.sampling.batch();
-        let (backbone_caches, decoder_caches) = model.new_caches(batch, capacity)?;
+        let (backbone_caches, decoder_caches) = model.new_caches(batch, capacity, options.kv)?;
         Ok(Self {
             model,
             gen,

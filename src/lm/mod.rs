@@ -5,6 +5,7 @@ pub mod config;
 pub mod cuda;
 pub mod generator;
 pub mod kv_cache;
+pub mod kv_fp8;
 pub mod model;
 pub mod projection;
 pub mod prompt;
@@ -16,6 +17,7 @@ mod transformer;
 
 pub use config::{Flavor, GenConfig, LmConfig};
 pub use generator::{FrameGenerator, FrameTrace, GenerationOptions};
+pub use kv_cache::KvPrecision;
 pub use model::HeartMuLa;
 pub use projection::MatrixPrecision;
 pub use prompt::Prompt;

@@ -8,7 +8,8 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Linear;
 
 use super::config::LmConfig;
-use super::kv_cache::KvCache;
+use super::kv_cache::{KvCache, KvPrecision};
+use super::kv_fp8::KvCodec;
 use super::projection::{tensor_bytes, MatrixPrecision, Projection};
 use super::prompt::Prompt;
 use super::spec::{lm_spec, TEXT_EMBEDDINGS};
@@ -156,18 +157,33 @@ impl HeartMuLa {
         self.audio_embeddings.device()
     }
 
-    /// Caches for one song: the backbone's for `capacity` positions, the decoder's for the
-    /// codebooks of one frame.
+    /// Caches for one song: the backbone's for `capacity` positions, stored as `kv` says,
+    /// the decoder's (a frame's codebooks) in the model's dtype.
     pub fn new_caches(
         &self,
         batch: usize,
         capacity: usize,
+        kv: KvPrecision,
     ) -> Result<(Vec<KvCache>, Vec<KvCache>)> {
+        let codec = match kv {
+            KvPrecision::Dense => None,
+            KvPrecision::Fp8 => Some(self.kv_codec()),
+        };
         Ok((
-            self.backbone.new_caches(batch, capacity, self.dtype)?,
+            self.backbone
+                .new_caches(batch, capacity, self.dtype, codec.as_ref())?,
             self.decoder
-                .new_caches(batch, self.config.audio_num_codebooks, self.dtype)?,
+                .new_caches(batch, self.config.audio_num_codebooks, self.dtype, None)?,
         ))
+    }
+
+    /// Where an FP8 cache of this model quantises: with its kernels on a GPU.
+    fn kv_codec(&self) -> KvCodec {
+        #[cfg(feature = "cuda")]
+        if let Some(kernels) = &self.kernels {
+            return KvCodec::on_gpu(kernels.clone());
+        }
+        KvCodec::default()
     }
 
     /// Backbone input of the prompt, (batch, len, dim). Row 0 is conditional; with CFG row 1

@@ -9,6 +9,7 @@ use candle_core::{DType, Result, Tensor};
 
 use super::config::Flavor;
 use super::kv_cache::KvCache;
+use super::kv_fp8::KvCodec;
 use super::projection::{tensor_bytes, MatrixPrecision, Projection};
 use super::rope::Rope;
 use crate::weights::Loader;
@@ -271,19 +272,24 @@ impl Transformer {
         layers + tensor_bytes(&self.norm.scale)
     }
 
-    /// Empty caches for `batch` rows and `capacity` positions.
-    pub fn new_caches(&self, batch: usize, capacity: usize, dtype: DType) -> Result<Vec<KvCache>> {
+    /// Empty caches for `batch` rows and `capacity` positions: in `dtype`, or FP8 quantised
+    /// and decoded by `fp8`.
+    pub fn new_caches(
+        &self,
+        batch: usize,
+        capacity: usize,
+        dtype: DType,
+        fp8: Option<&KvCodec>,
+    ) -> Result<Vec<KvCache>> {
         let f = &self.flavor;
+        let dev = self.norm.scale.device();
+        let (kv_heads, hd) = (f.num_kv_heads, f.head_dim());
         (0..f.num_layers)
-            .map(|_| {
-                KvCache::new(
-                    batch,
-                    f.num_kv_heads,
-                    capacity,
-                    f.head_dim(),
-                    dtype,
-                    self.norm.scale.device(),
-                )
+            .map(|_| match fp8 {
+                None => KvCache::new(batch, kv_heads, capacity, hd, dtype, dev),
+                Some(codec) => {
+                    KvCache::new_fp8([batch, kv_heads, capacity, hd], dtype, codec.clone(), dev)
+                }
             })
             .collect()
     }

@@ -1,23 +1,10 @@
 // FP8 quantisation on the GPU, one block per row: the row's largest magnitude, its scale
 // (largest / 448) and each value's E4M3 code, with the host's single roundings (IEEE division,
 // no fused multiply-add) and float8's conversion (round to nearest even, saturating at 448),
-// so the codes and scales are the bytes `fp8.rs` writes.
+// so the codes and scales are the bytes `fp8.rs` writes. Compiled after `e4m3.cuh` (the
+// conversion itself).
 
 #define QUANTIZE_THREADS 256
-
-__device__ __forceinline__ unsigned char e4m3_code(float v) {
-    u32 bits = __float_as_uint(v);
-    u32 sign = (bits >> 24) & 0x80u;
-    u32 magnitude = bits & 0x7fffffffu;
-    float a = __uint_as_float(magnitude);
-    if (a > 464.f) return (unsigned char)(sign | 0x7eu);  // beyond halfway to 480: saturate
-    if (a < 0x1p-6f)  // subnormal codes are the multiples of 2⁻⁹: scaling by 2⁹ is exact
-        return (unsigned char)(sign | __float2uint_rn(__fmul_rn(a, 512.f)));
-    u32 code = ((((magnitude >> 23) - 127u + 7u) << 3) | ((magnitude >> 20) & 7u));
-    u32 rest = magnitude & 0xfffffu;  // the 20 bits below E4M3's 3 mantissa bits
-    if (rest > 0x80000u || (rest == 0x80000u && (code & 1u))) code += 1u;
-    return (unsigned char)(sign | code);
-}
 
 extern "C" __global__ void quantize_e4m3_rows(const float* values, unsigned char* codes,
                                               float* scales, int cols) {
@@ -38,10 +25,10 @@ extern "C" __global__ void quantize_e4m3_rows(const float* values, unsigned char
 }
 
 // The matrix decoded, out[r, c] = scale[r] · e4m3(code[r, c]), rounded once in f32 and then
-// to the output type, as the host's table lookup, multiply and conversion do. The code's bits
-// go where an f32 keeps them (see gemv.cu's unpack_e4m3), and 2¹²⁰ makes that exact.
+// to the output type, as the host's table lookup, multiply and conversion do (e4m3_bits times
+// 2¹²⁰ is the code's value, exactly).
 __device__ __forceinline__ float e4m3_value(u32 code) {
-    return __fmul_rn(__uint_as_float(((code & 0x7fu) << 20) | ((code & 0x80u) << 24)), 0x1p120f);
+    return __fmul_rn(e4m3_bits(code), 0x1p120f);
 }
 
 __device__ __forceinline__ void store_value(float* out, float v) { *out = v; }

@@ -9,6 +9,11 @@
 use candle_core::{DType, Device, Result, Tensor};
 use float8::F8E4M3;
 
+/// The device twin of [`decode`]'s format (`e4m3_code`, `e4m3_bits`), for the CUDA modules
+/// that quantise or decode E4M3.
+#[cfg(feature = "cuda")]
+pub const E4M3_CUDA: &str = include_str!("e4m3.cuh");
+
 /// E4M3's largest finite magnitude.
 const E4M3_MAX: f32 = 448.0;
 
@@ -151,9 +156,14 @@ fn quantize_row(values: &[f32], codes: &mut [u8]) -> f32 {
     let scale = if max > 0.0 { max / E4M3_MAX } else { 1.0 };
     let inverse = 1.0 / scale;
     for (c, v) in codes.iter_mut().zip(values) {
-        *c = F8E4M3::from_f32(v * inverse).to_bits();
+        *c = encode(v * inverse);
     }
     scale
+}
+
+/// The E4M3 code of `v`: rounded to nearest even, saturating at ±448.
+pub fn encode(v: f32) -> u8 {
+    F8E4M3::from_f32(v).to_bits()
 }
 
 /// The value of an E4M3 code.

@@ -13,6 +13,7 @@ static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
 pub(super) fn source() -> String {
     [
         crate::hash::SPLITMIX64_CUDA,
+        super::E4M3_CUDA,
         include_str!("synthetic.cu"),
         include_str!("fp8.cu"),
     ]

@@ -18,7 +18,9 @@ mod synthetic_gpu;
 mod upload;
 
 pub use error::WeightsError;
-pub use fp8::{Fp8Matrix, MatrixPrecision};
+#[cfg(feature = "cuda")]
+pub use fp8::E4M3_CUDA;
+pub use fp8::{decode as decode_e4m3, encode as encode_e4m3, Fp8Matrix, MatrixPrecision};
 pub use loader::{Loader, Source};
 pub use spec::{Init, ModelSpec, TensorSpec};
 pub use store::{Blocks, ReadTimes, WeightStore};

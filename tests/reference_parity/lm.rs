@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use candle_core::Tensor;
 use heartstream::lm::{
-    FrameGenerator, FrameTrace, GenConfig, GenerationOptions, HeartMuLa, MatrixPrecision, Prompt,
-    SamplingParams,
+    FrameGenerator, FrameTrace, GenConfig, GenerationOptions, HeartMuLa, KvPrecision,
+    MatrixPrecision, Prompt, SamplingParams,
 };
 
 use crate::fixture::{assert_close, assert_exact, test_device, test_dtype, Golden};
@@ -15,10 +15,12 @@ const HIDDEN_ATOL: f32 = 1e-4;
 
 /// With FP8 matrices (E4M3: 3 mantissa bits, a scale per row) each weight carries a relative
 /// rounding error of RMS ≈ 2⁻⁴/√3·0.72 ≈ 0.026, and so, its errors being independent, does each
-/// product's output. Frame 0's logits — from the prompt alone, before sampled tokens can
-/// diverge — may differ from the f32 goldens by at most this much per quantised product on
-/// their path, compounded as independent errors (√products), in RMS relative to the goldens'.
-/// The bound follows the fixture's depth, so deeper fixtures are held to the same standard.
+/// product's output; an FP8 KV cache gives each cached key and value the same. Frame 0's
+/// logits — from the prompt alone, before sampled tokens can diverge — may differ from the f32
+/// goldens by at most this much per quantised step on their path (a product, or a layer's
+/// cached keys or values), compounded as independent errors (√steps), in RMS relative to the
+/// goldens'. The bound follows the fixture's depth, so deeper fixtures are held to the same
+/// standard.
 const FP8_RELATIVE_RMS_PER_PRODUCT: f32 = 0.05;
 
 struct Run<'g> {
@@ -28,10 +30,17 @@ struct Run<'g> {
     gen: GenConfig,
     prompt: Prompt,
     sampling: SamplingParams,
+    matrices: MatrixPrecision,
+    kv: KvPrecision,
 }
 
 impl<'g> Run<'g> {
-    fn new(golden: &'g Golden, key: &'static str, matrices: MatrixPrecision) -> Self {
+    fn new(
+        golden: &'g Golden,
+        key: &'static str,
+        matrices: MatrixPrecision,
+        kv: KvPrecision,
+    ) -> Self {
         let dir = golden.dir.join("heartmula");
         let model = HeartMuLa::load(&dir, &test_device(), test_dtype(), matrices)
             .expect("the fixture's heartmula folder loads");
@@ -60,6 +69,8 @@ impl<'g> Run<'g> {
             gen,
             prompt,
             sampling,
+            matrices,
+            kv,
         }
     }
 
@@ -79,6 +90,7 @@ impl<'g> Run<'g> {
             sampling: self.sampling,
             max_frames: self.frames(),
             stop_at_eos,
+            kv: self.kv,
         }
     }
 
@@ -147,7 +159,10 @@ impl<'g> Run<'g> {
             &self.golden.f32(&self.name("prompt_backbone_input")),
             HIDDEN_ATOL,
         );
-        let (mut caches, _) = self.model.new_caches(batch, self.prompt.len()).unwrap();
+        let (mut caches, _) = self
+            .model
+            .new_caches(batch, self.prompt.len(), self.kv)
+            .unwrap();
         let output = self.model.backbone_forward(&input, &mut caches).unwrap();
         assert_close(
             &self.name("prompt_backbone_output"),
@@ -214,7 +229,17 @@ impl<'g> Run<'g> {
         assert_exact(&self.name("frames"), &Self::flat(&fast), &want);
     }
 
-    /// FP8 matrices against the f32 goldens: the prompt is untouched (embeddings stay dense),
+    /// What this run stores in FP8, for messages.
+    fn fp8_parts(&self) -> &'static str {
+        match (self.matrices, self.kv) {
+            (MatrixPrecision::Fp8, KvPrecision::Fp8) => "fp8 matrices and KV cache",
+            (MatrixPrecision::Fp8, KvPrecision::Dense) => "fp8 matrices",
+            (MatrixPrecision::Dense, KvPrecision::Fp8) => "fp8 KV cache",
+            (MatrixPrecision::Dense, KvPrecision::Dense) => "dense",
+        }
+    }
+
+    /// FP8 matrices or KV cache against the f32 goldens: the prompt is untouched (embeddings stay dense),
     /// frame 0's logits are close, its greedy tokens agree wherever the goldens' margin exceeds
     /// the logits' error, and the EOS rule cuts the song where its own tokens say.
     fn check_fp8(&self) {
@@ -222,7 +247,7 @@ impl<'g> Run<'g> {
         let batch = self.sampling.batch();
         let input = self.model.prompt_embeddings(&self.prompt, batch).unwrap();
         assert_close(
-            &self.name("prompt_backbone_input (fp8 matrices)"),
+            &self.name(&format!("prompt_backbone_input ({})", self.fp8_parts())),
             &input,
             &self.golden.f32(&self.name("prompt_backbone_input")),
             HIDDEN_ATOL,
@@ -245,15 +270,20 @@ impl<'g> Run<'g> {
             }
             logits.push((got.clone(), golden_decoder.get(c).unwrap()));
         }
-        // Quantised products on the way to each codebook's logits: four a layer (q/k/v, output,
-        // gate/up, down) and the head; the decoder's also go through the backbone and the
-        // projection.
+        // Quantised steps on the way to each codebook's logits. FP8 matrices: four products a
+        // layer (q/k/v, output, gate/up, down) and the head; the decoder's also go through the
+        // backbone and the projection. An FP8 KV cache: each backbone layer's keys and values
+        // (the decoder's cache stays dense).
         let config = &self.model.config;
-        let backbone = 4 * config.backbone.num_layers + 1;
-        let decoder = backbone + 1 + 4 * config.decoder.num_layers;
+        let fp8_matrices = usize::from(self.matrices == MatrixPrecision::Fp8);
+        let fp8_kv = usize::from(self.kv == KvPrecision::Fp8);
+        let backbone = fp8_matrices * (4 * config.backbone.num_layers + 1)
+            + fp8_kv * 2 * config.backbone.num_layers;
+        let decoder = backbone + fp8_matrices * (1 + 4 * config.decoder.num_layers);
         for (codebook, (got, want)) in logits.iter().enumerate() {
             let name = self.name(&format!(
-                "frame 0 codebook {codebook} logits (fp8 matrices)"
+                "frame 0 codebook {codebook} logits ({})",
+                self.fp8_parts()
             ));
             let products = if codebook == 0 { backbone } else { decoder };
             let bound = FP8_RELATIVE_RMS_PER_PRODUCT * (products as f32).sqrt();
@@ -292,7 +322,7 @@ impl<'g> Run<'g> {
         println!(
             "{}: frame 0 agrees with the goldens' greedy tokens in its first {} of {codebooks} \
              codebooks (later frames follow their own tokens)",
-            self.name("frames (fp8 matrices)"),
+            self.name(&format!("frames ({})", self.fp8_parts())),
             frame0
                 .0
                 .iter()
@@ -318,7 +348,7 @@ impl<'g> Run<'g> {
             stopped,
             all[..cut],
             "{}",
-            self.name("EOS rule (fp8 matrices)")
+            self.name(&format!("EOS rule ({})", self.fp8_parts()))
         );
     }
 
@@ -354,7 +384,7 @@ impl<'g> Run<'g> {
 
 fn check_all(key: &'static str) {
     let golden = Golden::load();
-    let run = Run::new(&golden, key, MatrixPrecision::Dense);
+    let run = Run::new(&golden, key, MatrixPrecision::Dense, KvPrecision::Dense);
     run.check_prompt_grid();
     run.check_prompt_backbone();
     run.check_frames();
@@ -395,7 +425,31 @@ fn top_margin(logits: &[f32]) -> (usize, f32) {
 fn lm_with_fp8_matrices_stays_close_to_the_reference() {
     let golden = Golden::load();
     for key in ["cfg", "nocfg"] {
-        Run::new(&golden, key, MatrixPrecision::Fp8).check_fp8();
+        Run::new(&golden, key, MatrixPrecision::Fp8, KvPrecision::Dense).check_fp8();
+    }
+}
+
+/// The FP8 KV cache alone, and with FP8 matrices (`--lm-precision fp8` stores both). The
+/// cache's format needs a head_dim that is a multiple of 16: a fixture whose backbone has
+/// another must be refused with a message naming it.
+#[test]
+fn lm_with_an_fp8_kv_cache_stays_close_to_the_reference() {
+    let golden = Golden::load();
+    let probe = Run::new(&golden, "cfg", MatrixPrecision::Dense, KvPrecision::Dense);
+    let hd = probe.model.config.backbone.head_dim();
+    if hd % 16 != 0 {
+        let e = probe
+            .model
+            .new_caches(1, 4, KvPrecision::Fp8)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains(&format!("got {hd}")), "{e}");
+        return;
+    }
+    for key in ["cfg", "nocfg"] {
+        for matrices in [MatrixPrecision::Dense, MatrixPrecision::Fp8] {
+            Run::new(&golden, key, matrices, KvPrecision::Fp8).check_fp8();
+        }
     }
 }
 

@@ -6,15 +6,19 @@
 //! into a product, against the norm computed in f32; the SwiGLU fused into the down
 //! projection, against silu(gate)·up computed in f32; and the step's attention over the KV
 //! cache (both kernels: the one-pass one at the real head sizes, the general one elsewhere)
-//! against softmax(q·Kᵀ/√d)·V computed on the host; and the sampling kernel against the host
-//! sampler (the same token from the same logits and noise). Not fixture tests: random inputs, an
-//! independent formula. Needs `HEARTSTREAM_TEST_DEVICE=cuda`.
+//! against softmax(q·Kᵀ/√d)·V computed on the host; the FP8 KV cache (its rows quantised and
+//! decoded as the host does, byte for byte, written by both RoPE paths as the host quantises
+//! the dense caches, and attention over it as over its decoded values); and the sampling
+//! kernel against the host sampler (the same token from the same logits and noise). Not
+//! fixture tests: random inputs, an independent formula. Needs `HEARTSTREAM_TEST_DEVICE=cuda`.
 
 use candle_core::{DType, Device, Tensor};
 use heartstream::lm::cuda::{
     GemvKernel, Kernels, NormWeights, RopeKv, GEMV_BF16_TO_F32_VARIANTS, GEMV_BF16_VARIANTS,
     GEMV_E4M3_TO_F32_VARIANTS, GEMV_E4M3_VARIANTS,
 };
+use heartstream::lm::kv_cache::KvBuffers;
+use heartstream::lm::kv_fp8::{decode_groups, quantize_groups, KV_GROUP};
 use heartstream::lm::projection::Projection;
 use heartstream::lm::SamplingParams;
 use heartstream::weights::Fp8Matrix;
@@ -264,18 +268,29 @@ fn rope_fused_into_the_qkv_product_matches_the_rope_kernel() {
         let (cos, sin) = (tables(), tables());
         let pos = Tensor::new(&[first as u32], &dev).unwrap();
         for (projection, _) in &one_matrix_both_ways(n, k, &dev) {
-            let caches = || {
-                let zeros = || Tensor::zeros((2, kv_heads, capacity, hd), DType::BF16, &dev);
-                (zeros().unwrap(), zeros().unwrap())
+            // Dense caches of the step's dtype, or FP8 codes with their groups' exponents.
+            let caches = |fp8: bool| {
+                let zeros =
+                    |d: usize, dtype| Tensor::zeros((2, kv_heads, capacity, d), dtype, &dev);
+                let values = if fp8 { DType::U8 } else { DType::BF16 };
+                let exps = || zeros(hd / KV_GROUP, DType::U8).unwrap();
+                (
+                    zeros(hd, values).unwrap(),
+                    zeros(hd, values).unwrap(),
+                    fp8.then(|| (exps(), exps())),
+                )
             };
-            let run = |fused: bool| {
-                let (k_cache, v_cache) = caches();
+            let run = |fused: bool, fp8: bool| {
+                let (k_cache, v_cache, exps) = caches(fp8);
                 let rope = RopeKv {
                     cos: &cos,
                     sin: &sin,
                     pos: &pos,
-                    k_cache: &k_cache,
-                    v_cache: &v_cache,
+                    cache: KvBuffers {
+                        k: &k_cache,
+                        v: &v_cache,
+                        exponents: exps.as_ref().map(|(k, v)| (k, v)),
+                    },
                     heads,
                     kv_heads,
                 };
@@ -287,9 +302,30 @@ fn rope_fused_into_the_qkv_product_matches_the_rope_kernel() {
                         .unwrap();
                     kernels.rope_kv(&qkv, &rope)
                 };
-                (q.unwrap(), k_cache, v_cache)
+                (q.unwrap(), k_cache, v_cache, exps)
             };
-            let (got, want) = (run(true), run(false));
+            let (got, want) = (run(true, false), run(false, false));
+            // An FP8 cache holds, at the written positions, the host's quantisation of what the
+            // same path writes into a dense cache, byte for byte.
+            if hd % KV_GROUP == 0 {
+                for (fused, dense) in [(true, &got), (false, &want)] {
+                    let (_, k_codes, v_codes, exps) = run(fused, true);
+                    let (k_exps, v_exps) = exps.unwrap();
+                    for (what, codes, exps, values) in [
+                        ("k", &k_codes, &k_exps, &dense.1),
+                        ("v", &v_codes, &v_exps, &dense.2),
+                    ] {
+                        let at = |c: &Tensor| c.narrow(2, first, t).unwrap();
+                        let (want_codes, want_exps) = host_fp8(&at(values));
+                        assert_eq!(
+                            (u8s(&at(codes)), u8s(&at(exps))),
+                            (want_codes, want_exps),
+                            "FP8 {what} written by the {} path, {heads}/{kv_heads} heads of {hd}",
+                            if fused { "fused" } else { "RoPE kernel's" }
+                        );
+                    }
+                }
+            }
             assert_eq!(got.0.dims(), &[2, heads, t, hd]);
             for (what, g, w) in [
                 ("q", &got.0, &want.0),
@@ -305,6 +341,23 @@ fn rope_fused_into_the_qkv_product_matches_the_rope_kernel() {
             }
         }
     }
+}
+
+fn u8s(t: &Tensor) -> Vec<u8> {
+    t.flatten_all().and_then(|t| t.to_vec1()).unwrap()
+}
+
+/// The host's FP8 cache rows of `x` (…, head_dim): codes and exponents, flattened.
+fn host_fp8(x: &Tensor) -> (Vec<u8>, Vec<u8>) {
+    let values: Vec<f32> = x
+        .to_dtype(DType::F32)
+        .and_then(|x| x.flatten_all())
+        .and_then(|x| x.to_vec1())
+        .unwrap();
+    let mut codes = vec![0u8; values.len()];
+    let mut exps = vec![0u8; values.len() / KV_GROUP];
+    quantize_groups(&values, &mut codes, &mut exps);
+    (codes, exps)
 }
 
 /// softmax(q·Kᵀ/√D)·V of each query (b, h, t) over the keys 0..=pos + t of its kv head, on
@@ -386,7 +439,9 @@ fn attention_over_the_kv_cache_matches_the_host() {
         let q = (draw((2, h, t, d)) * 2.0).unwrap();
         let (k, v) = (draw((2, kv, cap, d)), draw((2, kv, cap, d)));
         let position = Tensor::new(&[pos as u32], &dev).unwrap();
-        let got = kernels.attention(&q, &k, &v, &position).unwrap();
+        let got = kernels
+            .attention(&q, KvBuffers::dense(&k, &v), &position)
+            .unwrap();
         let want = attention_reference(&q, &k, &v, pos);
         let err = relative_rms(&got, &want);
         assert!(
@@ -394,6 +449,85 @@ fn attention_over_the_kv_cache_matches_the_host() {
             "{dtype:?} attention, {h}/{kv} heads of {d}, {cap} cached, queries at {pos}+{t}: \
              relative RMS error {err:e}"
         );
+        // The same caches in FP8: attention reads them as their decoded values.
+        if d % KV_GROUP == 0 {
+            let (k_codes, k_exps, k_decoded) = fp8_cache(&k);
+            let (v_codes, v_exps, v_decoded) = fp8_cache(&v);
+            let fp8 = KvBuffers {
+                k: &k_codes,
+                v: &v_codes,
+                exponents: Some((&k_exps, &v_exps)),
+            };
+            let got = kernels.attention(&q, fp8, &position).unwrap();
+            let want = kernels
+                .attention(&q, KvBuffers::dense(&k_decoded, &v_decoded), &position)
+                .unwrap();
+            let err = relative_rms(&got, &want);
+            assert!(
+                err < 1e-6,
+                "{dtype:?} attention over an FP8 cache, {h}/{kv} heads of {d}, {cap} cached, \
+                 queries at {pos}+{t}: relative RMS error {err:e} against its decoded values"
+            );
+        }
+    }
+}
+
+/// `cache` (B, KV, CAP, D) quantised on the host: codes and exponents on its device, and the
+/// values they decode to, in its dtype.
+fn fp8_cache(cache: &Tensor) -> (Tensor, Tensor, Tensor) {
+    let (b, kv, cap, d) = cache.dims4().unwrap();
+    let (codes, exps) = host_fp8(cache);
+    let mut decoded = vec![0f32; codes.len()];
+    decode_groups(&codes, &exps, &mut decoded);
+    let dev = cache.device();
+    (
+        Tensor::from_vec(codes, (b, kv, cap, d), dev).unwrap(),
+        Tensor::from_vec(exps, (b, kv, cap, d / KV_GROUP), dev).unwrap(),
+        Tensor::from_vec(decoded, (b, kv, cap, d), dev)
+            .and_then(|t| t.to_dtype(cache.dtype()))
+            .unwrap(),
+    )
+}
+
+/// The eager path's FP8 rows (the prompt's keys and values) made and decoded on the GPU are
+/// the host's, byte for byte: values over 30 binades (saturating and subnormal codes among
+/// them), from f32 and bf16.
+#[test]
+fn fp8_kv_rows_made_and_decoded_on_the_gpu_are_the_hosts() {
+    let (dev, kernels) = cuda();
+    let (b, kv, cap, d) = (2, 3, 7, 48);
+    let n = b * kv * cap * d;
+    let values: Vec<f32> = (0..n)
+        .map(|i| {
+            let group = (i / KV_GROUP) as i32;
+            let mantissa = ((i * 7919) % 2000) as f32 / 1000.0 - 1.0;
+            mantissa * 2f32.powi(group % 31 - 12)
+        })
+        .collect();
+    let host_values = Tensor::from_vec(values, (b, kv, cap, d), &Device::Cpu).unwrap();
+    for dtype in [DType::F32, DType::BF16] {
+        let x = host_values.to_dtype(dtype).unwrap();
+        let (codes, exps) = kernels.kv_quantize(&x.to_device(&dev).unwrap()).unwrap();
+        let (want_codes, want_exps) = host_fp8(&x);
+        assert_eq!(u8s(&codes), want_codes, "{dtype:?} codes");
+        assert_eq!(u8s(&exps), want_exps, "{dtype:?} exponents");
+        let len = cap - 2;
+        let got = kernels.kv_dequantize(&codes, &exps, len, dtype).unwrap();
+        let mut decoded = vec![0f32; n];
+        decode_groups(&want_codes, &want_exps, &mut decoded);
+        let want = Tensor::from_vec(decoded, (b, kv, cap, d), &Device::Cpu)
+            .and_then(|t| t.narrow(2, 0, len))
+            .and_then(|t| t.to_dtype(dtype))
+            .unwrap();
+        let bits = |t: &Tensor| -> Vec<u32> {
+            let f: Vec<f32> = t
+                .to_dtype(DType::F32)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1())
+                .unwrap();
+            f.iter().map(|v| v.to_bits()).collect()
+        };
+        assert_eq!(bits(&got), bits(&want), "{dtype:?} decoded");
     }
 }
 

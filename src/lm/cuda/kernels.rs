@@ -12,25 +12,29 @@ use candle_core::cuda_backend::cudarc::driver::{
 use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
 use candle_core::{bail, CudaDevice, DType, Device, Result, Shape, Storage, Tensor, D};
 
+use crate::lm::kv_cache::KvBuffers;
+use crate::lm::kv_fp8::KV_GROUP;
 use crate::lm::projection::Projection;
 use crate::lm::transformer::NormWeights;
 use crate::weights::Fp8Matrix;
 
 /// The kernel sources, concatenated in dependency order into one NVRTC program.
-const SOURCES: [&str; 9] = [
+const SOURCES: [&str; 11] = [
     include_str!("kernels/common.cuh"),
     crate::hash::SPLITMIX64_CUDA,
+    crate::weights::E4M3_CUDA,
+    include_str!("kernels/kv_fp8.cu"),
+    include_str!("kernels/rope_kv.cu"),
     include_str!("kernels/gemv.cu"),
     include_str!("kernels/gemv_mma.cu"),
     include_str!("kernels/mlp.cu"),
-    include_str!("kernels/rope_kv.cu"),
     include_str!("kernels/attention.cu"),
     include_str!("kernels/sampling.cu"),
     include_str!("kernels/step.cu"),
 ];
 const MODULE: &str = "heartstream_lm";
 
-const FUNCTIONS: [&str; 36] = [
+const FUNCTIONS: [&str; 43] = [
     "gemv_f32",
     "gemv_bf16",
     "gemv_bf16_to_f32",
@@ -61,9 +65,16 @@ const FUNCTIONS: [&str; 36] = [
     "rope_kv_bf16",
     "attention_f32",
     "attention_bf16",
+    "attention_e4m3_f32",
+    "attention_e4m3_bf16",
     "attention_rows_bf16_c1",
     "attention_rows_bf16_c3",
     "attention_rows_f32_c2",
+    "attention_rows_e4m3_bf16_c1",
+    "kv_quantize_f32",
+    "kv_quantize_bf16",
+    "kv_dequantize_f32",
+    "kv_dequantize_bf16",
     "sample_topk",
     "frame_ids",
     "advance",
@@ -94,12 +105,14 @@ const ATTENTION_KEYS_PER_BLOCK: usize = 128;
 /// Attention completion counters, one per (batch row, kv head, position) of a call.
 const ATTENTION_COUNTERS: usize = 1024;
 
-/// The one-pass attention kernels (`attention_rows` in attention.cu): (dtype, 16-byte chunks
-/// of a row per lane, most query heads per kv head, kernel). Other shapes take `attention`.
-const ROWS_KERNELS: [(DType, usize, usize, &str); 3] = [
-    (DType::BF16, 1, 3, "attention_rows_bf16_c1"),
-    (DType::BF16, 3, 2, "attention_rows_bf16_c3"),
-    (DType::F32, 2, 3, "attention_rows_f32_c2"),
+/// The one-pass attention kernels (`attention_rows` in attention.cu): (query dtype, FP8
+/// cache, chunks of a row per lane (16 bytes of queries), most query heads per kv head,
+/// kernel). Other shapes take `attention`.
+const ROWS_KERNELS: [(DType, bool, usize, usize, &str); 4] = [
+    (DType::BF16, false, 1, 3, "attention_rows_bf16_c1"),
+    (DType::BF16, false, 3, 2, "attention_rows_bf16_c3"),
+    (DType::F32, false, 2, 3, "attention_rows_f32_c2"),
+    (DType::BF16, true, 1, 3, "attention_rows_e4m3_bf16_c1"),
 ];
 /// Threads of an `attention_rows` block (ROWS_WARPS warps).
 const ROWS_THREADS: usize = 128;
@@ -347,6 +360,7 @@ impl Kernels {
                 DType::F32 => crate::gpu::tensor_of(dev.alloc::<f32>(n)?, dev, shape),
                 DType::BF16 => crate::gpu::tensor_of(dev.alloc::<half::bf16>(n)?, dev, shape),
                 DType::U32 => crate::gpu::tensor_of(dev.alloc::<u32>(n)?, dev, shape),
+                DType::U8 => crate::gpu::tensor_of(dev.alloc::<u8>(n)?, dev, shape),
                 other => bail!("no fused LM kernel for {other:?}"),
             })
         }
@@ -401,7 +415,7 @@ impl Kernels {
         };
         let (b, t, _) = x.dims3()?;
         let (n, _) = Weights::of(w).dims()?;
-        let (_, _, capacity, hd) = rope.k_cache.dims4()?;
+        let (_, _, capacity, hd) = rope.cache.k.dims4()?;
         if n != (rope.heads + 2 * rope.kv_heads) * hd || hd % 2 != 0 {
             bail!(
                 "a q/k/v product of {n} outputs for {} heads and {} kv heads of {hd}",
@@ -626,7 +640,7 @@ impl Kernels {
     /// as (batch, heads, seq, head_dim).
     pub fn rope_kv(&self, qkv: &Tensor, rope: &RopeKv) -> Result<Tensor> {
         let (b, t, _) = qkv.dims3()?;
-        let (_, _, capacity, hd) = rope.k_cache.dims4()?;
+        let (_, _, capacity, hd) = rope.cache.k.dims4()?;
         let q = self.alloc(qkv.dtype(), (b, rope.heads, t, hd))?;
         let cfg = LaunchConfig {
             grid_dim: ((b * t) as u32, (rope.heads + rope.kv_heads) as u32, 1),
@@ -641,15 +655,10 @@ impl Kernels {
 
     /// Attention of q (batch, heads, seq, head_dim) at positions `pos[0]..` over the cached
     /// keys up to each query; returns (batch, seq, heads·head_dim).
-    pub fn attention(
-        &self,
-        q: &Tensor,
-        k_cache: &Tensor,
-        v_cache: &Tensor,
-        pos: &Tensor,
-    ) -> Result<Tensor> {
+    pub fn attention(&self, q: &Tensor, cache: KvBuffers, pos: &Tensor) -> Result<Tensor> {
         let (b, heads, t, hd) = q.dims4()?;
-        let (_, kv_heads, capacity, _) = k_cache.dims4()?;
+        let (_, kv_heads, capacity, _) = cache.k.dims4()?;
+        let fp8 = cache.exponents.is_some();
         let group = heads / kv_heads;
         let row_bytes = hd * q.dtype().size_in_bytes();
         if row_bytes % 16 != 0
@@ -664,8 +673,8 @@ impl Kernels {
         let chunks = row_bytes / 16;
         let rows_kernel = ROWS_KERNELS
             .iter()
-            .find(|&&(dtype, per_lane, max_group, _)| {
-                dtype == q.dtype() && chunks == 16 * per_lane && group <= max_group
+            .find(|&&(dtype, codes, per_lane, max_group, _)| {
+                dtype == q.dtype() && codes == fp8 && chunks == 16 * per_lane && group <= max_group
             });
         if let Some(&(.., name)) = rows_kernel {
             // Keys per block: a multiple of 64, enough that at most ROWS_MAX_SPLITS blocks
@@ -680,14 +689,7 @@ impl Kernels {
                 block_dim: (ROWS_THREADS as u32, 1, 1),
                 shared_mem_bytes: 0,
             };
-            return self.launch_attention(
-                name,
-                cfg,
-                [q, k_cache, v_cache, pos],
-                splits,
-                keys,
-                None,
-            );
+            return self.launch_attention(name, cfg, q, cache, pos, [splits, keys], None);
         }
         // Key subsets for the value pass: as many as fit 256 threads in whole warps.
         let subsets = (1..=(256 / chunks).max(1))
@@ -709,36 +711,34 @@ impl Kernels {
         };
         // Lanes sharing a key in the score pass: enough to cover its chunks, at most a warp.
         let lanes_per_key = chunks.next_power_of_two().min(32);
-        let name = typed("attention", q.dtype())?;
-        self.launch_attention(
-            name,
-            cfg,
-            [q, k_cache, v_cache, pos],
-            splits,
-            keys,
-            Some(lanes_per_key),
-        )
+        let name = typed(if fp8 { "attention_e4m3" } else { "attention" }, q.dtype())?;
+        let blocks = [splits, keys];
+        self.launch_attention(name, cfg, q, cache, pos, blocks, Some(lanes_per_key))
     }
 
-    /// Launches an attention kernel taking (q, k cache, v cache, pos, out, partials,
-    /// counters, T, H, KV, D, CAP, S, L[, lanes per key]) and returns its output.
+    /// Launches an attention kernel taking (q, k cache, v cache[, k and v exponents], pos,
+    /// out, partials, counters, T, H, KV, D, CAP, S, L[, lanes per key]) and returns its
+    /// output; `[splits, keys]` are S and L.
+    #[allow(clippy::too_many_arguments)]
     fn launch_attention(
         &self,
         name: &str,
         cfg: LaunchConfig,
-        [q, k_cache, v_cache, pos]: [&Tensor; 4],
-        splits: usize,
-        keys: usize,
+        q: &Tensor,
+        cache: KvBuffers,
+        pos: &Tensor,
+        [splits, keys]: [usize; 2],
         lanes_per_key: Option<usize>,
     ) -> Result<Tensor> {
         let (b, heads, t, hd) = q.dims4()?;
-        let (_, kv_heads, capacity, _) = k_cache.dims4()?;
+        let (_, kv_heads, capacity, _) = cache.k.dims4()?;
         let out = self.alloc(q.dtype(), (b, t, heads * hd))?;
         let partials = self.alloc(DType::F32, b * heads * t * splits * (hd + 2))?;
-        let mut args = vec![
-            ptr(q)?,
-            ptr(k_cache)?,
-            ptr(v_cache)?,
+        let mut args = vec![ptr(q)?, ptr(cache.k)?, ptr(cache.v)?];
+        if let Some((k_exps, v_exps)) = cache.exponents {
+            args.extend([ptr(k_exps)?, ptr(v_exps)?]);
+        }
+        args.extend([
             ptr(pos)?,
             ptr(&out)?,
             ptr(&partials)?,
@@ -750,9 +750,56 @@ impl Kernels {
             Arg::I32(capacity as i32),
             Arg::I32(splits as i32),
             Arg::I32(keys as i32),
-        ];
+        ]);
         args.extend(lanes_per_key.map(|l| Arg::I32(l as i32)));
         self.launch(name, cfg, &args)?;
+        Ok(out)
+    }
+
+    /// FP8 cache rows of `x` (…, head_dim), f32 or bf16: their codes, U8 of `x`'s shape, and
+    /// exponents, U8 (…, head_dim / 16) — the bytes the host's `kv_fp8::quantize` writes.
+    pub fn kv_quantize(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let x = x.contiguous()?;
+        let mut dims = x.dims().to_vec();
+        let groups = x.elem_count() / KV_GROUP;
+        let codes = self.alloc(DType::U8, x.shape().clone())?;
+        if let Some(last) = dims.last_mut() {
+            *last /= KV_GROUP;
+        }
+        let exps = self.alloc(DType::U8, dims)?;
+        if groups > 0 {
+            let args = [ptr(&x)?, ptr(&codes)?, ptr(&exps)?, Arg::U64(groups as u64)];
+            let cfg = LaunchConfig::for_num_elems(groups as u32);
+            self.launch(typed("kv_quantize", x.dtype())?, cfg, &args)?;
+        }
+        Ok((codes, exps))
+    }
+
+    /// The first `len` positions of FP8 caches — codes (batch, kv heads, capacity, head_dim)
+    /// and their exponents — decoded to `dtype`: (batch, kv heads, len, head_dim).
+    pub fn kv_dequantize(
+        &self,
+        codes: &Tensor,
+        exps: &Tensor,
+        len: usize,
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let (b, kv_heads, capacity, hd) = codes.dims4()?;
+        let out = self.alloc(dtype, (b, kv_heads, len, hd))?;
+        let groups = b * kv_heads * len * hd / KV_GROUP;
+        if groups > 0 {
+            let args = [
+                ptr(codes)?,
+                ptr(exps)?,
+                ptr(&out)?,
+                Arg::U64(groups as u64),
+                Arg::I32(len as i32),
+                Arg::I32(capacity as i32),
+                Arg::I32(hd as i32),
+            ];
+            let cfg = LaunchConfig::for_num_elems(groups as u32);
+            self.launch(typed("kv_dequantize", dtype)?, cfg, &args)?;
+        }
         Ok(out)
     }
 
@@ -832,23 +879,31 @@ pub struct RopeKv<'a> {
     pub cos: &'a Tensor,
     pub sin: &'a Tensor,
     pub pos: &'a Tensor,
-    pub k_cache: &'a Tensor,
-    pub v_cache: &'a Tensor,
+    pub cache: KvBuffers<'a>,
     pub heads: usize,
     pub kv_heads: usize,
 }
 
 impl RopeKv<'_> {
-    /// (cos, sin, pos, q, k cache, v cache, T, H, KV, D, CAP), as rope_kv.cu and the
-    /// products' RoPE twins take them.
-    fn args(&self, q: &Tensor, t: usize, hd: usize, capacity: usize) -> Result<[Arg; 11]> {
+    /// (cos, sin, pos, q, k cache, v cache, k exponents, v exponents (null for dense
+    /// caches), T, H, KV, D, CAP), as rope_kv.cu and the products' RoPE twins take them.
+    fn args(&self, q: &Tensor, t: usize, hd: usize, capacity: usize) -> Result<[Arg; 13]> {
+        let [k_exps, v_exps] = match self.cache.exponents {
+            Some((k, v)) => [ptr(k)?, ptr(v)?],
+            None => [Arg::U64(0), Arg::U64(0)],
+        };
+        if self.cache.exponents.is_some() && hd % KV_GROUP != 0 {
+            bail!("an FP8 KV cache needs a head_dim that is a multiple of {KV_GROUP}, got {hd}");
+        }
         Ok([
             ptr(self.cos)?,
             ptr(self.sin)?,
             ptr(self.pos)?,
             ptr(q)?,
-            ptr(self.k_cache)?,
-            ptr(self.v_cache)?,
+            ptr(self.cache.k)?,
+            ptr(self.cache.v)?,
+            k_exps,
+            v_exps,
             Arg::I32(t as i32),
             Arg::I32(self.heads as i32),
             Arg::I32(self.kv_heads as i32),
@@ -1024,6 +1079,12 @@ fn typed(name: &'static str, dtype: DType) -> Result<&'static str> {
         ("rope_kv", DType::BF16) => "rope_kv_bf16",
         ("attention", DType::F32) => "attention_f32",
         ("attention", DType::BF16) => "attention_bf16",
+        ("attention_e4m3", DType::F32) => "attention_e4m3_f32",
+        ("attention_e4m3", DType::BF16) => "attention_e4m3_bf16",
+        ("kv_quantize", DType::F32) => "kv_quantize_f32",
+        ("kv_quantize", DType::BF16) => "kv_quantize_bf16",
+        ("kv_dequantize", DType::F32) => "kv_dequantize_f32",
+        ("kv_dequantize", DType::BF16) => "kv_dequantize_bf16",
         ("rms_norm", DType::F32) => "rms_norm_f32",
         ("rms_norm", DType::BF16) => "rms_norm_bf16",
         ("silu_mul", DType::F32) => "silu_mul_f32",

@@ -220,21 +220,19 @@ impl GpuFrameStep {
         pos: &Tensor,
         cache: &KvCache,
     ) -> Result<Tensor> {
-        let (k_cache, v_cache) = cache.buffers();
         let (cos, sin) = stack.rope;
         let rope = RopeKv {
             cos,
             sin,
             pos,
-            k_cache,
-            v_cache,
+            cache: cache.buffers(),
             heads: layer.heads,
             kv_heads: layer.kv_heads,
         };
         let q = self
             .kernels
             .project_rope(x, &layer.attn_norm, layer.qkv, &rope)?;
-        let a = self.kernels.attention(&q, k_cache, v_cache, pos)?;
+        let a = self.kernels.attention(&q, rope.cache, pos)?;
         // Residuals are added inside the products that feed them.
         let x = self.linear(&a, layer.output, Some(x))?;
         let gu = self.normed_linear(&x, &layer.mlp_norm, layer.gate_up)?;

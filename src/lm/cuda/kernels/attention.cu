@@ -1,5 +1,6 @@
 // Attention of T new queries at positions pos[0] + t over the cached keys 0..=pos[0] + t.
-// q: [B, H, T, D]; caches [B, KV, CAP, D]; out: [B, T, H, D].
+// q: [B, H, T, D]; caches [B, KV, CAP, D] (dense, or FP8 with their exponents: the Cache
+// readers of kv_fp8.cu); out: [B, T, H, D].
 //
 // Split over keys (flash-decoding): grid (B·KV, T, S); block s takes keys [s·L, s·L + L) for
 // the G = H / KV query heads that share a kv head, so each cached row is read once per
@@ -46,10 +47,10 @@ __device__ void merge_if_last(const float* part, u32* counters, T* out, int b, i
 }
 
 
-template <typename T>
-__device__ void attention(const T* q, const T* k_cache, const T* v_cache, const u32* pos, T* out,
-                          float* part, u32* counters, int Tn, int H, int KV, int D, int CAP,
-                          int S, int L, int LPK) {
+template <typename T, typename Cache>
+__device__ void attention(const T* q, Cache cache, const u32* pos, T* out, float* part,
+                          u32* counters, int Tn, int H, int KV, int D, int CAP, int S, int L,
+                          int LPK) {
     constexpr int VEC = 16 / sizeof(T);
     extern __shared__ float smem[];
     allow_dependents();
@@ -69,8 +70,7 @@ __device__ void attention(const T* q, const T* k_cache, const T* v_cache, const 
         qs[i] = to_f32(q[(((size_t)b * H + h) * Tn + t) * D + i % D]) * scale;
     }
     __syncthreads();
-    const T* kbase = k_cache + ((size_t)b * KV + kvh) * CAP * D;
-    const T* vbase = v_cache + ((size_t)b * KV + kvh) * CAP * D;
+    const size_t first_row = ((size_t)b * KV + kvh) * CAP + j0;
 
     // Scores: LPK lanes share a key (each a slice of its 16-byte chunks), a warp takes
     // 32 / LPK keys at a time and issues the loads of ATTN_UNROLL such steps before reducing,
@@ -86,10 +86,9 @@ __device__ void attention(const T* q, const T* k_cache, const T* v_cache, const 
             for (int g = 0; g < ATTN_MAX_GROUP; ++g) acc[u][g] = 0.f;
             int j = base + u * stride;
             if (j >= len) continue;
-            const uint4* krow = reinterpret_cast<const uint4*>(kbase + (size_t)(j0 + j) * D);
             for (int c = sub_lane; c < chunks; c += LPK) {
                 float x[VEC];
-                unpack(__ldg(krow + c), x, T());
+                cache.unpack(cache.key(first_row + j, D, c), x);
 #pragma unroll
                 for (int g = 0; g < ATTN_MAX_GROUP; ++g) {
                     if (g < G) {
@@ -137,7 +136,7 @@ __device__ void attention(const T* q, const T* k_cache, const T* v_cache, const 
 #pragma unroll 4
     for (int j = sub; j < len; j += subsets) {
         float x[VEC];
-        unpack(__ldg(reinterpret_cast<const uint4*>(vbase + (size_t)(j0 + j) * D) + c), x, T());
+        cache.unpack(cache.value(first_row + j, D, c), x);
 #pragma unroll
         for (int g = 0; g < ATTN_MAX_GROUP; ++g) {
             if (g < G) {
@@ -175,15 +174,25 @@ __device__ void attention(const T* q, const T* k_cache, const T* v_cache, const 
     merge_if_last<T>(part, counters, out, b, kvh, t, Tn, H, KV, D, S);
 }
 
-#define ATTENTION_ENTRY(T, NAME)                                                               \
-    extern "C" __global__ void NAME(const T* q, const T* kc, const T* vc, const u32* pos,      \
+// The cache arguments of an entry for dense (T) or FP8 caches, and the reader made of them.
+#define KV_ARGS_DENSE(T) const T *kc, const T *vc
+#define KV_READER_DENSE(T) DenseKv<T>{kc, vc}
+#define KV_ARGS_E4M3(T) const unsigned char *kc, const unsigned char *vc,                      \
+                        const unsigned char *ke, const unsigned char *ve
+#define KV_READER_E4M3(T) E4m3Kv<T>{kc, vc, ke, ve}
+
+#define ATTENTION_ENTRY(T, KV_KIND, NAME)                                                      \
+    extern "C" __global__ void NAME(const T* q, KV_ARGS_##KV_KIND(T), const u32* pos,          \
         T* out, float* part, u32* counters, int Tn, int H, int KV, int D, int CAP, int S,      \
         int L, int LPK) {                                                                      \
-        attention<T>(q, kc, vc, pos, out, part, counters, Tn, H, KV, D, CAP, S, L, LPK);       \
+        attention<T>(q, KV_READER_##KV_KIND(T), pos, out, part, counters, Tn, H, KV, D, CAP,   \
+                     S, L, LPK);                                                               \
     }
 
-ATTENTION_ENTRY(float, attention_f32)
-ATTENTION_ENTRY(bf16_t, attention_bf16)
+ATTENTION_ENTRY(float, DENSE, attention_f32)
+ATTENTION_ENTRY(bf16_t, DENSE, attention_bf16)
+ATTENTION_ENTRY(float, E4M3, attention_e4m3_f32)
+ATTENTION_ENTRY(bf16_t, E4M3, attention_e4m3_bf16)
 
 // The same attention for rows of 16·CPL chunks of 16 bytes (bf16: head_dim 128·CPL; f32:
 // 64·CPL), in one pass over the keys: 16 lanes share a key, each holding CPL chunks of its
@@ -195,10 +204,10 @@ ATTENTION_ENTRY(bf16_t, attention_bf16)
 // and block-wide reductions, not bytes.
 #define ROWS_WARPS 4
 
-template <typename T, int CPL, int GMAX>
-__device__ void attention_rows(const T* q, const T* k_cache, const T* v_cache, const u32* pos,
-                               T* out, float* part, u32* counters, int Tn, int H, int KV, int D,
-                               int CAP, int S, int L) {
+template <typename T, int CPL, int GMAX, typename Cache>
+__device__ void attention_rows(const T* q, Cache cache, const u32* pos, T* out, float* part,
+                               u32* counters, int Tn, int H, int KV, int D, int CAP, int S,
+                               int L) {
     constexpr int VEC = 16 / sizeof(T);
     constexpr int W = CPL * VEC;                      // values of a row per lane
     constexpr int STEPS = CPL >= 8 ? 1 : 8 / CPL;     // key pairs per round
@@ -212,8 +221,7 @@ __device__ void attention_rows(const T* q, const T* k_cache, const T* v_cache, c
     int n = pos[0] + t + 1;
     int j0 = s * L, j1 = min(j0 + L, n);
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, half = lane >> 4, hl = lane & 15;
-    const T* kbase = k_cache + ((size_t)b * KV + kvh) * CAP * D;
-    const T* vbase = v_cache + ((size_t)b * KV + kvh) * CAP * D;
+    const size_t first_row = ((size_t)b * KV + kvh) * CAP;
 
     // This lane's slice of each query head (chunks hl, hl + 16, …), scaled by 1/√D.
     float qv[GMAX][W];
@@ -238,16 +246,16 @@ __device__ void attention_rows(const T* q, const T* k_cache, const T* v_cache, c
         for (int e = 0; e < W; ++e) acc[g][e] = 0.f;
     }
     for (int r0 = j0 + warp * KEYS; r0 < j1; r0 += ROWS_WARPS * KEYS) {
-        uint4 kr[STEPS][CPL], vr[STEPS][CPL];
+        typename Cache::Raw kr[STEPS][CPL], vr[STEPS][CPL];
 #pragma unroll
         for (int i = 0; i < STEPS; ++i) {
             int j = r0 + 2 * i + half;
 #pragma unroll
             for (int c = 0; c < CPL; ++c) {
-                kr[i][c] = vr[i][c] = make_uint4(0, 0, 0, 0);
+                kr[i][c] = vr[i][c] = typename Cache::Raw{};
                 if (j < j1) {
-                    kr[i][c] = __ldg(reinterpret_cast<const uint4*>(kbase + (size_t)j * D) + c * 16 + hl);
-                    vr[i][c] = __ldg(reinterpret_cast<const uint4*>(vbase + (size_t)j * D) + c * 16 + hl);
+                    kr[i][c] = cache.key(first_row + j, D, c * 16 + hl);
+                    vr[i][c] = cache.value(first_row + j, D, c * 16 + hl);
                 }
             }
         }
@@ -260,7 +268,7 @@ __device__ void attention_rows(const T* q, const T* k_cache, const T* v_cache, c
 #pragma unroll
             for (int c = 0; c < CPL; ++c) {
                 float x[VEC];
-                unpack(kr[i][c], x, T());
+                cache.unpack(kr[i][c], x);
 #pragma unroll
                 for (int g = 0; g < GMAX; ++g)
 #pragma unroll
@@ -293,7 +301,7 @@ __device__ void attention_rows(const T* q, const T* k_cache, const T* v_cache, c
 #pragma unroll
                 for (int c = 0; c < CPL; ++c) {
                     float x[VEC];
-                    unpack(vr[i][c], x, T());
+                    cache.unpack(vr[i][c], x);
 #pragma unroll
                     for (int e = 0; e < VEC; ++e) acc[g][c * VEC + e] += p * x[e];
                 }
@@ -349,16 +357,17 @@ __device__ void attention_rows(const T* q, const T* k_cache, const T* v_cache, c
     if (S > 1) merge_if_last<T>(part, counters, out, b, kvh, t, Tn, H, KV, D, S);
 }
 
-#define ATTENTION_ROWS_ENTRY(T, CPL, GMAX, NAME)                                               \
+#define ATTENTION_ROWS_ENTRY(T, KV_KIND, CPL, GMAX, NAME)                                      \
     extern "C" __global__ void __launch_bounds__(ROWS_WARPS * 32)                              \
-        NAME(const T* q, const T* kc, const T* vc, const u32* pos, T* out, float* part,        \
+        NAME(const T* q, KV_ARGS_##KV_KIND(T), const u32* pos, T* out, float* part,            \
              u32* counters, int Tn, int H, int KV, int D, int CAP, int S, int L) {              \
-        attention_rows<T, CPL, GMAX>(q, kc, vc, pos, out, part, counters, Tn, H, KV, D, CAP,   \
-                                     S, L);                                                    \
+        attention_rows<T, CPL, GMAX>(q, KV_READER_##KV_KIND(T), pos, out, part, counters, Tn,  \
+                                     H, KV, D, CAP, S, L);                                     \
     }
 
-// The backbone (head_dim 128, 3 query heads a kv head) in bf16 and f32; the decoder (384, 2).
-// The launcher names the shapes (ROWS_KERNELS in kernels.rs).
-ATTENTION_ROWS_ENTRY(bf16_t, 1, 3, attention_rows_bf16_c1)
-ATTENTION_ROWS_ENTRY(bf16_t, 3, 2, attention_rows_bf16_c3)
-ATTENTION_ROWS_ENTRY(float, 2, 3, attention_rows_f32_c2)
+// The backbone (head_dim 128, 3 query heads a kv head) in bf16 and f32, and over an FP8 cache;
+// the decoder (384, 2). The launcher names the shapes (ROWS_KERNELS in kernels.rs).
+ATTENTION_ROWS_ENTRY(bf16_t, DENSE, 1, 3, attention_rows_bf16_c1)
+ATTENTION_ROWS_ENTRY(bf16_t, DENSE, 3, 2, attention_rows_bf16_c3)
+ATTENTION_ROWS_ENTRY(float, DENSE, 2, 3, attention_rows_f32_c2)
+ATTENTION_ROWS_ENTRY(bf16_t, E4M3, 1, 3, attention_rows_e4m3_bf16_c1)

@@ -217,39 +217,63 @@ __device__ __forceinline__ void stage_x(StagedInput in, int M, unsigned char* xs
 
 // Where a q/k/v product's outputs go when RoPE and the KV-cache write are fused into it (as
 // rope_kv in rope_kv.cu does them, on the outputs rounded to Y): q rotated into q [B, H, T, D],
-// k rotated and v as it is into the caches [B, KV, CAP, D] at position pos[0] + t, for x row
-// m = b·T + t. Rotated pairs are adjacent outputs (2i, 2i + 1) of a head, so both lie in one
-// block's 16 rows; they meet in shared memory.
+// k rotated and v as it is into the caches at position pos[0] + t, for x row m = b·T + t.
+// Rotated pairs are adjacent outputs (2i, 2i + 1) of a head, so both lie in one block's 16
+// rows; they meet in shared memory. So do the 16 values of an FP8 cache's group (KV_GROUP):
+// the block's rows are one group of one head, as D is a multiple of 16.
 template <typename Y>
 struct RopeOut {
     const float* cos;
     const float* sin;
     const u32* pos;
     Y* q;
-    Y* k_cache;
-    Y* v_cache;
+    KvOut kv;
     int Tn, H, KV, D, CAP;
     // Called by every thread of the block; `live` ones hold output n of x row m (block row r).
     __device__ void put(int r, int m, int n, float value, bool live) const {
+        static_assert(MMA_ROWS == KV_GROUP, "a block's rows are one FP8 group");
         __shared__ float pair[MMA_ROWS][GEMV_MAX_M];
+        bool slot = threadIdx.x < MMA_ROWS * GEMV_MAX_M;
         Y rounded;
         store(&rounded, value);
         float v = to_f32(rounded);
-        if (threadIdx.x < MMA_ROWS * GEMV_MAX_M) pair[r][m] = v;
+        if (slot) pair[r][m] = v;
         __syncthreads();
-        if (!live) return;
-        float other = pair[r ^ 1][m];
         int head = n / D, d = n % D, b = m / Tn, t = m % Tn, half = D / 2;
-        u32 p = pos[0] + t;
-        float c = cos[(size_t)p * half + d / 2], s = sin[(size_t)p * half + d / 2];
-        // Even d holds x0 of its pair, odd d x1.
-        float rotated = (d & 1) ? rotate_pair(other, v, c, s).y : rotate_pair(v, other, c, s).x;
+        u32 p = live ? pos[0] + t : 0;
+        float rotated = v;
+        if (live && head < H + KV) {
+            float c = cos[(size_t)p * half + d / 2], s = sin[(size_t)p * half + d / 2];
+            float other = pair[r ^ 1][m];
+            // Even d holds x0 of its pair, odd d x1.
+            rotated = (d & 1) ? rotate_pair(other, v, c, s).y : rotate_pair(v, other, c, s).x;
+        }
+        bool keys = head < H + KV;
+        size_t row = ((size_t)b * KV + head - H - (keys ? 0 : KV)) * CAP + p;
+        // An FP8 cache's block holds one group of keys or values (D is a multiple of 16 then).
+        if (kv.fp8() && blockIdx.x * MMA_ROWS / D >= H) {
+            Y stored;
+            store(&stored, rotated);
+            float x = to_f32(stored);
+            __shared__ float magnitude[MMA_ROWS][GEMV_MAX_M];
+            if (slot) magnitude[r][m] = live ? fabsf(x) : 0.f;
+            __syncthreads();
+            if (!live) return;
+            float largest = 0.f;
+#pragma unroll
+            for (int i = 0; i < MMA_ROWS; ++i) largest = fmaxf(largest, magnitude[i][m]);
+            u32 e = kv_exponent(largest);
+            static_cast<unsigned char*>(keys ? kv.k : kv.v)[row * D + d] = kv_code(x, e);
+            if (d % KV_GROUP == 0)
+                (keys ? kv.k_exps : kv.v_exps)[row * (D / KV_GROUP) + d / KV_GROUP] =
+                    (unsigned char)e;
+            return;
+        }
+        if (!live) return;
         if (head < H) {
             store(q + (((size_t)b * H + head) * Tn + t) * D + d, rotated);
-        } else if (head < H + KV) {
-            store(k_cache + (((size_t)b * KV + head - H) * CAP + p) * D + d, rotated);
         } else {
-            v_cache[(((size_t)b * KV + head - H - KV) * CAP + p) * D + d] = rounded;
+            store(static_cast<Y*>(keys ? kv.k : kv.v) + row * D + d, rotated);
         }
     }
 };
@@ -357,13 +381,15 @@ __device__ void gemv_mma(const bf16_t* x, const bf16_t* gamma, float eps, int sw
     extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32)                               \
         NAME##_rope(const bf16_t* x, const bf16_t* gamma, float eps, int swiglu,               \
                     const W_T_##KIND* W, W_ARGS_##KIND int M, int N, int K, const float* cos,  \
-                    const float* sin, const u32* pos, bf16_t* q, bf16_t* k_cache,              \
-                    bf16_t* v_cache, int Tn, int H, int KV, int D, int CAP) {                  \
+                    const float* sin, const u32* pos, bf16_t* q, void* k_cache, void* v_cache, \
+                    unsigned char* k_exps, unsigned char* v_exps, int Tn, int H, int KV, int D,\
+                    int CAP) {                                                                 \
         gemv_mma<UNROLL, true>(x, gamma, eps, swiglu,                                          \
                                reinterpret_cast<const unsigned char*>(W), TILES_##KIND,        \
                                (const bf16_t*)nullptr, (bf16_t*)nullptr, M, N, K,              \
-                               RopeOut<bf16_t>{cos, sin, pos, q, k_cache, v_cache, Tn, H, KV,  \
-                                               D, CAP});                                       \
+                               RopeOut<bf16_t>{cos, sin, pos, q,                               \
+                                               KvOut{k_cache, v_cache, k_exps, v_exps}, Tn, H, \
+                                               KV, D, CAP});                                   \
     }
 
 // Products to bf16 come with a RoPE twin.
