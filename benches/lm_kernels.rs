@@ -137,7 +137,8 @@ fn other_kernels(dev: &Device, k: &Kernels) -> Result<()> {
     };
     println!("{:<44} {:>9}", "kernel", "µs");
     let row = |what: &str, us: f64| println!("{what:<44} {us:9.2}");
-    // Backbone attention after a 380-token prompt and 250 frames, and after 4 minutes.
+    // Backbone attention after a 380-token prompt and 250 frames, and after 4 minutes, over
+    // bf16 and FP8 caches.
     for cap in [630usize, 3380] {
         let (q, kc, vc) = (
             bf16(&[2, 24, 1, 128])?,
@@ -149,6 +150,19 @@ fn other_kernels(dev: &Device, k: &Kernels) -> Result<()> {
             &format!("backbone attention over {cap} positions"),
             time_us(dev, |_| {
                 k.attention(&q, KvBuffers::dense(&kc, &vc), &pos)?;
+                Ok(())
+            })?,
+        );
+        let ((k_codes, k_exps), (v_codes, v_exps)) = (k.kv_quantize(&kc)?, k.kv_quantize(&vc)?);
+        let fp8 = KvBuffers {
+            k: &k_codes,
+            v: &v_codes,
+            exponents: Some((&k_exps, &v_exps)),
+        };
+        row(
+            &format!("backbone attention over {cap} positions, FP8"),
+            time_us(dev, |_| {
+                k.attention(&q, fp8, &pos)?;
                 Ok(())
             })?,
         );

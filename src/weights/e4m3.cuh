@@ -22,3 +22,15 @@ __device__ __forceinline__ unsigned char e4m3_code(float v) {
 __device__ __forceinline__ float e4m3_bits(unsigned int code) {
     return __uint_as_float(((code & 0x7fu) << 20) | ((code & 0x80u) << 24));
 }
+
+// e4m3_bits of the four codes of a word (the lowest byte first), two at a time: each pair
+// becomes two bf16 in one word (sign and magnitude moved to bf16's places), and a bf16 becomes
+// an f32 by a shift or a mask.
+__device__ __forceinline__ void e4m3_bits4(unsigned int w, float* out) {
+    unsigned int even = ((w & 0x007f007fu) << 4) | ((w & 0x00800080u) << 8);  // codes 0 and 2
+    unsigned int odd = ((w & 0x7f007f00u) >> 4) | (w & 0x80008000u);          // codes 1 and 3
+    out[0] = __uint_as_float(even << 16);
+    out[1] = __uint_as_float(odd << 16);
+    out[2] = __uint_as_float(even & 0xffff0000u);
+    out[3] = __uint_as_float(odd & 0xffff0000u);
+}

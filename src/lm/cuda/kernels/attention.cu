@@ -268,11 +268,19 @@ __device__ void attention_rows(const T* q, Cache cache, const u32* pos, T* out, 
 #pragma unroll
             for (int c = 0; c < CPL; ++c) {
                 float x[VEC];
-                cache.unpack(kr[i][c], x);
+                cache.decode(kr[i][c], x);
 #pragma unroll
-                for (int g = 0; g < GMAX; ++g)
+                for (int g = 0; g < GMAX; ++g) {
+                    if constexpr (Cache::SCALED) {  // the chunk's dot product, scaled once
+                        float dot = 0.f;
 #pragma unroll
-                    for (int e = 0; e < VEC; ++e) sc[i][g] += qv[g][c * VEC + e] * x[e];
+                        for (int e = 0; e < VEC; ++e) dot += qv[g][c * VEC + e] * x[e];
+                        sc[i][g] += cache.factor(kr[i][c]) * dot;
+                    } else {
+#pragma unroll
+                        for (int e = 0; e < VEC; ++e) sc[i][g] += qv[g][c * VEC + e] * x[e];
+                    }
+                }
             }
 #pragma unroll
             for (int g = 0; g < GMAX; ++g) {
@@ -301,9 +309,10 @@ __device__ void attention_rows(const T* q, Cache cache, const u32* pos, T* out, 
 #pragma unroll
                 for (int c = 0; c < CPL; ++c) {
                     float x[VEC];
-                    cache.unpack(vr[i][c], x);
+                    cache.decode(vr[i][c], x);
+                    float w = p * cache.factor(vr[i][c]);  // exactly p for a dense cache
 #pragma unroll
-                    for (int e = 0; e < VEC; ++e) acc[g][c * VEC + e] += p * x[e];
+                    for (int e = 0; e < VEC; ++e) acc[g][c * VEC + e] += w * x[e];
                 }
             }
             m[g] = mn;

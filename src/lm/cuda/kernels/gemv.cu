@@ -193,17 +193,10 @@ GEMV_ENTRY(bf16_t, bf16_t, 4, 4, gemv_bf16_r4_b4)
 // 2¹²⁰ is applied to the row's sum with its scale. NaN codes (0x7f, 0xff) never occur:
 // quantisation saturates. Works on every architecture.
 __device__ __forceinline__ void unpack_e4m3(uint4 raw, float* out) {
-    u32 w[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        // Two bf16 in each word: codes 0 and 2 (even), codes 1 and 3 (odd).
-        u32 even = ((w[i] & 0x007f007fu) << 4) | ((w[i] & 0x00800080u) << 8);
-        u32 odd = ((w[i] & 0x7f007f00u) >> 4) | (w[i] & 0x80008000u);
-        out[4 * i + 0] = __uint_as_float(even << 16);
-        out[4 * i + 1] = __uint_as_float(odd << 16);
-        out[4 * i + 2] = __uint_as_float(even & 0xffff0000u);
-        out[4 * i + 3] = __uint_as_float(odd & 0xffff0000u);
-    }
+    e4m3_bits4(raw.x, out);
+    e4m3_bits4(raw.y, out + 4);
+    e4m3_bits4(raw.z, out + 8);
+    e4m3_bits4(raw.w, out + 12);
 }
 
 // acc[r][m] += 16 codes of chunk c of row r · the matching 16 values of x[m] (f32 or bf16).

@@ -80,10 +80,13 @@ KV_FP8_ENTRIES(bf16_t, bf16)
 
 // How the attention kernels read a cache: chunk c of a row holds values [c·VEC, c·VEC + VEC),
 // VEC being what 16 bytes of the queries' type T hold. `key`/`value` load a chunk of row
-// `row` (b·KV + head)·CAP + position; `unpack` makes floats of it.
+// `row` (b·KV + head)·CAP + position; `unpack` makes its values of it. A SCALED cache's
+// chunk is also `decode`d values times 1 / `factor` (one for the chunk), so that a kernel can
+// sum first and scale once.
 template <typename T>
 struct DenseKv {
     static constexpr int VEC = 16 / sizeof(T);
+    static constexpr bool SCALED = false;
     typedef uint4 Raw;
     const T* k;
     const T* v;
@@ -94,6 +97,8 @@ struct DenseKv {
         return __ldg(reinterpret_cast<const uint4*>(v + row * D) + c);
     }
     __device__ void unpack(Raw raw, float* x) const { ::unpack(raw, x, T()); }
+    __device__ void decode(Raw raw, float* x) const { ::unpack(raw, x, T()); }
+    __device__ float factor(Raw) const { return 1.f; }
 };
 
 // VEC codes as one load: 8 (bf16 queries) or 4 (f32).
@@ -102,12 +107,15 @@ struct CodeChunk;
 template <>
 struct CodeChunk<8> {
     typedef uint2 Type;
-    __device__ static u32 word(Type c, int i) { return i ? c.y : c.x; }
+    __device__ static void bits(Type c, float* x) {
+        e4m3_bits4(c.x, x);
+        e4m3_bits4(c.y, x + 4);
+    }
 };
 template <>
 struct CodeChunk<4> {
     typedef u32 Type;
-    __device__ static u32 word(Type c, int) { return c; }
+    __device__ static void bits(Type c, float* x) { e4m3_bits4(c, x); }
 };
 
 // The FP8 cache read chunk by chunk as DenseKv reads a dense one: VEC codes and their group's
@@ -115,6 +123,7 @@ struct CodeChunk<4> {
 template <typename T>
 struct E4m3Kv {
     static constexpr int VEC = 16 / sizeof(T);
+    static constexpr bool SCALED = true;
     typedef CodeChunk<VEC> Chunk;
     struct Raw {
         typename Chunk::Type codes;
@@ -133,10 +142,12 @@ struct E4m3Kv {
     }
     __device__ Raw key(size_t row, int D, int c) const { return read(k, k_exps, row, D, c); }
     __device__ Raw value(size_t row, int D, int c) const { return read(v, v_exps, row, D, c); }
+    __device__ void decode(Raw raw, float* x) const { Chunk::bits(raw.codes, x); }
+    __device__ float factor(Raw raw) const { return kv_factor(raw.e); }
     __device__ void unpack(Raw raw, float* x) const {
-        float f = kv_factor(raw.e);
+        decode(raw, x);
+        float f = factor(raw);
 #pragma unroll
-        for (int i = 0; i < VEC; ++i)
-            x[i] = e4m3_bits((Chunk::word(raw.codes, i / 4) >> (8 * (i % 4))) & 0xffu) * f;
+        for (int i = 0; i < VEC; ++i) x[i] *= f;
     }
 };
