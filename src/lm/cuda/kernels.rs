@@ -119,6 +119,8 @@ const ROWS_THREADS: usize = 128;
 /// At most this many key splits per (row, kv head, position) for `attention_rows`: longer
 /// caches get more keys per block, so that merging the splits stays short.
 const ROWS_MAX_SPLITS: usize = 32;
+/// At most this many key splits for any attention kernel (MERGE_MAX_SPLITS in attention.cu).
+const MERGE_MAX_SPLITS: usize = 64;
 
 /// A matrix-product kernel and how it is launched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -698,10 +700,13 @@ impl Kernels {
             .ok_or_else(|| {
                 candle_core::Error::Msg(format!("no warp-aligned block for head_dim {hd}"))
             })?;
-        let splits = capacity.div_ceil(ATTENTION_KEYS_PER_BLOCK);
+        let splits = capacity
+            .div_ceil(ATTENTION_KEYS_PER_BLOCK)
+            .min(MERGE_MAX_SPLITS);
         let keys = capacity.div_ceil(splits);
         let shared = (group * hd + group * keys + subsets * group * hd + 32) * 4;
-        if shared > 48 * 1024 {
+        // 48 KB a block without opting in, less the merge's weights (static, 1 KB).
+        if shared + 4 * ATTENTION_MAX_GROUP * MERGE_MAX_SPLITS > 48 * 1024 {
             bail!("fused attention needs {shared} bytes of shared memory for head_dim {hd}");
         }
         let cfg = LaunchConfig {

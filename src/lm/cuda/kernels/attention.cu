@@ -13,13 +13,20 @@
 #define ATTN_MAX_GROUP 4
 #define ATTN_UNROLL 4
 
+// At most this many key splits per (b, kv head, t): the merge keeps a weight per split.
+#define MERGE_MAX_SPLITS 64
+
 // After a block wrote its partial (Σ p·v, max, sum) for each head of its group into `part`:
 // counts the block, and the last block of a (b, kv head, t) to finish merges every split's
-// partials into `out` and resets its counter for the next call.
+// partials into `out` and resets its counter for the next call. A warp per query head turns
+// the splits' maxima and sums into one weight each, exp(m_k − max) / Σ_j exp(m_j − max)·l_j,
+// so that each output then reads one value per split (reading every split's statistics again
+// for every output made the merge the slowest part of a long cache's attention).
 template <typename T>
 __device__ void merge_if_last(const float* part, u32* counters, T* out, int b, int kvh, int t,
                               int Tn, int H, int KV, int D, int S) {
     __shared__ bool is_last;
+    __shared__ float weight[ATTN_MAX_GROUP][MERGE_MAX_SPLITS];
     const int G = H / KV;
     __threadfence();
     __syncthreads();
@@ -30,19 +37,35 @@ __device__ void merge_if_last(const float* part, u32* counters, T* out, int b, i
     }
     __syncthreads();
     if (!is_last) return;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    auto slots_of = [&](int g) {
+        return part + (((size_t)b * H + kvh * G + g) * Tn + t) * S * (D + 2);
+    };
+    for (int g = warp; g < G; g += blockDim.x >> 5) {
+        const float* slots = slots_of(g);
+        float m[2], l[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            int k = lane + 32 * r;
+            m[r] = k < S ? __ldcg(slots + k * (D + 2) + D) : -INF;
+            l[r] = k < S ? __ldcg(slots + k * (D + 2) + D + 1) : 0.f;
+        }
+        float mx = warp_max(fmaxf(m[0], m[1]));
+        // An empty split has max −inf: weight 0.
+        float w[2] = {__expf(m[0] - mx), __expf(m[1] - mx)};
+        float den = warp_sum(w[0] * l[0] + w[1] * l[1]);
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+            if (lane + 32 * r < S) weight[g][lane + 32 * r] = w[r] / den;
+    }
+    __syncthreads();
     for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
         int g = i / D, d = i % D, h = kvh * G + g;
-        const float* slots = part + (((size_t)b * H + h) * Tn + t) * S * (D + 2);
-        float mx = -INF;
-        for (int k = 0; k < S; ++k) mx = fmaxf(mx, __ldcg(slots + k * (D + 2) + D));
-        float num = 0.f, den = 0.f;
-        for (int k = 0; k < S; ++k) {
-            const float* slot = slots + k * (D + 2);
-            float w = __expf(__ldcg(slot + D) - mx);  // an empty split has max −inf: weight 0
-            num += w * __ldcg(slot + d);
-            den += w * __ldcg(slot + D + 1);
-        }
-        store(out + (((size_t)b * Tn + t) * H + h) * D + d, num / den);
+        const float* slots = slots_of(g);
+        float num = 0.f;
+#pragma unroll 8
+        for (int k = 0; k < S; ++k) num += weight[g][k] * __ldcg(slots + k * (D + 2) + d);
+        store(out + (((size_t)b * Tn + t) * H + h) * D + d, num);
     }
 }
 
