@@ -738,7 +738,8 @@ impl Kernels {
         let (b, heads, t, hd) = q.dims4()?;
         let (_, kv_heads, capacity, _) = cache.k.dims4()?;
         let out = self.alloc(q.dtype(), (b, t, heads * hd))?;
-        let partials = self.alloc(DType::F32, b * heads * t * splits * (hd + 2))?;
+        // A split's slot: hd values, max, sum, padding to 16 bytes (SLOT in attention.cu).
+        let partials = self.alloc(DType::F32, b * heads * t * splits * (hd + 4))?;
         let mut args = vec![ptr(q)?, ptr(cache.k)?, ptr(cache.v)?];
         if let Some((k_exps, v_exps)) = cache.exponents {
             args.extend([ptr(k_exps)?, ptr(v_exps)?]);

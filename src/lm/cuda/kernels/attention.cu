@@ -15,13 +15,17 @@
 
 // At most this many key splits per (b, kv head, t): the merge keeps a weight per split.
 #define MERGE_MAX_SPLITS 64
+// Floats of a split's partial: Σ p·v (D values), max, sum and two of padding, so that every
+// slot starts on 16 bytes (D is a multiple of 4) and the merge reads four values at a time.
+#define SLOT(D) ((D) + 4)
 
 // After a block wrote its partial (Σ p·v, max, sum) for each head of its group into `part`:
 // counts the block, and the last block of a (b, kv head, t) to finish merges every split's
 // partials into `out` and resets its counter for the next call. A warp per query head turns
 // the splits' maxima and sums into one weight each, exp(m_k − max) / Σ_j exp(m_j − max)·l_j,
-// so that each output then reads one value per split (reading every split's statistics again
-// for every output made the merge the slowest part of a long cache's attention).
+// so that each output then reads one value per split, four outputs a thread (reading every
+// split's statistics again for every output made the merge the slowest part of a long cache's
+// attention).
 template <typename T>
 __device__ void merge_if_last(const float* part, u32* counters, T* out, int b, int kvh, int t,
                               int Tn, int H, int KV, int D, int S) {
@@ -39,7 +43,7 @@ __device__ void merge_if_last(const float* part, u32* counters, T* out, int b, i
     if (!is_last) return;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     auto slots_of = [&](int g) {
-        return part + (((size_t)b * H + kvh * G + g) * Tn + t) * S * (D + 2);
+        return part + (((size_t)b * H + kvh * G + g) * Tn + t) * S * SLOT(D);
     };
     for (int g = warp; g < G; g += blockDim.x >> 5) {
         const float* slots = slots_of(g);
@@ -47,8 +51,8 @@ __device__ void merge_if_last(const float* part, u32* counters, T* out, int b, i
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             int k = lane + 32 * r;
-            m[r] = k < S ? __ldcg(slots + k * (D + 2) + D) : -INF;
-            l[r] = k < S ? __ldcg(slots + k * (D + 2) + D + 1) : 0.f;
+            m[r] = k < S ? __ldcg(slots + k * SLOT(D) + D) : -INF;
+            l[r] = k < S ? __ldcg(slots + k * SLOT(D) + D + 1) : 0.f;
         }
         float mx = warp_max(fmaxf(m[0], m[1]));
         // An empty split has max −inf: weight 0.
@@ -59,13 +63,25 @@ __device__ void merge_if_last(const float* part, u32* counters, T* out, int b, i
             if (lane + 32 * r < S) weight[g][lane + 32 * r] = w[r] / den;
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
-        int g = i / D, d = i % D, h = kvh * G + g;
-        const float* slots = slots_of(g);
-        float num = 0.f;
+    const int quads = D / 4;
+    for (int i = threadIdx.x; i < G * quads; i += blockDim.x) {
+        int g = i / quads, d = 4 * (i % quads), h = kvh * G + g;
+        const float* slots = slots_of(g) + d;
+        float4 num = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll 8
-        for (int k = 0; k < S; ++k) num += weight[g][k] * __ldcg(slots + k * (D + 2) + d);
-        store(out + (((size_t)b * Tn + t) * H + h) * D + d, num);
+        for (int k = 0; k < S; ++k) {
+            float4 v = __ldcg(reinterpret_cast<const float4*>(slots + k * SLOT(D)));
+            float w = weight[g][k];
+            num.x += w * v.x;
+            num.y += w * v.y;
+            num.z += w * v.z;
+            num.w += w * v.w;
+        }
+        T* o = out + (((size_t)b * Tn + t) * H + h) * D + d;
+        store(o, num.x);
+        store(o + 1, num.y);
+        store(o + 2, num.z);
+        store(o + 3, num.w);
     }
 }
 
@@ -182,12 +198,12 @@ __device__ void attention(const T* q, Cache cache, const u32* pos, T* out, float
         }
         return;
     }
-    // part[(((b·H + h)·T + t)·S + s)·(D + 2) + …] = Σ p·v (D values), max, sum.
+    // part[(((b·H + h)·T + t)·S + s)·SLOT(D) + …] = Σ p·v (D values), max, sum.
     for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
         int g = i / D, d = i % D, h = kvh * G + g;
         float v = 0.f;
         for (int k = 0; k < subsets; ++k) v += partial[(k * G + g) * D + d];
-        float* slot = part + ((((size_t)b * H + h) * Tn + t) * S + s) * (D + 2);
+        float* slot = part + ((((size_t)b * H + h) * Tn + t) * S + s) * SLOT(D);
         slot[d] = v;
         if (d == 0) {
             slot[D] = m[g];
@@ -378,7 +394,7 @@ __device__ void attention_rows(const T* q, Cache cache, const u32* pos, T* out, 
         if (S == 1) {
             store(out + (((size_t)b * Tn + t) * H + h) * D + d, num / den);
         } else {
-            float* slot = part + ((((size_t)b * H + h) * Tn + t) * S + s) * (D + 2);
+            float* slot = part + ((((size_t)b * H + h) * Tn + t) * S + s) * SLOT(D);
             slot[d] = num;
             if (d == 0) {
                 slot[D] = mx;
