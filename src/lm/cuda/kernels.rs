@@ -251,6 +251,8 @@ pub struct Kernels {
     max_staged_bytes: usize,
     /// Zeroed once; every attention call leaves it zeroed again.
     attention_counters: Tensor,
+    /// Blocks of the one-pass attention kernels the GPU holds at once.
+    attention_resident_blocks: usize,
 }
 
 impl Kernels {
@@ -293,6 +295,7 @@ impl Kernels {
         Ok(Self {
             dev: dev.clone(),
             stream: dev.cuda_stream(),
+            attention_resident_blocks: resident_blocks(dev, &funcs)?,
             funcs,
             tensor_cores,
             max_staged_bytes,
@@ -679,13 +682,14 @@ impl Kernels {
                 dtype == q.dtype() && codes == fp8 && chunks == 16 * per_lane && group <= max_group
             });
         if let Some(&(.., name)) = rows_kernel {
-            // Keys per block: a multiple of 64, enough that at most ROWS_MAX_SPLITS blocks
-            // share a (row, kv head, position).
-            let keys = capacity
-                .div_ceil(ROWS_MAX_SPLITS)
-                .next_multiple_of(64)
-                .max(64);
-            let splits = capacity.div_ceil(keys);
+            // Splits: at most ROWS_MAX_SPLITS per (row, kv head, position), no more than the
+            // cache fills with 64 keys each, and no more than fit the GPU at once: a second
+            // wave of a few blocks costs a whole block's time (3,380 positions: 27 splits in
+            // 432 blocks, 396 resident on an H200, took 17.4 µs). The kernel divides the live
+            // keys among them, in rounds of 64 and at least `keys` each.
+            let most = (self.attention_resident_blocks / (b * kv_heads * t)).max(1);
+            let keys = 64;
+            let splits = capacity.div_ceil(keys).min(most).min(ROWS_MAX_SPLITS);
             let cfg = LaunchConfig {
                 grid_dim: ((b * kv_heads) as u32, t as u32, splits as u32),
                 block_dim: (ROWS_THREADS as u32, 1, 1),
@@ -1039,6 +1043,25 @@ fn aligned_ptr(t: &Tensor) -> Result<Arg> {
             t.layout().start_offset()
         ),
     }
+}
+
+/// How many blocks of the one-pass attention kernels the GPU holds at once (the fewest of
+/// any of them): its multiprocessors times the blocks each fits.
+fn resident_blocks(dev: &CudaDevice, funcs: &HashMap<&str, CudaFunction>) -> Result<usize> {
+    use candle_core::cuda_backend::cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT;
+    let sms = dev
+        .cuda_stream()
+        .context()
+        .attribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        .w()?;
+    let mut per_sm = u32::MAX;
+    for &(.., name) in &ROWS_KERNELS {
+        let blocks = funcs[name]
+            .occupancy_max_active_blocks_per_multiprocessor(ROWS_THREADS as u32, 0, None)
+            .w()?;
+        per_sm = per_sm.min(blocks);
+    }
+    Ok(sms.max(1) as usize * per_sm.max(1) as usize)
 }
 
 /// The major compute capability in an `sm_XY` name.

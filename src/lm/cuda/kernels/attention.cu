@@ -237,8 +237,10 @@ ATTENTION_ENTRY(bf16_t, E4M3, attention_e4m3_bf16)
 // 64·CPL), in one pass over the keys: 16 lanes share a key, each holding CPL chunks of its
 // row, so a warp reads two keys a step and ROWS_STEPS steps of keys and values before using
 // any; scores, an online softmax and Σ p·v stay in registers, and the warps of a block meet
-// once in shared memory. The grid and the partials are the kernel above's (splits of L keys,
-// merged by the last block), but the chain of dependent steps per block is short: what made
+// once in shared memory. The partials are the kernel above's (merged by the last block), but
+// the S splits divide the live keys, not the cache: each takes the same whole rounds of 64
+// keys (at least L), so that every block of a frame's graph shares the work however long the
+// song is so far. The chain of dependent steps per block is short: what made
 // the kernel above take ~20 µs per layer over 630 positions was its shared-memory passes
 // and block-wide reductions, not bytes.
 #define ROWS_WARPS 4
@@ -258,7 +260,8 @@ __device__ void attention_rows(const T* q, Cache cache, const u32* pos, T* out, 
     const int G = H / KV;
     int b = blockIdx.x / KV, kvh = blockIdx.x % KV, t = blockIdx.y, s = blockIdx.z;
     int n = pos[0] + t + 1;
-    int j0 = s * L, j1 = min(j0 + L, n);
+    int per_split = max(L, ((pos[0] + Tn + S - 1) / S + 63) / 64 * 64);  // the last query's keys
+    int j0 = s * per_split, j1 = min(j0 + per_split, n);
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, half = lane >> 4, hl = lane & 15;
     const size_t first_row = ((size_t)b * KV + kvh) * CAP;
 
