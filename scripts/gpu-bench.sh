@@ -82,9 +82,12 @@ for part in $parts; do
     kernels)
       run gpu/lm_kernels.xz > "$out/kernels.txt" 2>&1 ;;
     frame)
-      # The LM frame step alone (no codec): 500 frames in bf16 and in FP8.
+      # The LM frame step alone (no codec): 500 frames in bf16 and in FP8, then 3,000 (a
+      # 4-minute song's cache, where attention grows).
       run gpu/lm_frame.xz --frames 500 > "$out/frame.txt" 2>&1
-      echo "frame exit $?" >> "$out/summary.txt" ;;
+      echo "frame exit $?" >> "$out/summary.txt"
+      run gpu/lm_frame.xz --frames 3000 > "$out/frame3000.txt" 2>&1
+      echo "frame 3000 exit $?" >> "$out/summary.txt" ;;
     frameprofile)
       # GPU time of each kernel of one captured frame (Nsight Compute, clocks left alone), and
       # of the frame's whole graph, bf16 then FP8.
