@@ -63,6 +63,35 @@ fn codes_writes_the_requested_frames_and_reports_speed() {
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
 }
 
+/// `--kv-precision fp8` (and `--lm-precision fp8`, whose `auto` cache follows it) runs the
+/// song with the FP8 cache: every frame, reproducibly; an unknown precision is named.
+#[test]
+fn codes_run_with_an_fp8_kv_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, precision: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec!["codes", "--synthetic", "tiny", "--max-seconds", "1"];
+        args.extend([
+            "--seed",
+            "5",
+            "--ignore-eos",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        args.extend(precision);
+        let o = heartstream(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        json["frames"].as_array().unwrap().clone()
+    };
+    let fp8 = run("kv.json", &["--kv-precision", "fp8"]);
+    assert_eq!(fp8.len(), 13);
+    assert_eq!(fp8, run("again.json", &["--kv-precision", "fp8"]));
+    assert_eq!(run("lm.json", &["--lm-precision", "fp8"]).len(), 13);
+    fails_naming(&["codes", "--kv-precision", "fp4"], "fp4");
+}
+
 #[test]
 fn invalid_sampling_values_are_refused_by_flag() {
     let base = ["codes", "--synthetic", "tiny", "--out", "/dev/null"];

@@ -135,7 +135,7 @@ impl KvCache {
         self.v.slice_set(&v_codes, 2, at)?;
         fp8.k_exps.slice_set(&k_exps, 2, at)?;
         fp8.v_exps.slice_set(&v_exps, 2, at)?;
-        let decode = |codes, exps| fp8.codec.dequantize(codes, exps, self.len, fp8.dtype);
+        let decode = |codes, exps| fp8.codec.dequantize([codes, exps], self.len, fp8.dtype);
         Ok((decode(&self.k, &fp8.k_exps)?, decode(&self.v, &fp8.v_exps)?))
     }
 

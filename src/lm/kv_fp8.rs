@@ -99,12 +99,12 @@ impl KvCodec {
         ))
     }
 
-    /// The first `len` positions of caches — codes (batch, kv heads, capacity, head_dim) and
-    /// their exponents — decoded to `dtype`: (batch, kv heads, len, head_dim).
+    /// The first `len` positions of a cache, `[codes, exponents]` as `quantize` makes them
+    /// (the codes (batch, kv heads, capacity, head_dim)), decoded to `dtype`:
+    /// (batch, kv heads, len, head_dim).
     pub fn dequantize(
         &self,
-        codes: &Tensor,
-        exps: &Tensor,
+        [codes, exps]: [&Tensor; 2],
         len: usize,
         dtype: DType,
     ) -> Result<Tensor> {
@@ -184,7 +184,7 @@ mod tests {
             (codes.dims(), exps.dims()),
             (&[2, 3, 5, 32][..], &[2, 3, 5, 2][..])
         );
-        let back = codec.dequantize(&codes, &exps, 4, DType::F32).unwrap();
+        let back = codec.dequantize([&codes, &exps], 4, DType::F32).unwrap();
         let want = x.narrow(2, 0, 4).unwrap();
         let err = (back - &want).unwrap().abs().unwrap().max_all().unwrap();
         let peak = want.abs().unwrap().max_all().unwrap();
