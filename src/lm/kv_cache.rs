@@ -119,15 +119,13 @@ impl KvCache {
                 self.capacity()
             );
         }
-        let at = self.len;
-        self.len += seq;
+        // The length grows only once the positions are written.
+        let (at, len) = (self.len, self.len + seq);
         let Some(fp8) = &self.fp8 else {
             self.k.slice_set(&k.contiguous()?, 2, at)?;
             self.v.slice_set(&v.contiguous()?, 2, at)?;
-            return Ok((
-                self.k.narrow(2, 0, self.len)?,
-                self.v.narrow(2, 0, self.len)?,
-            ));
+            self.len = len;
+            return Ok((self.k.narrow(2, 0, len)?, self.v.narrow(2, 0, len)?));
         };
         let (k_codes, k_exps) = fp8.codec.quantize(k)?;
         let (v_codes, v_exps) = fp8.codec.quantize(v)?;
@@ -135,7 +133,8 @@ impl KvCache {
         self.v.slice_set(&v_codes, 2, at)?;
         fp8.k_exps.slice_set(&k_exps, 2, at)?;
         fp8.v_exps.slice_set(&v_exps, 2, at)?;
-        let decode = |codes, exps| fp8.codec.dequantize([codes, exps], self.len, fp8.dtype);
+        self.len = len;
+        let decode = |codes, exps| fp8.codec.dequantize([codes, exps], len, fp8.dtype);
         Ok((decode(&self.k, &fp8.k_exps)?, decode(&self.v, &fp8.v_exps)?))
     }
 
