@@ -127,7 +127,7 @@ __device__ void attention(const T* q, Cache cache, const u32* pos, T* out, float
             if (j >= len) continue;
             for (int c = sub_lane; c < chunks; c += LPK) {
                 float x[VEC];
-                cache.unpack(cache.key(first_row + j, D, c), x);
+                chunk_values(cache, cache.key(first_row + j, D, c), x);
 #pragma unroll
                 for (int g = 0; g < ATTN_MAX_GROUP; ++g) {
                     if (g < G) {
@@ -175,7 +175,7 @@ __device__ void attention(const T* q, Cache cache, const u32* pos, T* out, float
 #pragma unroll 4
     for (int j = sub; j < len; j += subsets) {
         float x[VEC];
-        cache.unpack(cache.value(first_row + j, D, c), x);
+        chunk_values(cache, cache.value(first_row + j, D, c), x);
 #pragma unroll
         for (int g = 0; g < ATTN_MAX_GROUP; ++g) {
             if (g < G) {

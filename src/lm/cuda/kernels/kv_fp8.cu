@@ -80,9 +80,9 @@ KV_FP8_ENTRIES(bf16_t, bf16)
 
 // How the attention kernels read a cache: chunk c of a row holds values [c·VEC, c·VEC + VEC),
 // VEC being what 16 bytes of the queries' type T hold. `key`/`value` load a chunk of row
-// `row` (b·KV + head)·CAP + position; `unpack` makes its values of it. A SCALED cache's
-// chunk is also `decode`d values times 1 / `factor` (one for the chunk), so that a kernel can
-// sum first and scale once.
+// `row` (b·KV + head)·CAP + position; `decode` makes floats of it, which a SCALED cache's
+// `factor` (one for the chunk) turns into its values, so that a kernel can sum first and
+// scale once (`chunk_values` scales them first).
 template <typename T>
 struct DenseKv {
     static constexpr int VEC = 16 / sizeof(T);
@@ -96,7 +96,6 @@ struct DenseKv {
     __device__ Raw value(size_t row, int D, int c) const {
         return __ldg(reinterpret_cast<const uint4*>(v + row * D) + c);
     }
-    __device__ void unpack(Raw raw, float* x) const { ::unpack(raw, x, T()); }
     __device__ void decode(Raw raw, float* x) const { ::unpack(raw, x, T()); }
     __device__ float factor(Raw) const { return 1.f; }
 };
@@ -144,10 +143,16 @@ struct E4m3Kv {
     __device__ Raw value(size_t row, int D, int c) const { return read(v, v_exps, row, D, c); }
     __device__ void decode(Raw raw, float* x) const { Chunk::bits(raw.codes, x); }
     __device__ float factor(Raw raw) const { return kv_factor(raw.e); }
-    __device__ void unpack(Raw raw, float* x) const {
-        decode(raw, x);
-        float f = factor(raw);
-#pragma unroll
-        for (int i = 0; i < VEC; ++i) x[i] *= f;
-    }
 };
+
+// The values of a chunk of either cache.
+template <typename Cache>
+__device__ __forceinline__ void chunk_values(const Cache& cache, typename Cache::Raw raw,
+                                             float* x) {
+    cache.decode(raw, x);
+    if constexpr (Cache::SCALED) {
+        float f = cache.factor(raw);
+#pragma unroll
+        for (int i = 0; i < Cache::VEC; ++i) x[i] *= f;
+    }
+}
