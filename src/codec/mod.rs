@@ -191,11 +191,14 @@ impl HeartCodec {
         let scalar = params::Params::new(loader, precision.scalar)
             .on(scalar_device)
             .at("scalar_model");
-        Ok(Self {
+        let codec = Self {
             flow: FlowMatching::load(&flow, &config)?,
             scalar: ScalarModel::load(&scalar, &config)?,
             config,
-        })
+        };
+        // Checkpoint copies may still be running on the loader's stream (`WeightStore::load`).
+        loader.device().synchronize()?;
+        Ok(codec)
     }
 }
 

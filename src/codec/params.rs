@@ -82,6 +82,11 @@ impl<'a> Params<'a> {
             .loader
             .get(&full, dtype)
             .with_context(|| format!("loading HeartCodec tensor {full}"))?;
+        if !self.device.same_device(self.loader.device()) {
+            // Its copies are still running on the loader's stream; the decoder's device (a
+            // stream of its own on the same GPU) would not wait for them.
+            self.loader.device().synchronize()?;
+        }
         Ok(tensor.to_device(&self.device)?)
     }
 

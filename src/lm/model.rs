@@ -85,7 +85,7 @@ impl HeartMuLa {
             w.get("muq_linear.weight", dtype)?,
             Some(w.get("muq_linear.bias", dtype)?),
         );
-        Ok(Self {
+        let model = Self {
             backbone: Transformer::load(&w, "backbone", &config.backbone, m)
                 .context("loading the backbone")?,
             decoder: Transformer::load(&w, "decoder", &config.decoder, m)
@@ -105,7 +105,10 @@ impl HeartMuLa {
                 Device::Cuda(_) => Some(std::sync::Arc::new(super::cuda::Kernels::load(device)?)),
                 _ => None,
             },
-        })
+        };
+        // Checkpoint copies may still be running on the device's stream (`WeightStore::load`).
+        device.synchronize()?;
+        Ok(model)
     }
 
     pub fn dtype(&self) -> DType {

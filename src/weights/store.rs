@@ -143,8 +143,14 @@ impl WeightStore {
     }
 
     /// Loads one tensor, converting from the stored dtype to `dtype` on `device`, a block at a
-    /// time, so a GPU load never holds the model on the host.
+    /// time, so a GPU load never holds the model on the host. On a GPU the copies are left
+    /// running on `device`'s stream: work queued there later sees the tensor, and another
+    /// stream must wait for it first (`Device::synchronize`; waiting after every tensor kept
+    /// the next one from being read while the last block copied).
     pub fn load(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor, WeightsError> {
+        if device.is_cpu() {
+            return self.load_on_host(name, dtype, BLOCK_BYTES);
+        }
         let blocks = self.blocks_of(name, block_bytes(device), device)?;
         let parts = blocks
             .map(|block| {
@@ -153,13 +159,26 @@ impl WeightStore {
                     .map_err(|e| self.fail(name, e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let tensor = Tensor::cat(&parts, 0).map_err(|e| self.fail(name, e.to_string()))?;
-        // The blocks' copies run on the device's stream; a model may hand a weight to another
-        // stream of the same GPU (the codec's decoder has its own), which would not wait.
-        device
-            .synchronize()
-            .map_err(|e| self.fail(name, e.to_string()))?;
-        Ok(tensor)
+        Tensor::cat(&parts, 0).map_err(|e| self.fail(name, e.to_string()))
+    }
+
+    /// [`load`](Self::load) into host memory: each block, read into the store's buffer, is
+    /// converted straight into the tensor's own storage on every core. (A tensor per block,
+    /// converted on one core and then joined, cost two copies more: most of the LM's load
+    /// time outside reading and copying went to its 1.6 GB of fp32 text embeddings.)
+    fn load_on_host(
+        &self,
+        name: &str,
+        dtype: DType,
+        block_bytes: usize,
+    ) -> Result<Tensor, WeightsError> {
+        let blocks = self.blocks_of(name, block_bytes, &Device::Cpu)?;
+        match dtype {
+            DType::F32 => blocks.into_host::<f32>(),
+            DType::BF16 => blocks.into_host::<half::bf16>(),
+            DType::F16 => blocks.into_host::<half::f16>(),
+            other => Err(self.fail(name, format!("cannot be loaded as {other:?}"))),
+        }
     }
 
     /// One tensor as tensors on `device` in its stored dtype: consecutive blocks of whole rows
@@ -469,7 +488,41 @@ pub struct Blocks<'a> {
     row_bytes: usize,
 }
 
+/// Where a block of rows lies: its file offset, first element and element count.
+struct Span {
+    offset: u64,
+    first_elem: usize,
+    len: usize,
+}
+
 impl Blocks<'_> {
+    fn span(&self, first: usize, count: usize) -> Span {
+        let elem = self.dtype.size_in_bytes();
+        Span {
+            offset: self.shard.data_start
+                + (self.info.data_offsets.0 + first * self.row_bytes) as u64,
+            first_elem: first * self.row_bytes / elem,
+            len: count * self.row_bytes / elem,
+        }
+    }
+
+    /// The next block's first row and row count.
+    fn next_rows(&mut self) -> Option<(usize, usize)> {
+        // A scalar or an empty tensor is one block.
+        let done = if self.rows == 0 || self.info.shape.is_empty() {
+            self.next_row > 0
+        } else {
+            self.next_row >= self.rows
+        };
+        if done {
+            return None;
+        }
+        let first = self.next_row;
+        let count = self.rows_per_block.min(self.rows.saturating_sub(first));
+        self.next_row = first + count.max(1);
+        Some((first, count))
+    }
+
     /// Rows `first..first + count`, read into the store's buffer and copied to the device.
     fn read(&self, first: usize, count: usize) -> Result<Tensor, WeightsError> {
         let mut shape = self.info.shape.clone();
@@ -477,10 +530,11 @@ impl Blocks<'_> {
             Some(rows) => *rows = count,
             None => shape.clear(),
         }
-        let offset =
-            self.shard.data_start + (self.info.data_offsets.0 + first * self.row_bytes) as u64;
-        let first_elem = first * self.row_bytes / self.dtype.size_in_bytes();
-        let len = count * self.row_bytes / self.dtype.size_in_bytes();
+        let Span {
+            offset,
+            first_elem,
+            len,
+        } = self.span(first, count);
         match self.dtype {
             DType::F32 => self.read_values::<f32>(len, offset, first_elem, &shape),
             DType::BF16 => self.read_values::<half::bf16>(len, offset, first_elem, &shape),
@@ -593,22 +647,76 @@ impl Blocks<'_> {
     }
 }
 
+impl Blocks<'_> {
+    /// The whole tensor in host memory as `D`: every block read into the store's buffer and
+    /// converted into place (rounded once from the stored values, as `to_dtype` does).
+    fn into_host<D: HostValue>(mut self) -> Result<Tensor, WeightsError> {
+        let mut out = vec![D::from_f32(0.0); self.info.shape.iter().product()];
+        let mut at = 0;
+        while let Some((first, count)) = self.next_rows() {
+            let span = self.span(first, count);
+            let mut buffer = self.buffer()?;
+            let bytes = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut buffer)
+                [..span.len * self.dtype.size_in_bytes()];
+            let started = Instant::now();
+            self.read_checked(bytes, span.offset, span.first_elem)?;
+            let read = started.elapsed();
+            convert_into(self.dtype, bytes, &mut out[at..at + span.len]);
+            ReadTimes::add_block(bytes.len(), read, started.elapsed() - read);
+            at += span.len;
+        }
+        Tensor::from_vec(out, self.info.shape.clone(), &Device::Cpu)
+            .map_err(|e| self.store.fail(&self.name, e.to_string()))
+    }
+}
+
+/// A host element type a stored value converts to.
+trait HostValue: candle_core::WithDType {
+    fn from_f32(v: f32) -> Self;
+}
+
+impl HostValue for f32 {
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+}
+
+impl HostValue for half::bf16 {
+    fn from_f32(v: f32) -> Self {
+        half::bf16::from_f32(v)
+    }
+}
+
+impl HostValue for half::f16 {
+    fn from_f32(v: f32) -> Self {
+        half::f16::from_f32(v)
+    }
+}
+
+/// `out[i]` = stored element `i` of `bytes` (4-byte aligned, little-endian as on the host) as
+/// `D`, through f32 (exact for the 16-bit formats), on every core.
+fn convert_into<D: HostValue>(stored: DType, bytes: &[u8], out: &mut [D]) {
+    match stored {
+        DType::F32 => {
+            let src: &[f32] = bytemuck::cast_slice(bytes);
+            super::fill_parallel(out, |i| D::from_f32(src[i]));
+        }
+        DType::BF16 => {
+            let src: &[half::bf16] = bytemuck::cast_slice(bytes);
+            super::fill_parallel(out, |i| D::from_f32(src[i].to_f32()));
+        }
+        _ => {
+            let src: &[half::f16] = bytemuck::cast_slice(bytes);
+            super::fill_parallel(out, |i| D::from_f32(src[i].to_f32()));
+        }
+    }
+}
+
 impl Iterator for Blocks<'_> {
     type Item = Result<Tensor, WeightsError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        // A scalar or an empty tensor is one block.
-        let done = if self.rows == 0 || self.info.shape.is_empty() {
-            self.next_row > 0
-        } else {
-            self.next_row >= self.rows
-        };
-        if done {
-            return None;
-        }
-        let first = self.next_row;
-        let count = self.rows_per_block.min(self.rows.saturating_sub(first));
-        self.next_row = first + count.max(1);
+        let (first, count) = self.next_rows()?;
         Some(self.read(first, count))
     }
 }
@@ -647,6 +755,34 @@ mod tests {
         );
         // A row larger than a block is one block of one row.
         assert_eq!(store.blocks_of("w", 4, &Device::Cpu).unwrap().count(), 7);
+    }
+
+    #[test]
+    fn a_tensor_loaded_into_host_memory_is_its_blocks_converted_and_joined() {
+        let dir = tempfile::tempdir().unwrap();
+        // Values that bf16 and f16 round (and ties to even), over several blocks.
+        let values: Vec<f32> = (0..7 * 3 * 2)
+            .map(|i| (i as f32 - 20.0) * 1.003_906_3 + 1.0 / 3.0)
+            .collect();
+        write(dir.path(), &values, &[7, 3, 2]);
+        let store = WeightStore::open(dir.path()).unwrap();
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            let blocks: Vec<Tensor> = store
+                .blocks_of("w", 50, &Device::Cpu)
+                .unwrap()
+                .map(|b| b.unwrap().to_dtype(dtype).unwrap())
+                .collect();
+            let expected = Tensor::cat(&blocks, 0).unwrap();
+            let loaded = store.load_on_host("w", dtype, 50).unwrap();
+            assert_eq!((loaded.dims(), loaded.dtype()), (expected.dims(), dtype));
+            let bits = |t: &Tensor| t.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+            let (got, want) = (bits(&loaded), bits(&expected));
+            assert_eq!(
+                got.to_vec1::<f32>().unwrap(),
+                want.to_vec1::<f32>().unwrap()
+            );
+        }
+        assert!(store.load_on_host("w", DType::U8, 50).is_err());
     }
 
     #[test]
@@ -695,6 +831,11 @@ mod tests {
             .unwrap()
             .find_map(|b| b.err())
             .expect("the NaN is found");
+        assert!(
+            err.to_string().contains("element 29 is not finite"),
+            "{err}"
+        );
+        let err = store.load_on_host("w", DType::BF16, 16).unwrap_err();
         assert!(
             err.to_string().contains("element 29 is not finite"),
             "{err}"
