@@ -62,6 +62,21 @@ __device__ __forceinline__ unsigned int shared_address(const void* p) {
     return a;
 }
 
+// Four 8×8 bf16 matrices from shared memory, lanes 8i..8i+7 giving the row addresses of
+// matrix i; each lane receives, from matrix i, the pair at row lane/4, columns 2·(lane%4)
+// and +1 (`trans`: column lane/4, rows 2·(lane%4) and +1) — the mma fragments' layout.
+__device__ __forceinline__ void load_matrices(unsigned int* r, const void* row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(shared_address(row)));
+}
+
+__device__ __forceinline__ void load_matrices_transposed(unsigned int* r, const void* row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(shared_address(row)));
+}
+
 // Copies 16 bytes to shared memory without passing through registers; `bytes` 0 writes
 // zeros (rows past the window).
 __device__ __forceinline__ void copy_async(void* shared, const void* global, int bytes) {
@@ -167,17 +182,20 @@ __device__ void dit_attention(const bf16_bits* qk, const bf16_bits* qkv, bf16_bi
         const bf16_bits* keys = k_tile[stage];
         const bf16_bits* values = v_tile[stage];
 
-        // Scores of 16 queries × BK keys: column blocks of 8 keys.
+        // Scores of 16 queries × BK keys: column blocks of 8 keys. One ldmatrix gives the
+        // B fragments of two 16-wide slices of the head: lane l points at key 8j + l%8,
+        // columns 8·(l/8) on.
         float s[BK / 8][4];
 #pragma unroll
         for (int j = 0; j < BK / 8; ++j) {
             s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-            const bf16_bits* key = &keys[(8 * j + g) * STRIDE + 2 * c];
+            const bf16_bits* key = &keys[(8 * j + lane % 8) * STRIDE + 8 * (lane / 8)];
 #pragma unroll
-            for (int kc = 0; kc < D / 16; ++kc) {
-                const unsigned int kb[2] = {*(const unsigned int*)(key + kc * 16),
-                                            *(const unsigned int*)(key + kc * 16 + 8)};
+            for (int kc = 0; kc < D / 16; kc += 2) {
+                unsigned int kb[4];
+                load_matrices(kb, key + kc * 16);
                 mma(s[j], qa[kc], kb);
+                mma(s[j], qa[kc + 1], kb + 2);
             }
         }
         // Online softmax in base 2: rows g (elements 0, 1) and g+8 (elements 2, 3).
@@ -225,14 +243,16 @@ __device__ void dit_attention(const bf16_bits* qk, const bf16_bits* qkv, bf16_bi
                                         pack(s[2 * kk][2], s[2 * kk][3]),
                                         pack(s[2 * kk + 1][0], s[2 * kk + 1][1]),
                                         pack(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-            const bf16_bits* value = &values[(kk * 16 + 2 * c) * STRIDE + g];
+            // Transposed ldmatrix: the B fragments of two 8-wide column blocks of v; lane l
+            // points at key 16kk + 8·(l/8 % 2) + l%8, columns 8·(l/16) on.
+            const bf16_bits* value =
+                &values[(kk * 16 + 8 * ((lane / 8) % 2) + lane % 8) * STRIDE + 8 * (lane / 16)];
 #pragma unroll
-            for (int n = 0; n < D / 8; ++n) {
-                const bf16_bits* v = value + 8 * n;
-                const unsigned int vb[2] = {
-                    (unsigned int)v[0] | ((unsigned int)v[STRIDE] << 16),
-                    (unsigned int)v[8 * STRIDE] | ((unsigned int)v[9 * STRIDE] << 16)};
+            for (int n = 0; n < D / 8; n += 2) {
+                unsigned int vb[4];
+                load_matrices_transposed(vb, value + 8 * n);
                 mma(o[n], pa, vb);
+                mma(o[n + 1], pa, vb + 2);
             }
         }
         __syncthreads();  // done with this stage before it is refilled
