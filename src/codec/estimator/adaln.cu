@@ -2,16 +2,7 @@
 // rounded once): RMSNorm with the adaLN modulation, the gated residual, and SwiGLU. Where
 // candle ran 10, 2 and 3 kernels (each rounding to bf16), these run one.
 // `m` is a block's modulation (rows of 6·dim: shift, scale, gate of attention and MLP), one
-// row for the whole batch or one per batch row.
-typedef unsigned short bf16_bits;
-
-// Round to nearest even; NaN stays NaN.
-__device__ __forceinline__ bf16_bits narrow(float v) {
-    unsigned int u = __float_as_uint(v);
-    if (v != v) return (bf16_bits)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (bf16_bits)(u >> 16);
-}
+// row for the whole batch or one per batch row. (bf16.cuh comes first.)
 
 // The modulation row of activation row `row` (frames per batch row `frames`).
 __device__ __forceinline__ const bf16_bits* modulation(const bf16_bits* m, int row, int frames,
@@ -39,9 +30,7 @@ __device__ __forceinline__ Eight load8(const bf16_bits* p) {
 __device__ __forceinline__ void store8(bf16_bits* p, const Eight& e) {
     unsigned int words[4];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        words[i] = (unsigned int)narrow(e.v[2 * i]) | ((unsigned int)narrow(e.v[2 * i + 1]) << 16);
-    }
+    for (int i = 0; i < 4; ++i) words[i] = pack(e.v[2 * i], e.v[2 * i + 1]);
     *(uint4*)p = make_uint4(words[0], words[1], words[2], words[3]);
 }
 

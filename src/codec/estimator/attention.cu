@@ -5,28 +5,9 @@
 // one (batch, head), each warp 16 of them, and walks the window's keys a tile at a time —
 // the next tile copied asynchronously while this one is multiplied — keeping the softmax
 // statistics (running max and sum) in f32. It writes (batch, frames, heads·head_dim), what
-// o_proj reads: no permuted copies, no score matrix.
-// bf16 as its bits (NVRTC has no include path for cuda_bf16.h).
-typedef unsigned short bf16_bits;
-#define NEG_INF __int_as_float(0xff800000)  // NVRTC has no math.h INFINITY
+// o_proj reads: no permuted copies, no score matrix. (bf16.cuh comes first.)
 
-__device__ __forceinline__ float widen(bf16_bits h) {
-    return __uint_as_float(((unsigned int)h) << 16);
-}
-
-// Round to nearest even; NaN stays NaN.
-__device__ __forceinline__ unsigned int narrow(float v) {
-    unsigned int u = __float_as_uint(v);
-    if (v != v) return (u >> 16) | 0x40u;
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return u >> 16;
-}
-
-__device__ __forceinline__ float round_bf16(float v) { return widen((bf16_bits)narrow(v)); }
-
-__device__ __forceinline__ unsigned int pack(float lo, float hi) {
-    return narrow(lo) | (narrow(hi) << 16);
-}
+__device__ __forceinline__ float round_bf16(float v) { return widen(narrow(v)); }
 
 // d (16×8, f32) += a (16×16, bf16, row-major fragments) · b (16×8, bf16, column fragments).
 __device__ __forceinline__ void mma(float* d, const unsigned int* a, const unsigned int* b) {
@@ -198,33 +179,41 @@ __device__ void dit_attention(const bf16_bits* qk, const bf16_bits* qkv, bf16_bi
                 mma(s[j], qa[kc + 1], kb + 2);
             }
         }
-        // Online softmax in base 2: rows g (elements 0, 1) and g+8 (elements 2, 3).
+        // Online softmax in base 2 on the raw scores, the scale folded into one multiply-add
+        // per score: rows g (elements 0, 1) and g+8 (elements 2, 3). Only the last tile
+        // reaches past the window.
+        if (k0 + BK > frames) {
+#pragma unroll
+            for (int j = 0; j < BK / 8; ++j) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    if (k0 + 8 * j + 2 * c + (e & 1) >= frames) s[j][e] = NEG_INF;
+                }
+            }
+        }
         float tile_max[2] = {NEG_INF, NEG_INF};
 #pragma unroll
         for (int j = 0; j < BK / 8; ++j) {
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int key = k0 + 8 * j + 2 * c + (e & 1);
-                s[j][e] = key < frames ? s[j][e] * scale_log2 : NEG_INF;
-                tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[j][e]);
-            }
+            for (int e = 0; e < 4; ++e) tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[j][e]);
         }
-        float alpha[2];
+        float alpha[2], shift[2];
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             // The four threads of a quad hold one row between them.
             tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
             tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
             const float next = fmaxf(row_max[r], tile_max[r]);
-            alpha[r] = exp2f(row_max[r] - next);
+            alpha[r] = exp2f((row_max[r] - next) * scale_log2);  // 0 before the first tile
             row_max[r] = next;
+            shift[r] = next * scale_log2;
             row_sum[r] *= alpha[r];
         }
 #pragma unroll
         for (int j = 0; j < BK / 8; ++j) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                s[j][e] = exp2f(s[j][e] - row_max[e >> 1]);
+                s[j][e] = exp2f(fmaf(s[j][e], scale_log2, -shift[e >> 1]));
                 row_sum[e >> 1] += s[j][e];
             }
         }

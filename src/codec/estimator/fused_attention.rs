@@ -164,8 +164,9 @@ mod cuda {
 
     use super::Sizes;
 
+    const SOURCE: &str = concat!(include_str!("bf16.cuh"), include_str!("attention.cu"));
     static MODULE: crate::gpu::KernelModule =
-        crate::gpu::KernelModule::new("heartstream_dit_attention", include_str!("attention.cu"));
+        crate::gpu::KernelModule::new("heartstream_dit_attention", SOURCE);
 
     fn view<'a>((storage, layout): (&'a CudaStorage, &Layout)) -> Result<CudaView<'a, half::bf16>> {
         match layout.contiguous_offsets() {
@@ -246,7 +247,7 @@ mod cuda {
         /// NVRTC needs no GPU: both head widths must compile for Hopper anywhere.
         #[test]
         fn attention_kernels_compile_with_nvrtc() {
-            let ptx = crate::gpu::compile("sm_90", include_str!("attention.cu").to_string())
+            let ptx = crate::gpu::compile("sm_90", super::SOURCE.to_string())
                 .unwrap_or_else(|e| panic!("{e}"));
             for d in [64, 128] {
                 assert!(

@@ -231,8 +231,8 @@ mod cuda {
 
     use super::Op;
 
-    static MODULE: crate::gpu::KernelModule =
-        crate::gpu::KernelModule::new("heartstream_adaln", include_str!("adaln.cu"));
+    const SOURCE: &str = concat!(include_str!("bf16.cuh"), include_str!("adaln.cu"));
+    static MODULE: crate::gpu::KernelModule = crate::gpu::KernelModule::new("heartstream_adaln", SOURCE);
 
     impl Op {
         pub(super) fn cuda(
@@ -327,7 +327,7 @@ mod cuda {
         /// NVRTC needs no GPU: the kernels must compile for Hopper anywhere.
         #[test]
         fn adaln_kernels_compile_with_nvrtc() {
-            let ptx = crate::gpu::compile("sm_90", include_str!("adaln.cu").to_string())
+            let ptx = crate::gpu::compile("sm_90", super::SOURCE.to_string())
                 .unwrap_or_else(|e| panic!("{e}"));
             for name in ["rms_modulate", "gated_add", "swiglu"] {
                 assert!(
