@@ -232,7 +232,8 @@ mod cuda {
     use super::Op;
 
     const SOURCE: &str = concat!(include_str!("bf16.cuh"), include_str!("adaln.cu"));
-    static MODULE: crate::gpu::KernelModule = crate::gpu::KernelModule::new("heartstream_adaln", SOURCE);
+    static MODULE: crate::gpu::KernelModule =
+        crate::gpu::KernelModule::new("heartstream_adaln", SOURCE);
 
     impl Op {
         pub(super) fn cuda(
