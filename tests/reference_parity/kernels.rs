@@ -70,10 +70,13 @@ fn random_qkv(batch: usize, frames: usize, heads: usize, d: usize, dev: &Device)
     Tensor::randn(0f32, 1.5, (batch, frames, 3 * heads * d), dev).unwrap()
 }
 
-const SHAPES: [(usize, usize); 6] = [
+// Frames against the kernels' blocks of 128 (head_dim 64) and 64 (128) query rows: one
+// partly filled, a full block and a tail, several.
+const SHAPES: [(usize, usize); 7] = [
     (16, 64),
     (70, 64),
     (130, 64),
+    (300, 64),
     (16, 128),
     (100, 128),
     (200, 128),

@@ -97,8 +97,10 @@ __device__ void dit_rope_qk(const bf16_bits* qkv, const bf16_bits* cos_t,
 }
 
 // qk as dit_rope_qk writes it, v in qkv; out (batch, frames, heads, D). Grid
-// (ceil(frames / 64), batch·heads), 128 threads. `scale_log2` = log2(e) / sqrt(D).
-template <int D>
+// (ceil(frames / (64·MT)), batch·heads), 128 threads: each warp takes MT slices of 16 query
+// rows, so every key and value fragment it loads feeds MT products. `scale_log2` =
+// log2(e) / sqrt(D).
+template <int D, int MT>
 __device__ void dit_attention(const bf16_bits* qk, const bf16_bits* qkv, bf16_bits* out,
                               int frames, int heads, float scale_log2) {
     constexpr int BK = D == 64 ? 64 : 32;  // keys per tile: two stages fit 48 KB
@@ -115,7 +117,7 @@ __device__ void dit_attention(const bf16_bits* qk, const bf16_bits* qkv, bf16_bi
     const bf16_bits* q_base = qk + (long)b * frames * qk_stride + (long)h * D;
     const bf16_bits* k_base = q_base + (long)heads * D;
     const bf16_bits* v_base = qkv + (long)b * frames * v_stride + 2L * heads * D + (long)h * D;
-    const int q0 = blockIdx.x * 64 + warp * 16;
+    const int q0 = (blockIdx.x * 4 + warp) * 16 * MT;
 
     // Keys [k0, k0 + BK) into stage `stage`: rows past the window are zeros, never NaN.
     auto load_tile = [&](int stage, int k0) {
@@ -132,23 +134,32 @@ __device__ void dit_attention(const bf16_bits* qk, const bf16_bits* qkv, bf16_bi
     };
     load_tile(0, 0);
 
-    // This warp's 16 query rows as A fragments: rows g and g+8, columns 2c and 2c+8 of
-    // every 16-wide slice of the head.
-    unsigned int qa[D / 16][4];
+    // This warp's query rows as A fragments, 16 rows a slice m: rows g and g+8, columns 2c
+    // and 2c+8 of every 16-wide slice of the head.
+    unsigned int qa[MT][D / 16][4];
 #pragma unroll
-    for (int kc = 0; kc < D / 16; ++kc) {
+    for (int m = 0; m < MT; ++m) {
 #pragma unroll
-        for (int r = 0; r < 4; ++r) {
-            const int t = q0 + g + 8 * (r & 1);
-            const int d = kc * 16 + 2 * c + 8 * (r >> 1);
-            qa[kc][r] = t < frames ? *(const unsigned int*)(q_base + (long)t * qk_stride + d) : 0;
+        for (int kc = 0; kc < D / 16; ++kc) {
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+                const int t = q0 + 16 * m + g + 8 * (r & 1);
+                const int d = kc * 16 + 2 * c + 8 * (r >> 1);
+                qa[m][kc][r] =
+                    t < frames ? *(const unsigned int*)(q_base + (long)t * qk_stride + d) : 0;
+            }
         }
     }
 
-    float o[D / 8][4];
+    float o[MT][D / 8][4];
+    float row_max[MT][2], row_sum[MT][2];
 #pragma unroll
-    for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    float row_max[2] = {NEG_INF, NEG_INF}, row_sum[2] = {0.0f, 0.0f};
+    for (int m = 0; m < MT; ++m) {
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) o[m][n][0] = o[m][n][1] = o[m][n][2] = o[m][n][3] = 0.0f;
+        row_max[m][0] = row_max[m][1] = NEG_INF;
+        row_sum[m][0] = row_sum[m][1] = 0.0f;
+    }
 
     for (int tile = 0, k0 = 0; k0 < frames; ++tile, k0 += BK) {
         const int stage = tile & 1;
@@ -163,75 +174,90 @@ __device__ void dit_attention(const bf16_bits* qk, const bf16_bits* qkv, bf16_bi
         const bf16_bits* keys = k_tile[stage];
         const bf16_bits* values = v_tile[stage];
 
-        // Scores of 16 queries × BK keys: column blocks of 8 keys. One ldmatrix gives the
-        // B fragments of two 16-wide slices of the head: lane l points at key 8j + l%8,
+        // Scores of the warp's queries × BK keys: column blocks of 8 keys. One ldmatrix gives
+        // the B fragments of two 16-wide slices of the head: lane l points at key 8j + l%8,
         // columns 8·(l/8) on.
-        float s[BK / 8][4];
+        float s[MT][BK / 8][4];
 #pragma unroll
         for (int j = 0; j < BK / 8; ++j) {
-            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+            for (int m = 0; m < MT; ++m) s[m][j][0] = s[m][j][1] = s[m][j][2] = s[m][j][3] = 0.0f;
             const bf16_bits* key = &keys[(8 * j + lane % 8) * STRIDE + 8 * (lane / 8)];
 #pragma unroll
             for (int kc = 0; kc < D / 16; kc += 2) {
                 unsigned int kb[4];
                 load_matrices(kb, key + kc * 16);
-                mma(s[j], qa[kc], kb);
-                mma(s[j], qa[kc + 1], kb + 2);
+#pragma unroll
+                for (int m = 0; m < MT; ++m) {
+                    mma(s[m][j], qa[m][kc], kb);
+                    mma(s[m][j], qa[m][kc + 1], kb + 2);
+                }
             }
         }
         // Online softmax in base 2 on the raw scores, the scale folded into one multiply-add
-        // per score: rows g (elements 0, 1) and g+8 (elements 2, 3). Only the last tile
-        // reaches past the window.
+        // per score: rows g (elements 0, 1) and g+8 (elements 2, 3) of each slice. Only the
+        // last tile reaches past the window.
         if (k0 + BK > frames) {
+#pragma unroll
+            for (int m = 0; m < MT; ++m) {
+#pragma unroll
+                for (int j = 0; j < BK / 8; ++j) {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        if (k0 + 8 * j + 2 * c + (e & 1) >= frames) s[m][j][e] = NEG_INF;
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+            float tile_max[2] = {NEG_INF, NEG_INF};
+#pragma unroll
+            for (int j = 0; j < BK / 8; ++j) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                    tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[m][j][e]);
+            }
+            float alpha[2], shift[2];
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                // The four threads of a quad hold one row between them.
+                tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+                tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+                const float next = fmaxf(row_max[m][r], tile_max[r]);
+                alpha[r] = exp2f((row_max[m][r] - next) * scale_log2);  // 0 before the first tile
+                row_max[m][r] = next;
+                shift[r] = next * scale_log2;
+                row_sum[m][r] *= alpha[r];
+            }
 #pragma unroll
             for (int j = 0; j < BK / 8; ++j) {
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    if (k0 + 8 * j + 2 * c + (e & 1) >= frames) s[j][e] = NEG_INF;
+                    s[m][j][e] = exp2f(fmaf(s[m][j][e], scale_log2, -shift[e >> 1]));
+                    row_sum[m][e >> 1] += s[m][j][e];
                 }
             }
-        }
-        float tile_max[2] = {NEG_INF, NEG_INF};
 #pragma unroll
-        for (int j = 0; j < BK / 8; ++j) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[j][e]);
-        }
-        float alpha[2], shift[2];
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            // The four threads of a quad hold one row between them.
-            tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-            tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-            const float next = fmaxf(row_max[r], tile_max[r]);
-            alpha[r] = exp2f((row_max[r] - next) * scale_log2);  // 0 before the first tile
-            row_max[r] = next;
-            shift[r] = next * scale_log2;
-            row_sum[r] *= alpha[r];
-        }
-#pragma unroll
-        for (int j = 0; j < BK / 8; ++j) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                s[j][e] = exp2f(fmaf(s[j][e], scale_log2, -shift[e >> 1]));
-                row_sum[e >> 1] += s[j][e];
+            for (int n = 0; n < D / 8; ++n) {
+                o[m][n][0] *= alpha[0];
+                o[m][n][1] *= alpha[0];
+                o[m][n][2] *= alpha[1];
+                o[m][n][3] *= alpha[1];
             }
-        }
-#pragma unroll
-        for (int n = 0; n < D / 8; ++n) {
-            o[n][0] *= alpha[0];
-            o[n][1] *= alpha[0];
-            o[n][2] *= alpha[1];
-            o[n][3] *= alpha[1];
         }
 
         // o += p · v: the scores' accumulator layout is the A fragment layout of p.
 #pragma unroll
         for (int kk = 0; kk < BK / 16; ++kk) {
-            const unsigned int pa[4] = {pack(s[2 * kk][0], s[2 * kk][1]),
-                                        pack(s[2 * kk][2], s[2 * kk][3]),
-                                        pack(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                        pack(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+            unsigned int pa[MT][4];
+#pragma unroll
+            for (int m = 0; m < MT; ++m) {
+                pa[m][0] = pack(s[m][2 * kk][0], s[m][2 * kk][1]);
+                pa[m][1] = pack(s[m][2 * kk][2], s[m][2 * kk][3]);
+                pa[m][2] = pack(s[m][2 * kk + 1][0], s[m][2 * kk + 1][1]);
+                pa[m][3] = pack(s[m][2 * kk + 1][2], s[m][2 * kk + 1][3]);
+            }
             // Transposed ldmatrix: the B fragments of two 8-wide column blocks of v; lane l
             // points at key 16kk + 8·(l/8 % 2) + l%8, columns 8·(l/16) on.
             const bf16_bits* value =
@@ -240,29 +266,40 @@ __device__ void dit_attention(const bf16_bits* qk, const bf16_bits* qkv, bf16_bi
             for (int n = 0; n < D / 8; n += 2) {
                 unsigned int vb[4];
                 load_matrices_transposed(vb, value + 8 * n);
-                mma(o[n], pa, vb);
-                mma(o[n + 1], pa, vb + 2);
+#pragma unroll
+                for (int m = 0; m < MT; ++m) {
+                    mma(o[m][n], pa[m], vb);
+                    mma(o[m][n + 1], pa[m], vb + 2);
+                }
             }
         }
         __syncthreads();  // done with this stage before it is refilled
     }
 
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
-        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
-        const int t = q0 + g + 8 * r;
-        if (t >= frames) continue;
-        const float inv = 1.0f / row_sum[r];
-        bf16_bits* row = out + ((long)b * frames + t) * heads * D + (long)h * D + 2 * c;
+    for (int m = 0; m < MT; ++m) {
 #pragma unroll
-        for (int n = 0; n < D / 8; ++n) {
-            *(unsigned int*)(row + 8 * n) = pack(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
+        for (int r = 0; r < 2; ++r) {
+            float sum = row_sum[m][r];
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            const int t = q0 + 16 * m + g + 8 * r;
+            if (t >= frames) continue;
+            const float inv = 1.0f / sum;
+            bf16_bits* row = out + ((long)b * frames + t) * heads * D + (long)h * D + 2 * c;
+#pragma unroll
+            for (int n = 0; n < D / 8; ++n) {
+                *(unsigned int*)(row + 8 * n) =
+                    pack(o[m][n][2 * r] * inv, o[m][n][2 * r + 1] * inv);
+            }
         }
     }
 }
 
-#define DIT_ATTENTION(D)                                                                     \
+// Head width D, with MT slices of 16 query rows a warp (64·MT a block; the launcher's
+// `queries_per_block` agrees): two for the narrow heads, one where the accumulators of two
+// would not fit the registers.
+#define DIT_ATTENTION(D, MT)                                                                 \
     extern "C" __global__ void dit_rope_qk_d##D(const bf16_bits* qkv, const bf16_bits* cos_t, \
                                                 const bf16_bits* sin_t, bf16_bits* qk,        \
                                                 long total, int frames, int heads) {          \
@@ -271,8 +308,8 @@ __device__ void dit_attention(const bf16_bits* qk, const bf16_bits* qkv, bf16_bi
     extern "C" __global__ void __launch_bounds__(128)                                        \
         dit_attention_d##D(const bf16_bits* qk, const bf16_bits* qkv, bf16_bits* out,        \
                            int frames, int heads, float scale_log2) {                        \
-        dit_attention<D>(qk, qkv, out, frames, heads, scale_log2);                           \
+        dit_attention<D, MT>(qk, qkv, out, frames, heads, scale_log2);                       \
     }
 
-DIT_ATTENTION(64)
-DIT_ATTENTION(128)
+DIT_ATTENTION(64, 2)
+DIT_ATTENTION(128, 1)

@@ -233,13 +233,24 @@ mod cuda {
         b.arg(&qk).arg(&q).arg(&mut out);
         b.arg(&frames).arg(&heads).arg(&scale_log2);
         let config = LaunchConfig {
-            grid_dim: (s.frames.div_ceil(64) as u32, (s.batch * s.heads) as u32, 1),
+            grid_dim: (
+                s.frames.div_ceil(queries_per_block(s.head_dim)) as u32,
+                (s.batch * s.heads) as u32,
+                1,
+            ),
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
         // SAFETY: (const bf16*, const bf16*, bf16*, int, int, float), as above.
         unsafe { b.launch(config) }.w()?;
         Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+    }
+
+    /// Query frames a block of `dit_attention_d{head_dim}` takes: 16 rows a slice, two slices
+    /// a warp for 64-wide heads and one for 128 (DIT_ATTENTION in attention.cu), four warps.
+    fn queries_per_block(head_dim: usize) -> usize {
+        let slices = if head_dim == 64 { 2 } else { 1 };
+        4 * 16 * slices
     }
 
     #[cfg(test)]
