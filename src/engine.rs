@@ -15,7 +15,7 @@ use crate::lm::{GenerationOptions, KvPrecision, MatrixPrecision, Prompt, Samplin
 use crate::models::{load_codec, load_lm, LmBundle, ModelChoice};
 use crate::pipeline::{
     warm_up_codec, warm_up_lm, LmJob, Pipeline, PipelineConfig, RunControl, RunReport,
-    DEFAULT_DECODE_CHUNK_LATENTS, DEFAULT_YIELD_LEAD_SECONDS,
+    DEFAULT_DECODE_CHUNK_LATENTS, DEFAULT_YIELD_LEAD_SECONDS, LEAN_DECODE_CHUNK_LATENTS,
 };
 use crate::weights::ReadTimes;
 
@@ -170,8 +170,18 @@ pub struct SongRequest {
     /// While less audio than this is buffered ahead of the listener, the LM waits for a
     /// running flow-matching window.
     pub yield_lead_seconds: f64,
-    /// Latents per ScalarModel step (the size of the pieces audio arrives in).
+    /// Latents per ScalarModel step (the size of the pieces audio arrives in; see
+    /// [`decode_chunk_latents`]).
     pub decode_chunk_latents: usize,
+}
+
+/// The decoder's step size for a run whose LM matrices are `lm_matrices`: FP8 is the
+/// configuration for small GPUs, where the larger step's workspace would spend the budget.
+pub fn decode_chunk_latents(lm_matrices: MatrixPrecision) -> usize {
+    match lm_matrices {
+        MatrixPrecision::Dense => DEFAULT_DECODE_CHUNK_LATENTS,
+        MatrixPrecision::Fp8 => LEAN_DECODE_CHUNK_LATENTS,
+    }
 }
 
 impl SongRequest {

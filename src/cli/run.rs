@@ -14,13 +14,11 @@ use crate::codec::{
     CodecConfig, FlowStreamConfig, STREAM_CONTEXT_SECONDS, STREAM_FIRST_WINDOW_SECONDS,
     STREAM_WINDOW_SECONDS,
 };
-use crate::engine::{Engine, EngineConfig, RunInfo, SongRequest};
+use crate::engine::{decode_chunk_latents, Engine, EngineConfig, RunInfo, SongRequest};
 use crate::files::OutputFile;
 use crate::memory::{KvSize, MemoryEstimate};
 use crate::models::{codec_config, lm_config, ModelChoice};
-use crate::pipeline::{
-    Pipeline, RunControl, DEFAULT_DECODE_CHUNK_LATENTS, DEFAULT_YIELD_LEAD_SECONDS,
-};
+use crate::pipeline::{Pipeline, RunControl, DEFAULT_YIELD_LEAD_SECONDS};
 
 #[derive(Args, Debug, Clone)]
 pub struct StreamArgs {
@@ -56,9 +54,10 @@ pub struct StreamArgs {
     /// running flow-matching window (0: never wait; inf: always)
     #[arg(long, hide = true, default_value_t = DEFAULT_YIELD_LEAD_SECONDS, value_name = "S")]
     pub lm_yield_lead: f64,
-    /// Latents per ScalarModel step (to measure the step size)
-    #[arg(long, hide = true, default_value_t = DEFAULT_DECODE_CHUNK_LATENTS, value_name = "N")]
-    pub decode_chunk_latents: usize,
+    /// Latents per ScalarModel step (to measure the step size; default: 50, or 25 with FP8
+    /// LM matrices)
+    #[arg(long, hide = true, value_name = "N")]
+    pub decode_chunk_latents: Option<usize>,
     /// Leave the codec's CUDA streams at normal priority (to measure what priority buys)
     #[arg(long, hide = true)]
     pub codec_normal_priority: bool,
@@ -245,7 +244,11 @@ impl RunArgs {
             flow,
             noise_seed: seed,
             yield_lead_seconds: self.stream.lm_yield_lead,
-            decode_chunk_latents: self.stream.decode_chunk_latents.max(1),
+            decode_chunk_latents: self
+                .stream
+                .decode_chunk_latents
+                .unwrap_or_else(|| decode_chunk_latents(config.lm_matrices))
+                .max(1),
         };
         let mut engine = Engine::load(config)?;
         engine.prompt(&request)?;

@@ -55,11 +55,16 @@ pub struct PipelineConfig {
     pub latents_capacity: usize,
 }
 
-/// Latents per decoder step. A step costs ~14 ms of launches plus ~0.44 ms per latent on an
-/// H200 (`benches/codec.rs`), so larger steps decode faster, but each latent of a step adds
-/// ~28 MB of convolution workspace: 64-latent steps cut the decoder's stage time by a
-/// quarter and raised peak GPU memory by 1.1 GiB (BENCHMARKS.md), past the budget.
-pub const DEFAULT_DECODE_CHUNK_LATENTS: usize = 25;
+/// Latents per decoder step. A captured step costs ~2.7 ms whatever its size plus ~0.07 ms a
+/// latent on an H200 (`benches/codec.rs`: 3.9 ms at 25 latents, 9.9 at 100), and each latent
+/// of a step holds ~22 MiB of convolution workspace: 50-latent steps cut a 3-minute song's
+/// decoder stage time by a third, and the song's time by ~1 %, for 544 MiB more at its peak
+/// (BENCHMARKS.md).
+pub const DEFAULT_DECODE_CHUNK_LATENTS: usize = 50;
+
+/// Latents per decoder step where memory comes first (`--lm-precision fp8`, the configuration
+/// for small GPUs): 544 MiB less than the default at the peak.
+pub const LEAN_DECODE_CHUNK_LATENTS: usize = 25;
 
 /// Audio lead (seconds) under which the LM waits for running flow windows: measured on an
 /// H200 (BENCHMARKS.md), yielding while the lead is short cuts the time to first audio
