@@ -603,6 +603,27 @@ impl Blocks<'_> {
         Ok(block)
     }
 
+    /// The whole tensor in host memory as `D`: every block read into the store's buffer and
+    /// converted into place (rounded once from the stored values, as `to_dtype` does).
+    fn into_host<D: HostValue>(mut self) -> Result<Tensor, WeightsError> {
+        let mut out = vec![D::from_f32(0.0); self.info.shape.iter().product()];
+        let mut at = 0;
+        while let Some((first, count)) = self.next_rows() {
+            let span = self.span(first, count);
+            let mut buffer = self.buffer()?;
+            let bytes = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut buffer)
+                [..span.len * self.dtype.size_in_bytes()];
+            let started = Instant::now();
+            self.read_checked(bytes, span.offset, span.first_elem)?;
+            let read = started.elapsed();
+            convert_into(self.dtype, bytes, &mut out[at..at + span.len]);
+            ReadTimes::add_block(bytes.len(), read, started.elapsed() - read);
+            at += span.len;
+        }
+        Tensor::from_vec(out, self.info.shape.clone(), &Device::Cpu)
+            .map_err(|e| self.store.fail(&self.name, e.to_string()))
+    }
+
     /// The store's read buffer, with room for a block.
     fn buffer(&self) -> Result<std::sync::MutexGuard<'_, Vec<u32>>, WeightsError> {
         let mut buffer = self.store.buffer.lock().map_err(|_| {
@@ -644,29 +665,6 @@ impl Blocks<'_> {
             &self.name,
             format!("element {element} is not finite (NaN or infinity): the checkpoint is corrupt"),
         )
-    }
-}
-
-impl Blocks<'_> {
-    /// The whole tensor in host memory as `D`: every block read into the store's buffer and
-    /// converted into place (rounded once from the stored values, as `to_dtype` does).
-    fn into_host<D: HostValue>(mut self) -> Result<Tensor, WeightsError> {
-        let mut out = vec![D::from_f32(0.0); self.info.shape.iter().product()];
-        let mut at = 0;
-        while let Some((first, count)) = self.next_rows() {
-            let span = self.span(first, count);
-            let mut buffer = self.buffer()?;
-            let bytes = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut buffer)
-                [..span.len * self.dtype.size_in_bytes()];
-            let started = Instant::now();
-            self.read_checked(bytes, span.offset, span.first_elem)?;
-            let read = started.elapsed();
-            convert_into(self.dtype, bytes, &mut out[at..at + span.len]);
-            ReadTimes::add_block(bytes.len(), read, started.elapsed() - read);
-            at += span.len;
-        }
-        Tensor::from_vec(out, self.info.shape.clone(), &Device::Cpu)
-            .map_err(|e| self.store.fail(&self.name, e.to_string()))
     }
 }
 
