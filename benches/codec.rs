@@ -72,15 +72,23 @@ fn solve(codec: &HeartCodec, size: usize, prefix: usize, params: &SolverParams) 
     Ok(())
 }
 
-fn flow_table(params: SolverParams) -> Result<()> {
+/// The window shapes' times: captured in bf16; with `all`, eager and with FP8 matrices too.
+fn flow_table(params: SolverParams, all: bool) -> Result<()> {
     let shapes = FlowStreamConfig::streaming(&CodecConfig::default()).window_shapes();
-    let eager = codec(CodecPrecision::with_flow(DType::BF16))?;
     let graphed = codec(CodecPrecision::with_flow(DType::BF16))?;
-    let fp8 = codec(CodecPrecision {
-        flow_matrices: MatrixPrecision::Fp8,
-        ..CodecPrecision::with_flow(DType::BF16)
-    })?;
-    fp8.flow.prepare_windows(&shapes, &params)?;
+    let others = match all {
+        true => Some((
+            codec(CodecPrecision::with_flow(DType::BF16))?,
+            codec(CodecPrecision {
+                flow_matrices: MatrixPrecision::Fp8,
+                ..CodecPrecision::with_flow(DType::BF16)
+            })?,
+        )),
+        false => None,
+    };
+    if let Some((_, fp8)) = &others {
+        fp8.flow.prepare_windows(&shapes, &params)?;
+    }
     let started = Instant::now();
     graphed.flow.prepare_windows(&shapes, &params)?;
     println!(
@@ -90,18 +98,22 @@ fn flow_table(params: SolverParams) -> Result<()> {
         started.elapsed().as_secs_f64() * 1e3
     );
     let priority = heartstream::gpu::raise_priority(graphed.flow.device())?;
-    heartstream::gpu::raise_priority(fp8.flow.device())?;
+    if let Some((_, fp8)) = &others {
+        heartstream::gpu::raise_priority(fp8.flow.device())?;
+    }
     println!("flow stream priority {priority:?}");
     println!(
         "{:>8} {:>7} {:>12} {:>12} {:>12} {:>12}",
         "latents", "prefix", "eager ms", "graph ms", "TFLOP/s", "fp8 graph ms"
     );
+    let timed =
+        |c: &HeartCodec, size, prefix| time_ms(c.flow.device(), || solve(c, size, prefix, &params));
     for &(size, prefix) in &shapes {
-        let e = time_ms(eager.flow.device(), || solve(&eager, size, prefix, &params))?;
-        let g = time_ms(graphed.flow.device(), || {
-            solve(&graphed, size, prefix, &params)
-        })?;
-        let f = time_ms(fp8.flow.device(), || solve(&fp8, size, prefix, &params))?;
+        let g = timed(&graphed, size, prefix)?;
+        let (e, f) = match &others {
+            Some((eager, fp8)) => (timed(eager, size, prefix)?, timed(fp8, size, prefix)?),
+            None => (f64::NAN, f64::NAN),
+        };
         // 2 FLOP per parameter per latent per CFG row per step (the attention aside).
         let flop = 2.0 * 1.487e9 * size as f64 * 2.0 * params.num_steps as f64;
         println!(
@@ -205,16 +217,21 @@ fn decoder_table() -> Result<()> {
     Ok(())
 }
 
-/// What `codec profile` runs, for a kernel profiler to break down: one eager Euler step of
-/// the largest streaming window (744 latents, 104 of them context) and two eager decoder
-/// steps of 25 latents.
-fn profile() -> Result<()> {
+/// What `codec profile [LATENTS]` runs, for a kernel profiler to break down: one eager Euler
+/// step of a streaming window (default the largest, 744 latents; its context as the schedule
+/// gives it) and two eager decoder steps of 25 latents.
+fn profile(latents: Option<&str>) -> Result<()> {
+    let shapes = FlowStreamConfig::streaming(&CodecConfig::default()).window_shapes();
+    let size = latents.map_or(Ok(744), str::parse)?;
+    let Some(&(size, prefix)) = shapes.iter().find(|(s, _)| *s == size) else {
+        anyhow::bail!("no streaming window of {size} latents: the shapes are {shapes:?}");
+    };
     let c = codec(CodecPrecision::with_flow(DType::BF16))?;
     let one_step = SolverParams {
         num_steps: 1,
         guidance_scale: 1.25,
     };
-    solve(&c, 744, 104, &one_step)?;
+    solve(&c, size, prefix, &one_step)?;
     let latents = Tensor::randn(0f32, 1.0, (25, c.scalar.latent_dim()), c.scalar.device())?;
     let mut stream = c.scalar.stream()?;
     stream.push(&latents)?;
@@ -222,15 +239,21 @@ fn profile() -> Result<()> {
     Ok(c.scalar.device().synchronize()?)
 }
 
+/// `codec` (every table), `codec windows` (the captured windows at 10 steps: to compare
+/// kernels quickly) or `codec profile [LATENTS]`.
 fn main() -> Result<()> {
-    if std::env::args().nth(1).as_deref() == Some("profile") {
-        return profile();
+    let params = |num_steps| SolverParams {
+        num_steps,
+        guidance_scale: 1.25,
+    };
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("profile") => profile(args.get(2).map(String::as_str)),
+        Some("windows") => flow_table(params(10), false),
+        _ => {
+            flow_table(params(10), true)?;
+            flow_table(params(5), true)?;
+            decoder_table()
+        }
     }
-    for steps in [10, 5] {
-        flow_table(SolverParams {
-            num_steps: steps,
-            guidance_scale: 1.25,
-        })?;
-    }
-    decoder_table()
 }

@@ -170,9 +170,9 @@ pub struct SongRequest {
     /// While less audio than this is buffered ahead of the listener, the LM waits for a
     /// running flow-matching window.
     pub yield_lead_seconds: f64,
-    /// Latents per ScalarModel step (the size of the pieces audio arrives in; see
-    /// [`decode_chunk_latents`]).
-    pub decode_chunk_latents: usize,
+    /// Latents per ScalarModel step (the size of the pieces audio arrives in); `None`: the
+    /// engine's choice for its LM precision ([`decode_chunk_latents`]).
+    pub decode_chunk_latents: Option<usize>,
 }
 
 /// The decoder's step size for a run whose LM matrices are `lm_matrices`: FP8 is the
@@ -209,7 +209,7 @@ impl SongRequest {
             flow: FlowStreamConfig::streaming(codec),
             noise_seed: seed,
             yield_lead_seconds: DEFAULT_YIELD_LEAD_SECONDS,
-            decode_chunk_latents: DEFAULT_DECODE_CHUNK_LATENTS,
+            decode_chunk_latents: None,
         }
     }
 }
@@ -297,7 +297,8 @@ impl Engine {
         let prompt = self.prompt(request)?;
         warm_up_lm(&self.lm.model, self.lm.gen, &prompt, request.generation)?;
         let lm_done = std::time::Instant::now();
-        let codec = warm_up_codec(&self.codec, &request.flow, request.decode_chunk_latents)?;
+        let chunk = self.decode_chunk_latents(request);
+        let codec = warm_up_codec(&self.codec, &request.flow, chunk)?;
         self.load.window_shapes_prepared = codec.window_shapes;
         self.load.decoder_step_captured = codec.decoder_step_captured;
         self.load.lm_warm_up_ms = (lm_done - started).as_secs_f64() * 1e3;
@@ -352,6 +353,13 @@ impl Engine {
         &self.codec.config
     }
 
+    /// Latents per decoder step for `request`: its own, or the choice for this engine's LM
+    /// precision.
+    pub fn decode_chunk_latents(&self, request: &SongRequest) -> usize {
+        let chosen = request.decode_chunk_latents;
+        chosen.unwrap_or_else(|| decode_chunk_latents(self.config.lm_matrices))
+    }
+
     /// The prompt of `request`, checked against the model (vocabulary, context length).
     pub fn prompt(&self, request: &SongRequest) -> Result<Prompt> {
         let prompt = Prompt::from_text(
@@ -391,7 +399,7 @@ impl Engine {
             yield_lead_seconds: request.yield_lead_seconds,
         };
         let config = PipelineConfig {
-            decode_chunk_latents: request.decode_chunk_latents,
+            decode_chunk_latents: self.decode_chunk_latents(request),
             ..PipelineConfig::new(request.flow, request.noise_seed)
         };
         Pipeline::start(job, self.codec.clone(), config, sinks, control)

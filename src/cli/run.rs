@@ -14,7 +14,7 @@ use crate::codec::{
     CodecConfig, FlowStreamConfig, STREAM_CONTEXT_SECONDS, STREAM_FIRST_WINDOW_SECONDS,
     STREAM_WINDOW_SECONDS,
 };
-use crate::engine::{decode_chunk_latents, Engine, EngineConfig, RunInfo, SongRequest};
+use crate::engine::{Engine, EngineConfig, RunInfo, SongRequest};
 use crate::files::OutputFile;
 use crate::memory::{KvSize, MemoryEstimate};
 use crate::models::{codec_config, lm_config, ModelChoice};
@@ -57,7 +57,7 @@ pub struct StreamArgs {
     /// Latents per ScalarModel step (to measure the step size; default: 50, or 25 with FP8
     /// LM matrices)
     #[arg(long, hide = true, value_name = "N")]
-    pub decode_chunk_latents: Option<usize>,
+    pub decode_chunk_latents: Option<std::num::NonZeroUsize>,
     /// Leave the codec's CUDA streams at normal priority (to measure what priority buys)
     #[arg(long, hide = true)]
     pub codec_normal_priority: bool,
@@ -244,11 +244,7 @@ impl RunArgs {
             flow,
             noise_seed: seed,
             yield_lead_seconds: self.stream.lm_yield_lead,
-            decode_chunk_latents: self
-                .stream
-                .decode_chunk_latents
-                .unwrap_or_else(|| decode_chunk_latents(config.lm_matrices))
-                .max(1),
+            decode_chunk_latents: self.stream.decode_chunk_latents.map(|n| n.get()),
         };
         let mut engine = Engine::load(config)?;
         engine.prompt(&request)?;

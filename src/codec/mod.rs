@@ -45,8 +45,8 @@ pub use self::detokenize::{
 };
 pub use self::error::CodecInputError;
 pub use self::estimator::{
-    fused_attention, gated_add, is_fp8_matrix, rms_modulate, swiglu, Estimator, RopeTables,
-    TimeConditioning,
+    fused_attention, gated_add, gated_add_rms_modulate, is_fp8_matrix, rms_modulate, swiglu,
+    Estimator, NormAfter, RopeTables, TimeConditioning,
 };
 pub use self::euler::{Cancel, Cancelled, SolverParams};
 pub use self::flow::FlowMatching;

@@ -5,7 +5,7 @@
 //! so each runs as one matrix product: the per-frame step is bound by reading weights and by
 //! the number of kernels, and this halves both for those projections.
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 
 use super::config::Flavor;
 use super::kv_cache::KvCache;
@@ -53,8 +53,15 @@ impl Attention {
         })
     }
 
-    /// `x` (batch, seq, dim) at the positions following those in `cache`.
-    fn forward(&self, x: &Tensor, rope: &Rope, cache: &mut KvCache) -> Result<Tensor> {
+    /// `x` (batch, seq, dim) at the positions following those in `cache`; `mask` is the
+    /// stack's causal mask when `seq > 1`.
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        cache: &mut KvCache,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let start = cache.len();
         let qkv = self.qkv.forward(x)?;
@@ -76,9 +83,12 @@ impl Attention {
         let q = q.reshape((b, nkv, group * t, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
         let mut scores = (q.matmul(&k.t()?)? * scale)?;
-        if t > 1 {
-            let mask = causal_mask(group, t, start, k.dim(2)?, scores.device())?;
-            scores = scores.broadcast_add(&mask.to_dtype(scores.dtype())?)?;
+        if let Some(mask) = mask {
+            let keys = k.dim(2)?;
+            scores = scores
+                .reshape((b, nkv, group, t, keys))?
+                .broadcast_add(mask)?
+                .reshape((b, nkv, group * t, keys))?;
         }
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let out = probs
@@ -90,22 +100,17 @@ impl Attention {
     }
 }
 
-/// Additive mask for `group` stacked copies of `seq` queries at positions `start..`: a query
-/// at position p sees keys 0..=p.
-fn causal_mask(
-    group: usize,
-    seq: usize,
-    start: usize,
-    keys: usize,
-    device: &candle_core::Device,
-) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..group * seq)
-        .flat_map(|row| {
-            let pos = start + row % seq;
-            (0..keys).map(move |k| if k <= pos { 0.0 } else { f32::NEG_INFINITY })
-        })
-        .collect();
-    Tensor::from_vec(mask, (group * seq, keys), device)
+/// Additive causal mask (seq, start + seq) for `seq` queries at positions `start..`: a query
+/// at position p sees keys 0..=p. Made on the device from two index ranges, once for all
+/// layers: a host-built mask is a large pageable copy, which makes the host wait for the GPU
+/// to drain before every layer of the prompt.
+fn causal_mask(seq: usize, start: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    let keys = start + seq;
+    let key_pos = Tensor::arange(0u32, keys as u32, device)?.reshape((1, keys))?;
+    let query_pos = Tensor::arange(start as u32, keys as u32, device)?.reshape((seq, 1))?;
+    let future = key_pos.broadcast_gt(&query_pos)?;
+    let blocked = Tensor::full(f32::NEG_INFINITY, (seq, keys), device)?.to_dtype(dtype)?;
+    future.where_cond(&blocked, &blocked.zeros_like()?)
 }
 
 pub(super) struct Mlp {
@@ -148,8 +153,16 @@ impl Layer {
         })
     }
 
-    fn forward(&self, x: &Tensor, rope: &Rope, cache: &mut KvCache) -> Result<Tensor> {
-        let h = (x + self.attn.forward(&self.sa_norm.forward(x)?, rope, cache)?)?;
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        cache: &mut KvCache,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let h = (x + self
+            .attn
+            .forward(&self.sa_norm.forward(x)?, rope, cache, mask)?)?;
         &h + self.mlp.forward(&self.mlp_norm.forward(&h)?)?
     }
 }
@@ -297,9 +310,15 @@ impl Transformer {
     /// Runs `x` (batch, seq, dim) at the positions after those already cached; returns the
     /// normed hidden states of every position.
     pub fn forward(&self, x: &Tensor, caches: &mut [KvCache]) -> Result<Tensor> {
+        let seq = x.dim(1)?;
+        let start = caches.first().map_or(0, KvCache::len);
+        let mask = match seq {
+            1 => None,
+            _ => Some(causal_mask(seq, start, x.dtype(), x.device())?),
+        };
         let mut h = x.clone();
         for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
-            h = layer.forward(&h, &self.rope, cache)?;
+            h = layer.forward(&h, &self.rope, cache, mask.as_ref())?;
         }
         self.norm.forward(&h)
     }
@@ -308,4 +327,23 @@ impl Transformer {
 /// The last position of (batch, seq, dim) hidden states.
 pub fn last_position(h: &Tensor) -> Result<Tensor> {
     h.narrow(1, h.dim(1)? - 1, 1)?.squeeze(1)?.contiguous()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Query i of a chunk starting at position 2 sees keys 0..=2+i, and nothing later.
+    #[test]
+    fn the_causal_mask_blocks_exactly_the_later_keys() {
+        let mask = causal_mask(3, 2, DType::F32, &Device::Cpu).unwrap();
+        let rows = mask.to_vec2::<f32>().unwrap();
+        for (i, row) in rows.iter().enumerate() {
+            assert_eq!(row.len(), 5);
+            for (k, &v) in row.iter().enumerate() {
+                let want = if k <= 2 + i { 0.0 } else { f32::NEG_INFINITY };
+                assert_eq!(v, want, "query {i}, key {k}");
+            }
+        }
+    }
 }

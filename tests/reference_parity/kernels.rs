@@ -1,11 +1,13 @@
 //! The codec's own fused kernels against candle's unfused ops on the same inputs: the
 //! estimator's attention (RoPE, softmax with f32 statistics, the value product) for both
 //! head widths of the real DiT and window lengths that are and are not multiples of the
-//! kernel's 64-frame tiles, and the blocks' RMSNorm + modulation, gated residual and
-//! SwiGLU at both real widths. Not fixture tests: random inputs, independent formulas.
+//! kernel's 64-frame tiles, and the blocks' RMSNorm + modulation, gated residual, the two
+//! in one pass, and SwiGLU at both real widths. Not fixture tests: random inputs, independent formulas.
 
 use candle_core::{DType, Device, Tensor, D};
-use heartstream::codec::{fused_attention, gated_add, rms_modulate, swiglu};
+use heartstream::codec::{
+    fused_attention, gated_add, gated_add_rms_modulate, rms_modulate, swiglu, NormAfter,
+};
 
 use crate::fixture::test_device;
 
@@ -216,6 +218,77 @@ fn fused_bf16_block_ops_are_as_accurate_as_the_unfused_ops() {
                 fe < 5e-3 && fe <= 1.25 * oe,
                 "{name} dim {dim}: fused {fe:e} vs ops {oe:e}"
             );
+        }
+    }
+}
+
+/// The gated residual with the norm that reads it, the norm's modulation another block's:
+/// `(x + h · gate, rms_modulate(x + h · gate))` from the two ops, on the test device in its
+/// dtype, per-row modulations (CFG rows with their own timesteps) and one for both.
+fn residual_norm_cases(dim: usize, dtype: DType, dev: &Device) -> Vec<[(Tensor, Tensor); 2]> {
+    let [x, w, _, gu] = block_inputs(45, dim, dev).map(|t| t.to_dtype(dtype).unwrap());
+    let h = gu
+        .narrow(D::Minus1, dim, dim)
+        .unwrap()
+        .contiguous()
+        .unwrap();
+    [1, 2]
+        .into_iter()
+        .map(|m_rows| {
+            let m = |scale: f64| {
+                (Tensor::randn(0f32, 0.5, (m_rows, 6, dim), dev).unwrap() * scale)
+                    .and_then(|t| t.to_dtype(dtype))
+                    .unwrap()
+            };
+            let (m_gate, m_norm) = (m(1.0), m(2.0));
+            let norm = NormAfter {
+                weight: &w,
+                m: &m_norm,
+                part: 3,
+            };
+            let fused = gated_add_rms_modulate(&x, &h, &m_gate, 2, norm).unwrap();
+            let sum = gated_add(&x, &h, &m_gate, 2).unwrap();
+            let normed = rms_modulate(&sum, &w, &m_norm, 3).unwrap();
+            [fused, (sum, normed)]
+        })
+        .collect()
+}
+
+/// In f32 on the host: against candle's unfused formulas, to f32 rounding.
+#[test]
+fn the_residual_with_its_norm_is_the_unfused_formula_in_f32() {
+    let dev = Device::Cpu;
+    let [x, w, m, gu] = block_inputs(37, 96, &dev);
+    let h = gu.narrow(D::Minus1, 96, 96).unwrap();
+    let m_norm = (modulation(96, &dev) * 2.0).unwrap();
+    let norm = NormAfter {
+        weight: &w,
+        m: &m_norm,
+        part: 0,
+    };
+    let (sum, normed) = gated_add_rms_modulate(&x, &h, &m, 2, norm).unwrap();
+    let want_sum = (&x + h.broadcast_mul(&m.narrow(1, 2, 1).unwrap()).unwrap()).unwrap();
+    let [want_normed, _, _] = unfused_block_ops(&want_sum, &w, &m_norm, &gu);
+    assert!(relative_rms(&sum, &want_sum) < 1e-6);
+    assert!(relative_rms(&normed, &want_normed) < 1e-6);
+}
+
+/// bf16 on the test device (CUDA: one kernel for both): the sum and its norm are the two
+/// ops' values bit for bit, at both real widths.
+#[test]
+fn the_bf16_residual_with_its_norm_is_the_two_ops_exactly() {
+    let dev = test_device();
+    for dim in [1536, 3072] {
+        for [(sum, normed), (ops_sum, ops_normed)] in residual_norm_cases(dim, DType::BF16, &dev) {
+            for (name, got, want) in [("sum", &sum, &ops_sum), ("norm", &normed, &ops_normed)] {
+                let differ = got
+                    .ne(want)
+                    .and_then(|t| t.to_dtype(DType::F32))
+                    .and_then(|t| t.sum_all())
+                    .and_then(|t| t.to_scalar::<f32>())
+                    .unwrap();
+                assert_eq!(differ, 0.0, "dim {dim}: {name} differs in {differ} values");
+            }
         }
     }
 }

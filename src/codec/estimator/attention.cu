@@ -1,13 +1,11 @@
 // The flow estimator's bidirectional self-attention (bf16 on tensor cores) in two kernels:
 // `dit_rope_qk` rotates q and k once (RoPE over adjacent pairs, rounded to bf16 like
 // candle's rope_i) from the qkv projection's output (batch, frames, 3, heads, head_dim);
-// `dit_attention`, FlashAttention-2 style, gives a block of four warps 64 query frames of
-// one (batch, head), each warp 16 of them, and walks the window's keys a tile at a time —
+// `dit_attention`, FlashAttention-2 style, gives a block of warps query frames of one
+// (batch, head), each warp 16 or 32 of them, and walks the window's keys a tile at a time —
 // the next tile copied asynchronously while this one is multiplied — keeping the softmax
 // statistics (running max and sum) in f32. It writes (batch, frames, heads·head_dim), what
 // o_proj reads: no permuted copies, no score matrix. (bf16.cuh comes first.)
-
-__device__ __forceinline__ float round_bf16(float v) { return widen(narrow(v)); }
 
 // d (16×8, f32) += a (16×16, bf16, row-major fragments) · b (16×8, bf16, column fragments).
 __device__ __forceinline__ void mma(float* d, const unsigned int* a, const unsigned int* b) {
@@ -97,16 +95,17 @@ __device__ void dit_rope_qk(const bf16_bits* qkv, const bf16_bits* cos_t,
 }
 
 // qk as dit_rope_qk writes it, v in qkv; out (batch, frames, heads, D). Grid
-// (ceil(frames / (64·MT)), batch·heads), 128 threads: each warp takes MT slices of 16 query
-// rows, so every key and value fragment it loads feeds MT products. `scale_log2` =
-// log2(e) / sqrt(D).
-template <int D, int MT>
+// (ceil(frames / (16·MT·WARPS)), batch·heads), 32·WARPS threads: each warp takes MT slices
+// of 16 query rows, so every key and value fragment it loads feeds MT products; the block's
+// warps share each tile of BK keys. `scale_log2` = log2(e) / sqrt(D).
+template <int D, int MT, int BK, int WARPS>
 __device__ void dit_attention(const bf16_bits* qk, const bf16_bits* qkv, bf16_bits* out,
                               int frames, int heads, float scale_log2) {
-    constexpr int BK = D == 64 ? 64 : 32;  // keys per tile: two stages fit 48 KB
+    constexpr int THREADS = 32 * WARPS;
     constexpr int STRIDE = D + 8;          // padded shared rows: conflict-free fragment loads
     constexpr int PER_ROW = D / 8;         // 16-byte copies per row
-    constexpr int COPIES = BK * PER_ROW / 128;
+    constexpr int COPIES = BK * PER_ROW / THREADS;
+    static_assert(COPIES * THREADS == BK * PER_ROW, "a tile is whole copies per thread");
     __shared__ __align__(16) bf16_bits k_tile[2][BK * STRIDE];
     __shared__ __align__(16) bf16_bits v_tile[2][BK * STRIDE];
 
@@ -117,13 +116,13 @@ __device__ void dit_attention(const bf16_bits* qk, const bf16_bits* qkv, bf16_bi
     const bf16_bits* q_base = qk + (long)b * frames * qk_stride + (long)h * D;
     const bf16_bits* k_base = q_base + (long)heads * D;
     const bf16_bits* v_base = qkv + (long)b * frames * v_stride + 2L * heads * D + (long)h * D;
-    const int q0 = (blockIdx.x * 4 + warp) * 16 * MT;
+    const int q0 = (blockIdx.x * WARPS + warp) * 16 * MT;
 
     // Keys [k0, k0 + BK) into stage `stage`: rows past the window are zeros, never NaN.
     auto load_tile = [&](int stage, int k0) {
 #pragma unroll
         for (int l = 0; l < COPIES; ++l) {
-            const int i = threadIdx.x + l * 128;
+            const int i = threadIdx.x + l * THREADS;
             const int r = i / PER_ROW, col = (i % PER_ROW) * 8, t = k0 + r;
             const int bytes = t < frames ? 16 : 0;
             const long row = t < frames ? t : 0;
@@ -296,20 +295,22 @@ __device__ void dit_attention(const bf16_bits* qk, const bf16_bits* qkv, bf16_bi
     }
 }
 
-// Head width D, with MT slices of 16 query rows a warp (64·MT a block; the launcher's
-// `queries_per_block` agrees): two for the narrow heads, one where the accumulators of two
-// would not fit the registers.
-#define DIT_ATTENTION(D, MT)                                                                 \
+// Head width D: MT slices of 16 query rows a warp, WARPS warps a block, BK keys a tile, and
+// at least MIN_BLOCKS blocks resident on an SM (the registers a thread may use follow). The
+// launcher's `Tiling` agrees. A 744-latent window has 48 (batch, head) pairs: the tilings are
+// chosen so that all of a call's blocks are resident at once where the registers allow,
+// rather than a full wave and a small second one.
+#define DIT_ATTENTION(D, MT, BK, WARPS, MIN_BLOCKS)                                          \
     extern "C" __global__ void dit_rope_qk_d##D(const bf16_bits* qkv, const bf16_bits* cos_t, \
                                                 const bf16_bits* sin_t, bf16_bits* qk,        \
                                                 long total, int frames, int heads) {          \
         dit_rope_qk<D>(qkv, cos_t, sin_t, qk, total, frames, heads);                         \
     }                                                                                        \
-    extern "C" __global__ void __launch_bounds__(128)                                        \
+    extern "C" __global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS)                     \
         dit_attention_d##D(const bf16_bits* qk, const bf16_bits* qkv, bf16_bits* out,        \
                            int frames, int heads, float scale_log2) {                        \
-        dit_attention<D, MT>(qk, qkv, out, frames, heads, scale_log2);                       \
+        dit_attention<D, MT, BK, WARPS>(qk, qkv, out, frames, heads, scale_log2);            \
     }
 
-DIT_ATTENTION(64, 2)
-DIT_ATTENTION(128, 1)
+DIT_ATTENTION(64, 2, 32, 4, 3)
+DIT_ATTENTION(128, 1, 32, 4, 3)

@@ -14,6 +14,9 @@ __device__ __forceinline__ bf16_bits narrow(float v) {
 }
 
 // Two values rounded into one word, `lo` in its low half.
+// `v` rounded to bf16 and back.
+__device__ __forceinline__ float round_bf16(float v) { return widen(narrow(v)); }
+
 __device__ __forceinline__ unsigned int pack(float lo, float hi) {
     unsigned int r;
     asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));

@@ -4,7 +4,7 @@ use anyhow::Result;
 use candle_core::Tensor;
 
 use super::attention::Attention;
-use super::fused_ops::{fused_kernels_run, gated_add, rms_modulate, MAX_NORM_WIDTH};
+use super::fused_ops::{gated_add, gated_add_rms_modulate, rms_modulate, NormAfter};
 use super::mlp::Mlp;
 use super::norm::{modulate, RmsNorm};
 use super::rope::Rope;
@@ -31,12 +31,15 @@ impl Block {
         })
     }
 
-    /// `modulation`: `(1 or batch, 6, dim)` from the stack's timestep conditioning.
+    /// This block's modulation `(1 or batch, 6, dim)`: its table plus the stack's timestep
+    /// modulation. Parts 0–2: shift, scale, gate of attention; 3–5: of the MLP.
+    pub fn modulation(&self, time_modulation: &Tensor) -> Result<Tensor> {
+        Ok(self.scale_shift_table.broadcast_add(time_modulation)?)
+    }
+
+    /// `modulation`: the stack's timestep modulation, `(1 or batch, 6, dim)`.
     pub fn forward(&self, x: &Tensor, modulation: &Tensor, rope: &Rope) -> Result<Tensor> {
-        let m = self.scale_shift_table.broadcast_add(modulation)?;
-        if fused_kernels_run(x) && x.dim(2)? <= MAX_NORM_WIDTH {
-            return self.forward_fused(x, &m, rope);
-        }
+        let m = self.modulation(modulation)?;
         let part = |i: usize| m.narrow(1, i, 1);
         let (shift_attn, scale_attn, gate_attn) = (part(0)?, part(1)?, part(2)?);
         let (shift_mlp, scale_mlp, gate_mlp) = (part(3)?, part(4)?, part(5)?);
@@ -50,12 +53,39 @@ impl Block {
         Ok((x + h.broadcast_mul(&gate_mlp)?)?)
     }
 
-    /// The same block with each chain of small ops in one kernel: `m` `(1 or batch, 6,
-    /// dim)` holds shift, scale, gate of attention (parts 0–2) and of the MLP (3–5).
-    fn forward_fused(&self, x: &Tensor, m: &Tensor, rope: &Rope) -> Result<Tensor> {
-        let h = rms_modulate(x, self.attn_norm.weight(), m, 0)?;
-        let x = gated_add(x, &self.attn.forward(&h, rope)?, m, 2)?;
-        let h = rms_modulate(&x, self.mlp_norm.weight(), m, 3)?;
-        Ok(gated_add(&x, &self.mlp.forward(&h)?, m, 5)?)
+    /// The input of this block's attention, its modulated norm of `x` (fused kernels).
+    pub fn attention_input(&self, x: &Tensor, m: &Tensor) -> Result<Tensor> {
+        Ok(rms_modulate(x, self.attn_norm.weight(), m, 0)?)
+    }
+
+    /// The block with fused kernels from `h`, its [`attention_input`](Self::attention_input)
+    /// of `x`, and its modulation `m`. Returns the block's output and, given the next block
+    /// and that block's modulation, the next block's attention input, made in the same pass
+    /// as the last residual.
+    pub fn forward_fused(
+        &self,
+        x: &Tensor,
+        h: &Tensor,
+        m: &Tensor,
+        rope: &Rope,
+        next: Option<(&Block, &Tensor)>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let mlp_norm = NormAfter {
+            weight: self.mlp_norm.weight(),
+            m,
+            part: 3,
+        };
+        let (x, h) = gated_add_rms_modulate(x, &self.attn.forward(h, rope)?, m, 2, mlp_norm)?;
+        let out = self.mlp.forward(&h)?;
+        let Some((block, m_next)) = next else {
+            return Ok((gated_add(&x, &out, m, 5)?, None));
+        };
+        let next_norm = NormAfter {
+            weight: block.attn_norm.weight(),
+            m: m_next,
+            part: 0,
+        };
+        let (x, h) = gated_add_rms_modulate(&x, &out, m, 5, next_norm)?;
+        Ok((x, Some(h)))
     }
 }

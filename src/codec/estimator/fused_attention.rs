@@ -232,13 +232,14 @@ mod cuda {
         let mut b = attention.builder();
         b.arg(&qk).arg(&q).arg(&mut out);
         b.arg(&frames).arg(&heads).arg(&scale_log2);
+        let tiling = Tiling::of(s.head_dim);
         let config = LaunchConfig {
             grid_dim: (
-                s.frames.div_ceil(queries_per_block(s.head_dim)) as u32,
+                s.frames.div_ceil(tiling.queries_per_block()) as u32,
                 (s.batch * s.heads) as u32,
                 1,
             ),
-            block_dim: (128, 1, 1),
+            block_dim: (32 * tiling.warps as u32, 1, 1),
             shared_mem_bytes: 0,
         };
         // SAFETY: (const bf16*, const bf16*, bf16*, int, int, float), as above.
@@ -246,11 +247,22 @@ mod cuda {
         Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
     }
 
-    /// Query frames a block of `dit_attention_d{head_dim}` takes: 16 rows a slice, two slices
-    /// a warp for 64-wide heads and one for 128 (DIT_ATTENTION in attention.cu), four warps.
-    fn queries_per_block(head_dim: usize) -> usize {
-        let slices = if head_dim == 64 { 2 } else { 1 };
-        4 * 16 * slices
+    /// How `dit_attention_d{head_dim}` divides a window's queries (DIT_ATTENTION in
+    /// attention.cu): slices of 16 query rows a warp, warps a block.
+    struct Tiling {
+        slices: usize,
+        warps: usize,
+    }
+
+    impl Tiling {
+        fn of(head_dim: usize) -> Self {
+            let slices = if head_dim == 64 { 2 } else { 1 };
+            Self { slices, warps: 4 }
+        }
+
+        fn queries_per_block(&self) -> usize {
+            16 * self.slices * self.warps
+        }
     }
 
     #[cfg(test)]

@@ -26,7 +26,8 @@ fn switched_on() -> bool {
     *ON.get_or_init(|| std::env::var("HEARTSTREAM_FUSED_ESTIMATOR").map_or(true, |v| v != "0"))
 }
 
-/// The widest row `rms_modulate`'s kernel holds in a warp's registers (`adaln.cu`).
+/// The widest row the norm kernels take: a block of `MAX_NORM_THREADS` (512) threads, 8 values
+/// each (`adaln.cu`).
 pub(super) const MAX_NORM_WIDTH: usize = 4096;
 
 /// `RMSNorm(x) · weight · (1 + scale) + shift` for `x` `(batch, frames, dim)`, shift and
@@ -42,6 +43,43 @@ pub fn gated_add(x: &Tensor, h: &Tensor, m: &Tensor, part: usize) -> Result<Tens
     let op = Op::GatedAdd { part };
     x.contiguous()?
         .apply_op3_no_bwd(&h.contiguous()?, &m.contiguous()?, &op)
+}
+
+/// The norm that reads a gated residual: its weight, modulation `(1 or batch, 6, dim)` and the
+/// part of that modulation where its shift is (its scale follows).
+#[derive(Debug, Clone)]
+pub struct NormAfter<'a> {
+    pub weight: &'a Tensor,
+    pub m: &'a Tensor,
+    pub part: usize,
+}
+
+/// `sum = x + h · gate` (part `gate_part` of `m`) and `rms_modulate(sum, …norm)`: the gated
+/// residual and the norm that reads it, one pass over the rows on CUDA in bf16 (the values
+/// of the two ops, bit for bit); elsewhere the two ops.
+pub fn gated_add_rms_modulate(
+    x: &Tensor,
+    h: &Tensor,
+    m: &Tensor,
+    gate_part: usize,
+    norm: NormAfter<'_>,
+) -> Result<(Tensor, Tensor)> {
+    #[cfg(feature = "cuda")]
+    if fused_kernels_run(x) && x.dim(2)? <= MAX_NORM_WIDTH {
+        let op = ResidualNorm {
+            weight: norm.weight.contiguous()?,
+            m_norm: norm.m.contiguous()?,
+            gate_part,
+            norm_part: norm.part,
+        };
+        let both = x
+            .contiguous()?
+            .apply_op3_no_bwd(&h.contiguous()?, &m.contiguous()?, &op)?;
+        return Ok((both.get(0)?, both.get(1)?));
+    }
+    let sum = gated_add(x, h, m, gate_part)?;
+    let normed = rms_modulate(&sum, norm.weight, norm.m, norm.part)?;
+    Ok((sum, normed))
 }
 
 /// `silu(gate) · up` from the stacked projection `(batch, frames, 2·hidden)`.
@@ -60,6 +98,76 @@ enum Op {
     RmsModulate { part: usize, eps: f32 },
     GatedAdd { part: usize },
     SwiGlu,
+}
+
+/// [`gated_add_rms_modulate`]'s kernel: inputs x, h and the gate's modulation; the norm's
+/// weight and modulation ride along. Output `(2, batch, frames, dim)`: the sum, the norm.
+#[cfg(feature = "cuda")]
+struct ResidualNorm {
+    weight: Tensor,
+    m_norm: Tensor,
+    gate_part: usize,
+    norm_part: usize,
+}
+
+#[cfg(feature = "cuda")]
+impl ResidualNorm {
+    /// The sizes of both ops, which must agree, and the output shape.
+    fn sizes(&self, shapes: &[&Shape]) -> Result<(Sizes, Shape)> {
+        let gate = Op::GatedAdd {
+            part: self.gate_part,
+        };
+        let (sizes, shape) = gate.sizes(shapes)?;
+        let norm = Op::RmsModulate {
+            part: self.norm_part,
+            eps: EPS,
+        };
+        let norm_shapes = [shapes[0], self.weight.shape(), self.m_norm.shape()];
+        let (norm_sizes, _) = norm.sizes(&norm_shapes)?;
+        if norm_sizes.m_rows != sizes.m_rows {
+            candle_core::bail!(
+                "gated_add_rms_modulate: modulations of {} and {} rows",
+                sizes.m_rows,
+                norm_sizes.m_rows
+            );
+        }
+        let mut dims = vec![2];
+        dims.extend_from_slice(shape.dims());
+        Ok((sizes, Shape::from(dims)))
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl CustomOp3 for ResidualNorm {
+    fn name(&self) -> &'static str {
+        "gated_add_rms_modulate"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!(
+            "gated_add_rms_modulate runs its kernel on CUDA only (the host runs the two ops)"
+        )
+    }
+
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        self.cuda([(s1, l1), (s2, l2), (s3, l3)])
+    }
 }
 
 /// Rows and width of the main input, and how the modulation's rows map onto them.
@@ -227,9 +335,9 @@ mod cuda {
         CudaSlice, CudaView, LaunchConfig, PushKernelArg,
     };
     use candle_core::cuda_backend::{CudaStorage, WrapErr};
-    use candle_core::{DType, Layout, Result, Shape};
+    use candle_core::{CustomOp3, DType, Layout, Result, Shape, Storage};
 
-    use super::Op;
+    use super::{Op, ResidualNorm, EPS};
 
     const SOURCE: &str = concat!(include_str!("bf16.cuh"), include_str!("adaln.cu"));
     static MODULE: crate::gpu::KernelModule =
@@ -242,20 +350,9 @@ mod cuda {
         ) -> Result<(CudaStorage, Shape)> {
             let shapes: Vec<&Shape> = inputs.iter().map(|(_, l)| l.shape()).collect();
             let (s, shape) = self.sizes(&shapes)?;
-            if inputs.iter().any(|(st, _)| st.dtype() != DType::BF16) {
-                candle_core::bail!(
-                    "{}: the CUDA kernel takes bf16 (f32 runs candle's ops)",
-                    self.name()
-                );
-            }
             let views = inputs
                 .iter()
-                .map(|(st, l)| -> Result<CudaView<'_, half::bf16>> {
-                    let Some((start, end)) = l.contiguous_offsets() else {
-                        candle_core::bail!("{}: contiguous inputs only", self.name());
-                    };
-                    Ok(st.as_cuda_slice::<half::bf16>()?.slice(start..end))
-                })
+                .map(|&(st, l)| bf16_view(st, l, self.name()))
                 .collect::<Result<Vec<_>>>()?;
             let dev = inputs[0].0.device();
             let func = dev.get_or_load_custom_func(
@@ -282,7 +379,7 @@ mod cuda {
                 Op::RmsModulate { .. } => {
                     b.arg(&rows_arg).arg(&dim).arg(&frames).arg(&m_rows);
                     b.arg(&part).arg(&eps);
-                    rows(s.rows)
+                    rows(s.rows, s.dim)
                 }
                 Op::GatedAdd { .. } => {
                     b.arg(&eights)
@@ -305,11 +402,76 @@ mod cuda {
         }
     }
 
-    /// A warp per row, four rows per block.
-    fn rows(rows: usize) -> LaunchConfig {
+    /// The bf16 elements of a contiguous input.
+    fn bf16_view<'a>(
+        storage: &'a CudaStorage,
+        layout: &Layout,
+        op: &str,
+    ) -> Result<CudaView<'a, half::bf16>> {
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("{op}: contiguous inputs only");
+        };
+        if storage.dtype() != DType::BF16 {
+            candle_core::bail!("{op}: the CUDA kernel takes bf16 (f32 runs candle's ops)");
+        }
+        Ok(storage.as_cuda_slice::<half::bf16>()?.slice(start..end))
+    }
+
+    impl ResidualNorm {
+        pub(super) fn cuda(
+            &self,
+            inputs: [(&CudaStorage, &Layout); 3],
+        ) -> Result<(CudaStorage, Shape)> {
+            let shapes = inputs.map(|(_, l)| l.shape());
+            let (s, shape) = self.sizes(&shapes)?;
+            let name = self.name();
+            let [x, h, m] = inputs.map(|(st, l)| bf16_view(st, l, name));
+            let (x, h, m) = (x?, h?, m?);
+            let (w_storage, w_layout) = self.weight.storage_and_layout();
+            let (n_storage, n_layout) = self.m_norm.storage_and_layout();
+            let (Storage::Cuda(w_storage), Storage::Cuda(n_storage)) = (&*w_storage, &*n_storage)
+            else {
+                candle_core::bail!("{name}: the norm's weight and modulation must be on the GPU");
+            };
+            let weight = bf16_view(w_storage, w_layout, name)?;
+            let m_norm = bf16_view(n_storage, n_layout, name)?;
+            let dev = inputs[0].0.device();
+            let func = dev.get_or_load_custom_func(
+                &format!("{name}_bf16"),
+                MODULE.name(),
+                MODULE.ptx(dev)?,
+            )?;
+            // SAFETY: the kernel writes both halves, every element.
+            let mut out: CudaSlice<half::bf16> =
+                unsafe { dev.alloc::<half::bf16>(shape.elem_count())? };
+            let (rows, dim, frames, m_rows) = (
+                s.rows as i32,
+                s.dim as i32,
+                s.frames as i32,
+                s.m_rows as i32,
+            );
+            let (gate_part, norm_part) = (self.gate_part as i32, self.norm_part as i32);
+            let mut b = func.builder();
+            b.arg(&x)
+                .arg(&h)
+                .arg(&m)
+                .arg(&weight)
+                .arg(&m_norm)
+                .arg(&mut out);
+            b.arg(&rows).arg(&dim).arg(&frames).arg(&m_rows);
+            b.arg(&gate_part).arg(&norm_part).arg(&EPS);
+            // SAFETY: gated_add_rms_modulate_bf16's arguments in order; both ops' sizes checked
+            // by `ResidualNorm::sizes` (the parts read are within the modulations' six).
+            unsafe { b.launch(self::rows(s.rows, s.dim)) }.w()?;
+            Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), shape))
+        }
+    }
+
+    /// A block per row of `dim` values, a thread per 8 of them, whole warps.
+    fn rows(rows: usize, dim: usize) -> LaunchConfig {
         LaunchConfig {
-            grid_dim: (rows.div_ceil(4) as u32, 1, 1),
-            block_dim: (128, 1, 1),
+            grid_dim: (rows as u32, 1, 1),
+            block_dim: ((dim / 8).next_multiple_of(32) as u32, 1, 1),
             shared_mem_bytes: 0,
         }
     }

@@ -17,6 +17,7 @@ use anyhow::Result;
 use candle_core::{DType, Device, Tensor, D};
 
 use self::block::Block;
+use self::fused_ops::{fused_kernels_run, MAX_NORM_WIDTH};
 use self::norm::{layer_norm, modulate};
 use self::project::ProjectLayer;
 use self::timestep::{AdaLnSingle, StackTime};
@@ -25,7 +26,7 @@ use super::params::Params;
 
 pub use self::flow_linear::is_fp8_matrix;
 pub use self::fused_attention::fused_attention;
-pub use self::fused_ops::{gated_add, rms_modulate, swiglu};
+pub use self::fused_ops::{gated_add, gated_add_rms_modulate, rms_modulate, swiglu, NormAfter};
 use self::rope::Rope;
 pub use self::timestep::TimeConditioning;
 
@@ -68,12 +69,41 @@ impl Stack {
     }
 
     fn forward(&self, x: Tensor, time: &StackTime, rope: &Rope) -> Result<Tensor> {
-        let x = self
-            .blocks
-            .iter()
-            .try_fold(x, |x, block| block.forward(&x, &time.modulation, rope))?;
+        let x = match fused_kernels_run(&x) && x.dim(2)? <= MAX_NORM_WIDTH {
+            true => self.blocks_fused(x, time, rope)?,
+            false => self
+                .blocks
+                .iter()
+                .try_fold(x, |x, block| block.forward(&x, &time.modulation, rope))?,
+        };
         let m = self.out_table.broadcast_add(&time.embedded)?;
         modulate(&layer_norm(&x)?, &m.narrow(1, 0, 1)?, &m.narrow(1, 1, 1)?)
+    }
+}
+
+impl Stack {
+    /// The blocks with their chains of small ops fused: each gated residual computed with the
+    /// norm that reads it, the next block's first norm included.
+    fn blocks_fused(&self, x: Tensor, time: &StackTime, rope: &Rope) -> Result<Tensor> {
+        let ms = self
+            .blocks
+            .iter()
+            .map(|b| b.modulation(&time.modulation))
+            .collect::<Result<Vec<_>>>()?;
+        let (Some(first), Some(m)) = (self.blocks.first(), ms.first()) else {
+            return Ok(x);
+        };
+        let (mut x, mut h) = (x.clone(), first.attention_input(&x, m)?);
+        for (i, (block, m)) in self.blocks.iter().zip(&ms).enumerate() {
+            let next = self.blocks.get(i + 1).zip(ms.get(i + 1));
+            let (sum, next_input) = block.forward_fused(&x, &h, m, rope, next)?;
+            x = sum;
+            match next_input {
+                Some(input) => h = input,
+                None => break,
+            }
+        }
+        Ok(x)
     }
 }
 
