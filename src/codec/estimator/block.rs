@@ -10,10 +10,11 @@ use super::norm::{modulate, RmsNorm};
 use super::rope::Rope;
 use crate::codec::params::Params;
 
+/// A block's modulation `m`, `(1 or batch, 6, dim)`, is its learned table plus the stack's
+/// timestep modulation (the stack adds them for all its blocks at once): parts 0–2 are the
+/// shift, scale and gate of attention, 3–5 of the MLP.
 #[derive(Clone)]
 pub(super) struct Block {
-    /// `(1, 6, dim)` learned offsets added to the timestep modulation.
-    scale_shift_table: Tensor,
     attn_norm: RmsNorm,
     attn: Attention,
     mlp_norm: RmsNorm,
@@ -23,7 +24,6 @@ pub(super) struct Block {
 impl Block {
     pub fn load(p: &Params, heads: usize, head_dim: usize) -> Result<Self> {
         Ok(Self {
-            scale_shift_table: p.tensor("scale_shift_table")?.unsqueeze(0)?,
             attn_norm: RmsNorm::new(p.tensor("attn_norm.weight")?),
             attn: Attention::load(&p.at("attn"), heads, head_dim)?,
             mlp_norm: RmsNorm::new(p.tensor("mlp_norm.weight")?),
@@ -31,15 +31,8 @@ impl Block {
         })
     }
 
-    /// This block's modulation `(1 or batch, 6, dim)`: its table plus the stack's timestep
-    /// modulation. Parts 0–2: shift, scale, gate of attention; 3–5: of the MLP.
-    pub fn modulation(&self, time_modulation: &Tensor) -> Result<Tensor> {
-        Ok(self.scale_shift_table.broadcast_add(time_modulation)?)
-    }
-
-    /// `modulation`: the stack's timestep modulation, `(1 or batch, 6, dim)`.
-    pub fn forward(&self, x: &Tensor, modulation: &Tensor, rope: &Rope) -> Result<Tensor> {
-        let m = self.modulation(modulation)?;
+    /// The block with candle's ops, `m` its modulation.
+    pub fn forward(&self, x: &Tensor, m: &Tensor, rope: &Rope) -> Result<Tensor> {
         let part = |i: usize| m.narrow(1, i, 1);
         let (shift_attn, scale_attn, gate_attn) = (part(0)?, part(1)?, part(2)?);
         let (shift_mlp, scale_mlp, gate_mlp) = (part(3)?, part(4)?, part(5)?);

@@ -41,6 +41,9 @@ pub struct RopeTables {
 #[derive(Clone)]
 struct Stack {
     blocks: Vec<Block>,
+    /// `(blocks, 1, 6, dim)`: each block's learned offsets added to the timestep modulation,
+    /// stacked so that one op makes every block's modulation.
+    tables: Tensor,
     adaln: AdaLnSingle,
     /// `(1, 2, dim)`: shift and scale offsets of the output norm.
     out_table: Tensor,
@@ -56,10 +59,15 @@ impl Stack {
         heads: usize,
         head_dim: usize,
     ) -> Result<Self> {
+        let block = |i: usize| p.at(format!("{blocks}.{i}"));
+        let tables = (0..layers)
+            .map(|i| block(i).tensor("scale_shift_table"))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             blocks: (0..layers)
-                .map(|i| Block::load(&p.at(format!("{blocks}.{i}")), heads, head_dim))
+                .map(|i| Block::load(&block(i), heads, head_dim))
                 .collect::<Result<_>>()?,
+            tables: Tensor::stack(&tables, 0)?.unsqueeze(1)?,
             adaln: AdaLnSingle::load(&p.at(format!("adaln_single{suffix}")))?,
             out_table: p
                 .tensor(&format!("scale_shift_table{suffix}"))?
@@ -69,12 +77,17 @@ impl Stack {
     }
 
     fn forward(&self, x: Tensor, time: &StackTime, rope: &Rope) -> Result<Tensor> {
+        let all = self.tables.broadcast_add(&time.modulation.unsqueeze(0)?)?;
+        let ms = (0..self.blocks.len())
+            .map(|i| all.get(i))
+            .collect::<candle_core::Result<Vec<_>>>()?;
         let x = match fused_kernels_run(&x) && x.dim(2)? <= MAX_NORM_WIDTH {
-            true => self.blocks_fused(x, time, rope)?,
+            true => self.blocks_fused(x, &ms, rope)?,
             false => self
                 .blocks
                 .iter()
-                .try_fold(x, |x, block| block.forward(&x, &time.modulation, rope))?,
+                .zip(&ms)
+                .try_fold(x, |x, (block, m)| block.forward(&x, m, rope))?,
         };
         let m = self.out_table.broadcast_add(&time.embedded)?;
         modulate(&layer_norm(&x)?, &m.narrow(1, 0, 1)?, &m.narrow(1, 1, 1)?)
@@ -82,19 +95,14 @@ impl Stack {
 }
 
 impl Stack {
-    /// The blocks with their chains of small ops fused: each gated residual computed with the
-    /// norm that reads it, the next block's first norm included.
-    fn blocks_fused(&self, x: Tensor, time: &StackTime, rope: &Rope) -> Result<Tensor> {
-        let ms = self
-            .blocks
-            .iter()
-            .map(|b| b.modulation(&time.modulation))
-            .collect::<Result<Vec<_>>>()?;
+    /// The blocks (modulations `ms`) with their chains of small ops fused: each gated residual
+    /// computed with the norm that reads it, the next block's first norm included.
+    fn blocks_fused(&self, x: Tensor, ms: &[Tensor], rope: &Rope) -> Result<Tensor> {
         let (Some(first), Some(m)) = (self.blocks.first(), ms.first()) else {
             return Ok(x);
         };
         let (mut x, mut h) = (x.clone(), first.attention_input(&x, m)?);
-        for (i, (block, m)) in self.blocks.iter().zip(&ms).enumerate() {
+        for (i, (block, m)) in self.blocks.iter().zip(ms).enumerate() {
             let next = self.blocks.get(i + 1).zip(ms.get(i + 1));
             let (sum, next_input) = block.forward_fused(&x, &h, m, rope, next)?;
             x = sum;
