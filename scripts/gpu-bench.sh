@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU measurements of BENCHMARKS.md, on a machine with an NVIDIA GPU and the binaries that
 # scripts/package-gpu.sh put in gpu/. Writes each result to $OUT (default: gpu-results/).
-#   bash scripts/gpu-bench.sh [parity] [codec] [bench] [variants] [tuning] [long] [decode] [kernels]
-#                             [fp8] [kv] [memory] [load] [profile] [f32decoder] [frame] [frameprofile]
+#   bash scripts/gpu-bench.sh [parity] [codec] [windows] [bench] [variants] [tuning] [long] [decode]
+#                             [kernels] [fp8] [kv] [memory] [load] [profile] [f32decoder] [frame]
+#                             [frameprofile]
 # (default: parity codec bench long decode)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,10 @@ for part in $parts; do
       # Window shapes eager vs captured; ScalarModel steps eager vs captured, f32/TF32/bf16.
       run gpu/codec.xz > "$out/codec.txt" 2>&1
       echo "codec bench exit $?" >> "$out/summary.txt" ;;
+    windows)
+      # The captured window shapes alone, 10 steps, twice (to compare kernels quickly).
+      for rep in 1 2; do run gpu/codec.xz windows >> "$out/windows.txt" 2>&1; done
+      echo "windows exit $?" >> "$out/summary.txt" ;;
     bench)
       # 20 s songs, full-size random weights made on the GPU; three seeds per setting.
       for seed in 1 2 3; do song bench-steps10 20 "$seed"; done
@@ -105,10 +110,14 @@ for part in $parts; do
     profile)
       # GPU time per kernel (Nsight Compute, clocks left alone) of `codec profile`: one eager
       # Euler step of a 744-latent window and two eager 25-latent decoder steps.
+      # Then the same for the smallest window (16 latents), whose step is bound by latency.
       unpack_bin codec
       run "$(ncu_path)" --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
         /tmp/gpu-run-bin/codec profile > "$out/profile.txt" 2>&1
-      echo "profile exit $?" >> "$out/summary.txt" ;;
+      echo "profile exit $?" >> "$out/summary.txt"
+      run "$(ncu_path)" --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
+        /tmp/gpu-run-bin/codec profile 16 > "$out/profile-16.txt" 2>&1
+      echo "profile 16 exit $?" >> "$out/summary.txt" ;;
     fp8)
       # FP8 LM matrices: c0 logits against dense on the same frames; 20 s songs against bf16
       # (the same seeds as bench), the flow blocks in FP8 too (auto), then in bf16.
