@@ -466,3 +466,38 @@ fn read_since(before: ReadTimes) -> Option<ReadTimes> {
     let read = ReadTimes::of_this_thread().since(before);
     (read.bytes > 0).then_some(read)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::SyntheticSize;
+
+    /// A request that leaves the decoder's step to the engine gets the step of the engine's
+    /// LM precision (the lean one with FP8 matrices); a step the request sets wins.
+    #[test]
+    fn the_decoder_step_follows_the_engines_precision_unless_the_request_sets_it() {
+        let tiny = ModelChoice::Synthetic {
+            size: SyntheticSize::Tiny,
+            seed: 3,
+        };
+        let cases = [
+            (MatrixPrecision::Dense, DEFAULT_DECODE_CHUNK_LATENTS),
+            (MatrixPrecision::Fp8, LEAN_DECODE_CHUNK_LATENTS),
+        ];
+        for (lm_matrices, step) in cases {
+            let config = EngineConfig {
+                lm_matrices,
+                ..EngineConfig::new(tiny.clone(), Device::Cpu).unwrap()
+            };
+            let engine = Engine::load(config).unwrap();
+            let mut request = SongRequest::new("piano", "[verse] la", 7, 1, engine.codec_config());
+            assert_eq!(
+                engine.decode_chunk_latents(&request),
+                step,
+                "{lm_matrices:?}"
+            );
+            request.decode_chunk_latents = Some(7);
+            assert_eq!(engine.decode_chunk_latents(&request), 7, "{lm_matrices:?}");
+        }
+    }
+}
