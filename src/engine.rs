@@ -171,17 +171,8 @@ pub struct SongRequest {
     /// running flow-matching window.
     pub yield_lead_seconds: f64,
     /// Latents per ScalarModel step (the size of the pieces audio arrives in); `None`: the
-    /// engine's choice for its LM precision ([`decode_chunk_latents`]).
+    /// engine's choice for its LM precision ([`Engine::decode_chunk_latents`]).
     pub decode_chunk_latents: Option<usize>,
-}
-
-/// The decoder's step size for a run whose LM matrices are `lm_matrices`: FP8 is the
-/// configuration for small GPUs, where the larger step's workspace would spend the budget.
-pub fn decode_chunk_latents(lm_matrices: MatrixPrecision) -> usize {
-    match lm_matrices {
-        MatrixPrecision::Dense => DEFAULT_DECODE_CHUNK_LATENTS,
-        MatrixPrecision::Fp8 => LEAN_DECODE_CHUNK_LATENTS,
-    }
 }
 
 impl SongRequest {
@@ -354,10 +345,15 @@ impl Engine {
     }
 
     /// Latents per decoder step for `request`: its own, or the choice for this engine's LM
-    /// precision.
+    /// precision (FP8 is the configuration for small GPUs, where the larger step's workspace
+    /// would spend the budget).
     pub fn decode_chunk_latents(&self, request: &SongRequest) -> usize {
-        let chosen = request.decode_chunk_latents;
-        chosen.unwrap_or_else(|| decode_chunk_latents(self.config.lm_matrices))
+        request
+            .decode_chunk_latents
+            .unwrap_or(match self.config.lm_matrices {
+                MatrixPrecision::Dense => DEFAULT_DECODE_CHUNK_LATENTS,
+                MatrixPrecision::Fp8 => LEAN_DECODE_CHUNK_LATENTS,
+            })
     }
 
     /// The prompt of `request`, checked against the model (vocabulary, context length).

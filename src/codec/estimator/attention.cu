@@ -297,9 +297,10 @@ __device__ void dit_attention(const bf16_bits* qk, const bf16_bits* qkv, bf16_bi
 
 // Head width D: MT slices of 16 query rows a warp, WARPS warps a block, BK keys a tile, and
 // at least MIN_BLOCKS blocks resident on an SM (the registers a thread may use follow). The
-// launcher's `Tiling` agrees. A 744-latent window has 48 (batch, head) pairs: the tilings are
-// chosen so that all of a call's blocks are resident at once where the registers allow,
-// rather than a full wave and a small second one.
+// launcher's `Tiling` agrees. For 64-wide heads, 32-key tiles keep a thread within the 168
+// registers that let three blocks share an SM, so a 744-latent window's 288 blocks (48 batch
+// and head pairs) are resident at once rather than a full wave and a second of 24; the
+// 128-wide kernel used 168 registers already.
 #define DIT_ATTENTION(D, MT, BK, WARPS, MIN_BLOCKS)                                          \
     extern "C" __global__ void dit_rope_qk_d##D(const bf16_bits* qkv, const bf16_bits* cos_t, \
                                                 const bf16_bits* sin_t, bf16_bits* qk,        \

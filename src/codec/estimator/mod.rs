@@ -101,14 +101,15 @@ impl Stack {
         let (Some(first), Some(m)) = (self.blocks.first(), ms.first()) else {
             return Ok(x);
         };
-        let (mut x, mut h) = (x.clone(), first.attention_input(&x, m)?);
+        let mut h = first.attention_input(&x, m)?;
+        let mut x = x;
         for (i, (block, m)) in self.blocks.iter().zip(ms).enumerate() {
             let next = self.blocks.get(i + 1).zip(ms.get(i + 1));
             let (sum, next_input) = block.forward_fused(&x, &h, m, rope, next)?;
             x = sum;
-            match next_input {
-                Some(input) => h = input,
-                None => break,
+            // Only the last block has no next input, and nothing reads `h` after it.
+            if let Some(input) = next_input {
+                h = input;
             }
         }
         Ok(x)
