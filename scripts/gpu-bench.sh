@@ -50,14 +50,15 @@ for part in $parts; do
       for seed in 1 2 3; do song bench-steps10 20 "$seed"; done
       for seed in 1 2 3; do song bench-steps5 20 "$seed" --flow-steps 5; done ;;
     variants)
-      # What each piece buys: flow or decoder graphs off, normal codec priority, no LM yield,
-      # bf16 decoder.
+      # What each piece buys: flow or decoder graphs off, normal codec priority, no LM yield
+      # or the LM yielding only while the listener's lead is under 4 s, bf16 decoder.
       HEARTSTREAM_FLOW_GRAPH=0 song variant-noflowgraph 20 1
       HEARTSTREAM_DECODER_GRAPH=0 song variant-nodecodergraph 20 1
       HEARTSTREAM_DECODER_GRAPH=0 song variant-nodecodergraph-180s 180 1
       song variant-normalpriority 20 1 --codec-normal-priority
       song variant-noyield 20 1 --lm-yield-lead 0
       song variant-noyield-normalpriority 20 1 --lm-yield-lead 0 --codec-normal-priority
+      song variant-yield4-180s 180 1 --lm-yield-lead 4
       song variant-decoder-bf16 20 1 --decoder-dtype bf16 ;;
     tuning)
       # The decoder's step size (25: FP8's, against bf16's default of 50) and the first

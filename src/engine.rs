@@ -167,8 +167,8 @@ pub struct SongRequest {
     pub flow: FlowStreamConfig,
     /// Seed of the flow-matching noise (the LM's is `generation.sampling.seed`).
     pub noise_seed: u64,
-    /// While less audio than this is buffered ahead of the listener, the LM waits for a
-    /// running flow-matching window.
+    /// While less audio than this is buffered ahead of the listener, the LM waits while the
+    /// codec computes (when both run on one device; see [`Engine::yield_lead_seconds`]).
     pub yield_lead_seconds: f64,
     /// Latents per ScalarModel step (the size of the pieces audio arrives in); `None`: the
     /// engine's choice for its LM precision ([`Engine::decode_chunk_latents`]).
@@ -356,6 +356,18 @@ impl Engine {
             })
     }
 
+    /// How far ahead of the listener the LM waits for the codec in `request`: its own lead
+    /// where the codec shares the LM's device, else 0 (on another GPU, or on the CPU beside a
+    /// GPU's LM, the codec's work slows nothing of the LM's, and waiting would only delay it).
+    pub fn yield_lead_seconds(&self, request: &SongRequest) -> f64 {
+        // A location is a processor, whatever the streams of the devices on it.
+        if self.config.device.location() == self.config.codec_device.location() {
+            request.yield_lead_seconds
+        } else {
+            0.0
+        }
+    }
+
     /// The prompt of `request`, checked against the model (vocabulary, context length).
     pub fn prompt(&self, request: &SongRequest) -> Result<Prompt> {
         let prompt = Prompt::from_text(
@@ -392,7 +404,7 @@ impl Engine {
             gen: self.lm.gen,
             prompt: self.prompt(request)?,
             options,
-            yield_lead_seconds: request.yield_lead_seconds,
+            yield_lead_seconds: self.yield_lead_seconds(request),
         };
         let config = PipelineConfig {
             decode_chunk_latents: self.decode_chunk_latents(request),
@@ -495,5 +507,20 @@ mod tests {
             request.decode_chunk_latents = Some(7);
             assert_eq!(engine.decode_chunk_latents(&request), 7, "{lm_matrices:?}");
         }
+    }
+
+    /// With the codec on the LM's device the LM waits for it as far ahead as the request
+    /// says (by default always).
+    #[test]
+    fn the_lm_yields_to_a_codec_on_its_own_device_as_the_request_says() {
+        let tiny = ModelChoice::Synthetic {
+            size: SyntheticSize::Tiny,
+            seed: 3,
+        };
+        let engine = Engine::load(EngineConfig::new(tiny, Device::Cpu).unwrap()).unwrap();
+        let mut request = SongRequest::new("piano", "[verse] la", 7, 1, engine.codec_config());
+        assert_eq!(engine.yield_lead_seconds(&request), f64::INFINITY);
+        request.yield_lead_seconds = 2.5;
+        assert_eq!(engine.yield_lead_seconds(&request), 2.5);
     }
 }

@@ -50,8 +50,8 @@ pub struct StreamArgs {
     /// Where the codec runs (default: the LM's GPU on its own CUDA stream, or the CPU)
     #[arg(long, value_name = "DEVICE")]
     pub codec_device: Option<String>,
-    /// While less audio than this is buffered ahead of the listener, the LM waits for a
-    /// running flow-matching window (0: never wait; inf: always)
+    /// While less audio than this is buffered ahead of the listener, the LM waits while the
+    /// codec computes on its GPU (0: never wait; inf, the default: always)
     #[arg(long, hide = true, default_value_t = DEFAULT_YIELD_LEAD_SECONDS, value_name = "S")]
     pub lm_yield_lead: f64,
     /// Latents per ScalarModel step (to measure the step size; default: 50, or 25 with FP8

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 
 use super::control::{Aborted, RunControl};
 use super::metrics::Metrics;
@@ -76,9 +76,17 @@ fn emit_ready(
             start_ms: finished_ms - solved.seconds * 1e3,
             ms: solved.seconds * 1e3,
         });
-        out.send(solved.latents)?;
+        out.send(to_host(solved.latents)?)?;
     }
     Ok(())
+}
+
+/// The window's latents cross to the decoder through the host, copied here while flow
+/// matching's stream is idle (the window has just finished). Read from that stream by the
+/// decoder instead, each decoder step would wait for the next window queued on it: hundreds
+/// of milliseconds beside the LM, the decoder stage's largest cost before this hand-off.
+fn to_host(latents: Tensor) -> Result<Tensor> {
+    Ok(latents.to_device(&Device::Cpu)?)
 }
 
 fn solve(flow: &mut FlowStream, end_of_stream: bool) -> Result<Option<SolvedWindow>> {

@@ -19,13 +19,14 @@ pub struct LmJob {
     pub prompt: Prompt,
     pub options: GenerationOptions,
     /// While less than this much audio is buffered ahead of the listener, the LM pauses
-    /// whenever the codec is computing (see `yield_to_codec`).
+    /// whenever the codec is computing (see `yield_to_codec`); 0 when they share nothing.
     pub yield_lead_seconds: f64,
 }
 
-/// Sharing one GPU, the LM's back-to-back frame steps slow the codec's many small kernels
-/// several-fold, and the codec decides when audio starts. While the listener's buffer is
-/// short, the LM (already far ahead of real time) waits while the codec computes.
+/// Sharing one GPU, the LM's back-to-back frame steps slow the codec's kernels several-fold,
+/// and the codec decides when audio starts. While the listener's buffer is shorter than the
+/// lead (by default always), the LM, already far ahead of real time, waits while the codec
+/// computes.
 fn yield_to_codec(lead_seconds: f64, control: &RunControl, metrics: &Metrics) {
     while control.codec_busy()
         && metrics.audio_lead_seconds() < lead_seconds

@@ -66,10 +66,13 @@ pub const DEFAULT_DECODE_CHUNK_LATENTS: usize = 50;
 /// for small GPUs): 544 MiB less than the default at the peak.
 pub const LEAN_DECODE_CHUNK_LATENTS: usize = 25;
 
-/// Audio lead (seconds) under which the LM waits for running flow windows: measured on an
-/// H200 (BENCHMARKS.md), yielding while the lead is short cuts the time to first audio
-/// several-fold at no cost in throughput.
-pub const DEFAULT_YIELD_LEAD_SECONDS: f64 = 4.0;
+/// Audio lead (seconds) under which the LM waits while the codec computes: always. Sharing
+/// one GPU, the LM's back-to-back frame steps and the codec's kernels slow each other so much
+/// that running them in turn costs nothing: on an H200 a 3-minute song took the same time
+/// either way (RTF 0.0691 against 0.0689–0.0698), with the codec's stages at their alone
+/// speed (flow 0.005 and decoder 0.004 of real time, against 0.019 and 0.045) — every window
+/// ready sooner, and first audio as early (BENCHMARKS.md, eleventh session).
+pub const DEFAULT_YIELD_LEAD_SECONDS: f64 = f64::INFINITY;
 
 impl PipelineConfig {
     pub fn new(flow: FlowStreamConfig, noise_seed: u64) -> Self {
