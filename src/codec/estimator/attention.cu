@@ -84,23 +84,21 @@ __device__ __forceinline__ void copies_wait() {
 }
 
 // qk (batch, frames, 2, heads, D) = q and k of qkv (batch, frames, 3, heads, D), rotated by
-// the angles of cos, sin (frames, D/2). A thread per 8 values.
+// the angles of cos, sin (frames, D/2). Grid (frames, ⌈2·heads·D/8 / blockDim⌉, batch), a
+// thread per 8 values of one frame's q and k: the indices need no division but by D/8.
 template <int D>
 __device__ void dit_rope_qk(const bf16_bits* qkv, const bf16_bits* cos_t,
-                            const bf16_bits* sin_t, bf16_bits* qk, long total, int frames,
-                            int heads) {
-    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (long)gridDim.x * blockDim.x) {
-        const long e = i * 8;  // element of qk
-        const int d = (int)(e % D);
-        const long head_row = e / D;  // ((b·frames + t)·2 + part)·heads + h
-        const long frame = head_row / (2L * heads);
-        const int rest = (int)(head_row % (2L * heads));  // part·heads + h
-        const int t = (int)(frame % frames);
-        const long ti = (long)t * (D / 2) + d / 2;
-        const uint4 x = *(const uint4*)(qkv + (frame * 3L * heads + rest) * D + d);
-        *(uint4*)(qk + e) = rope_quad(x, *(const uint2*)(cos_t + ti), *(const uint2*)(sin_t + ti));
-    }
+                            const bf16_bits* sin_t, bf16_bits* qk, int frames, int heads) {
+    const int j = blockIdx.y * blockDim.x + threadIdx.x;  // 8 values of the frame's q and k
+    if (j >= 2 * heads * (D / 8)) return;
+    const int t = blockIdx.x;
+    const long frame = (long)blockIdx.z * frames + t;
+    const int rest = j / (D / 8);  // part·heads + h
+    const int d = (j % (D / 8)) * 8;
+    const long ti = (long)t * (D / 2) + d / 2;
+    const uint4 x = *(const uint4*)(qkv + (frame * 3L * heads + rest) * D + d);
+    *(uint4*)(qk + (frame * 2L * heads + rest) * D + d) =
+        rope_quad(x, *(const uint2*)(cos_t + ti), *(const uint2*)(sin_t + ti));
 }
 
 // qk as dit_rope_qk writes it, v in qkv; out (batch, frames, heads, D). Grid
@@ -313,8 +311,8 @@ __device__ void dit_attention(const bf16_bits* qk, const bf16_bits* qkv, bf16_bi
 #define DIT_ATTENTION(D, MT, BK, WARPS, MIN_BLOCKS)                                          \
     extern "C" __global__ void dit_rope_qk_d##D(const bf16_bits* qkv, const bf16_bits* cos_t, \
                                                 const bf16_bits* sin_t, bf16_bits* qk,        \
-                                                long total, int frames, int heads) {          \
-        dit_rope_qk<D>(qkv, cos_t, sin_t, qk, total, frames, heads);                         \
+                                                int frames, int heads) {                      \
+        dit_rope_qk<D>(qkv, cos_t, sin_t, qk, frames, heads);                                \
     }                                                                                        \
     extern "C" __global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS)                     \
         dit_attention_d##D(const bf16_bits* qk, const bf16_bits* qkv, bf16_bits* out,        \

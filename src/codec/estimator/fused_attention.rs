@@ -54,6 +54,10 @@ impl FusedAttention {
                 "fused attention: RoPE tables {cos:?}/{sin:?}, expected ({frames}, {half})"
             );
         }
+        // The kernels' grids hold batch·heads (and batch) in their second dimension.
+        if batch * heads > 65_535 {
+            candle_core::bail!("fused attention: {batch} rows of {heads} heads, at most 65,535");
+        }
         Ok(Sizes {
             batch,
             frames,
@@ -210,19 +214,23 @@ mod cuda {
         // writes every element.
         let mut qk: CudaSlice<half::bf16> =
             unsafe { dev.alloc::<half::bf16>(rows * 2 * s.head_dim)? };
-        let vectors = rows * 2 * s.head_dim / 8;
-        let total = vectors as i64;
+        const ROPE_THREADS: usize = 128;
+        let frame_vectors = 2 * s.heads * s.head_dim / 8;
         let rope = func("dit_rope_qk")?;
         let mut b = rope.builder();
         b.arg(&q).arg(&c).arg(&sn).arg(&mut qk);
-        b.arg(&total).arg(&frames).arg(&heads);
+        b.arg(&frames).arg(&heads);
         let config = LaunchConfig {
-            grid_dim: (vectors.div_ceil(256).clamp(1, 8192) as u32, 1, 1),
-            block_dim: (256, 1, 1),
+            grid_dim: (
+                s.frames as u32,
+                frame_vectors.div_ceil(ROPE_THREADS) as u32,
+                s.batch as u32,
+            ),
+            block_dim: (ROPE_THREADS as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: (const bf16* ×3, bf16*, long, int, int), sizes checked by
-        // `FusedAttention::sizes`; head_dim is 64 or 128 (the kernels).
+        // SAFETY: (const bf16* ×3, bf16*, int, int), sizes checked by `FusedAttention::sizes`;
+        // head_dim is 64 or 128 (the kernels).
         unsafe { b.launch(config) }.w()?;
 
         // SAFETY: every output element is written (every frame of every head).
