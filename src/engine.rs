@@ -177,7 +177,8 @@ pub struct SongRequest {
 
 impl SongRequest {
     /// A song of at most `max_frames` frames with heartlib's sampling and the default
-    /// streaming windows, seeded by `seed`.
+    /// streaming windows, seeded by `seed`, with a dense KV cache ([`Engine::request`] makes
+    /// the same request with the cache that goes with the engine's LM).
     pub fn new(
         tags: &str,
         lyrics: &str,
@@ -344,6 +345,14 @@ impl Engine {
         &self.codec.config
     }
 
+    /// [`SongRequest::new`] for this engine: its codec's windows, and the KV cache that goes
+    /// with its LM's matrices (FP8 with FP8 matrices).
+    pub fn request(&self, tags: &str, lyrics: &str, max_frames: usize, seed: u64) -> SongRequest {
+        let mut request = SongRequest::new(tags, lyrics, max_frames, seed, self.codec_config());
+        request.generation.kv = KvPrecision::matching(self.config.lm_matrices);
+        request
+    }
+
     /// Latents per decoder step for `request`: its own, or the choice for this engine's LM
     /// precision (FP8 is the configuration for small GPUs, where the larger step's workspace
     /// would spend the budget).
@@ -481,24 +490,34 @@ mod tests {
     use crate::models::SyntheticSize;
 
     /// A request that leaves the decoder's step to the engine gets the step of the engine's
-    /// LM precision (the lean one with FP8 matrices); a step the request sets wins.
+    /// LM precision (the lean one with FP8 matrices); a step the request sets wins. The
+    /// engine's own requests take the KV cache of its precision.
     #[test]
-    fn the_decoder_step_follows_the_engines_precision_unless_the_request_sets_it() {
+    fn the_decoder_step_and_cache_follow_the_engines_precision_unless_the_request_sets_them() {
         let tiny = ModelChoice::Synthetic {
             size: SyntheticSize::Tiny,
             seed: 3,
         };
         let cases = [
-            (MatrixPrecision::Dense, DEFAULT_DECODE_CHUNK_LATENTS),
-            (MatrixPrecision::Fp8, LEAN_DECODE_CHUNK_LATENTS),
+            (
+                MatrixPrecision::Dense,
+                DEFAULT_DECODE_CHUNK_LATENTS,
+                KvPrecision::Dense,
+            ),
+            (
+                MatrixPrecision::Fp8,
+                LEAN_DECODE_CHUNK_LATENTS,
+                KvPrecision::Fp8,
+            ),
         ];
-        for (lm_matrices, step) in cases {
+        for (lm_matrices, step, kv) in cases {
             let config = EngineConfig {
                 lm_matrices,
                 ..EngineConfig::new(tiny.clone(), Device::Cpu).unwrap()
             };
             let engine = Engine::load(config).unwrap();
-            let mut request = SongRequest::new("piano", "[verse] la", 7, 1, engine.codec_config());
+            let mut request = engine.request("piano", "[verse] la", 7, 1);
+            assert_eq!(request.generation.kv, kv, "{lm_matrices:?}");
             assert_eq!(
                 engine.decode_chunk_latents(&request),
                 step,
@@ -518,7 +537,7 @@ mod tests {
             seed: 3,
         };
         let engine = Engine::load(EngineConfig::new(tiny, Device::Cpu).unwrap()).unwrap();
-        let mut request = SongRequest::new("piano", "[verse] la", 7, 1, engine.codec_config());
+        let mut request = engine.request("piano", "[verse] la", 7, 1);
         assert_eq!(engine.yield_lead_seconds(&request), f64::INFINITY);
         request.yield_lead_seconds = 2.5;
         assert_eq!(engine.yield_lead_seconds(&request), 2.5);

@@ -147,13 +147,10 @@ impl ModelArgs {
 
     /// How the backbone's KV cache is stored beside an LM whose matrices are `lm_matrices`.
     pub fn kv_precision(&self, lm_matrices: MatrixPrecision) -> KvPrecision {
-        match (self.kv_precision, lm_matrices) {
-            (LmPrecisionArg::Fp8, _) | (LmPrecisionArg::Auto, MatrixPrecision::Fp8) => {
-                KvPrecision::Fp8
-            }
-            (LmPrecisionArg::Bf16, _) | (LmPrecisionArg::Auto, MatrixPrecision::Dense) => {
-                KvPrecision::Dense
-            }
+        match self.kv_precision {
+            LmPrecisionArg::Fp8 => KvPrecision::Fp8,
+            LmPrecisionArg::Bf16 => KvPrecision::Dense,
+            LmPrecisionArg::Auto => KvPrecision::matching(lm_matrices),
         }
     }
 

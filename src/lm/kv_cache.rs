@@ -18,6 +18,15 @@ pub enum KvPrecision {
 }
 
 impl KvPrecision {
+    /// The cache that goes with an LM whose matrices are stored as `matrices`: FP8 matrices
+    /// are the configuration sized for small GPUs, and their cache follows them.
+    pub fn matching(matrices: super::MatrixPrecision) -> Self {
+        match matrices {
+            super::MatrixPrecision::Dense => Self::Dense,
+            super::MatrixPrecision::Fp8 => Self::Fp8,
+        }
+    }
+
     /// Bytes of `values` cached keys or values stored this way in a model of `dtype`.
     pub fn bytes(self, values: usize, dtype: DType) -> u64 {
         match self {
