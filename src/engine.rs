@@ -489,15 +489,18 @@ mod tests {
     use super::*;
     use crate::models::SyntheticSize;
 
+    fn tiny() -> ModelChoice {
+        ModelChoice::Synthetic {
+            size: SyntheticSize::Tiny,
+            seed: 3,
+        }
+    }
+
     /// A request that leaves the decoder's step to the engine gets the step of the engine's
     /// LM precision (the lean one with FP8 matrices); a step the request sets wins. The
     /// engine's own requests take the KV cache of its precision.
     #[test]
     fn the_decoder_step_and_cache_follow_the_engines_precision_unless_the_request_sets_them() {
-        let tiny = ModelChoice::Synthetic {
-            size: SyntheticSize::Tiny,
-            seed: 3,
-        };
         let cases = [
             (
                 MatrixPrecision::Dense,
@@ -513,7 +516,7 @@ mod tests {
         for (lm_matrices, step, kv) in cases {
             let config = EngineConfig {
                 lm_matrices,
-                ..EngineConfig::new(tiny.clone(), Device::Cpu).unwrap()
+                ..EngineConfig::new(tiny(), Device::Cpu).unwrap()
             };
             let engine = Engine::load(config).unwrap();
             let mut request = engine.request("piano", "[verse] la", 7, 1);
@@ -532,11 +535,7 @@ mod tests {
     /// says (by default always).
     #[test]
     fn the_lm_yields_to_a_codec_on_its_own_device_as_the_request_says() {
-        let tiny = ModelChoice::Synthetic {
-            size: SyntheticSize::Tiny,
-            seed: 3,
-        };
-        let engine = Engine::load(EngineConfig::new(tiny, Device::Cpu).unwrap()).unwrap();
+        let engine = Engine::load(EngineConfig::new(tiny(), Device::Cpu).unwrap()).unwrap();
         let mut request = engine.request("piano", "[verse] la", 7, 1);
         assert_eq!(engine.yield_lead_seconds(&request), f64::INFINITY);
         request.yield_lead_seconds = 2.5;

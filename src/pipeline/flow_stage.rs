@@ -83,8 +83,7 @@ fn emit_ready(
 
 /// The window's latents cross to the decoder through the host, copied here while flow
 /// matching's stream is idle (the window has just finished). Read from that stream by the
-/// decoder instead, each decoder step would wait for the next window queued on it: hundreds
-/// of milliseconds beside the LM, the decoder stage's largest cost before this hand-off.
+/// decoder instead, a decoder step would also wait for any window queued on it after this one.
 fn to_host(latents: Tensor) -> Result<Tensor> {
     Ok(latents.to_device(&Device::Cpu)?)
 }

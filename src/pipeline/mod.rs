@@ -68,10 +68,10 @@ pub const LEAN_DECODE_CHUNK_LATENTS: usize = 25;
 
 /// Audio lead (seconds) under which the LM waits while the codec computes: always. Sharing
 /// one GPU, the LM's back-to-back frame steps and the codec's kernels slow each other so much
-/// that running them in turn costs nothing: on an H200 a 3-minute song took the same time
-/// either way (RTF 0.0691 against 0.0689–0.0698), with the codec's stages at their alone
-/// speed (flow 0.005 and decoder 0.004 of real time, against 0.019 and 0.045) — every window
-/// ready sooner, and first audio as early (BENCHMARKS.md, eleventh session).
+/// that running them in turn costs little: on an H200 a 3-minute song took ~1 % longer (RTF
+/// 0.0694 against 0.0685 in one call), with the codec's stages at their alone speed (flow
+/// 0.005 and decoder 0.004 of real time, against 0.022 and 0.044) — every window ready
+/// sooner, and first audio as early (BENCHMARKS.md, eleventh session).
 pub const DEFAULT_YIELD_LEAD_SECONDS: f64 = f64::INFINITY;
 
 impl PipelineConfig {
