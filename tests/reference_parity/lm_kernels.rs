@@ -3,7 +3,7 @@
 //! the plain ones they fall back to — with dense bf16 and FP8 weights, bf16 and f32 outputs,
 //! 1–4 rows of x, with and without a residual, at sizes that are not multiples of the
 //! kernels' tiles (16 output rows, 32 or 64 inputs a segment); the RMSNorm the step fuses
-//! into a product, against the norm computed in f32; the SwiGLU fused into the down
+//! into a product, against the norm computed in f32; the SwiGLU fused into the gate/up
 //! projection, against silu(gate)·up computed in f32; and the step's attention over the KV
 //! cache (both kernels: the one-pass one at the real head sizes, the general one elsewhere)
 //! against softmax(q·Kᵀ/√d)·V computed on the host; the FP8 KV cache (its rows quantised and
@@ -26,8 +26,15 @@ use heartstream::weights::Fp8Matrix;
 use crate::fixture::test_device;
 use crate::kernels::relative_rms;
 
-/// (output rows, inputs): tails in both; the last is the real model's down projection.
-const SHAPES: [(usize, usize); 4] = [(40, 208), (1000, 96), (3080, 3072), (3072, 8192)];
+/// (output rows, inputs): tails in both; 8200 rows give blocks several tiles each (the grid
+/// is at most what the GPU holds at once); the last is the real model's down projection.
+const SHAPES: [(usize, usize); 5] = [
+    (40, 208),
+    (1000, 96),
+    (8200, 208),
+    (3080, 3072),
+    (3072, 8192),
+];
 
 fn cuda() -> (Device, Kernels) {
     let dev = test_device();
@@ -210,31 +217,43 @@ fn an_rms_norm_fused_into_a_product_matches_f32() {
 }
 
 #[test]
-fn a_swiglu_fused_into_the_down_projection_matches_f32() {
+fn a_swiglu_fused_into_the_gate_up_projection_matches_f32() {
     let (dev, kernels) = cuda();
-    for (n, k) in SHAPES {
-        let cases = one_matrix_both_ways(n, k, &dev);
+    let eps = 1e-5;
+    // (hidden, inputs): 20 is not a multiple of the 8 gate rows a tile pairs with 8 up rows
+    // (the step falls back to a kernel of its own); 4104 gives blocks several tiles each;
+    // the last is the real model's.
+    for (hidden, k) in [(20, 208), (1000, 96), (4104, 208), (8192, 3072)] {
+        let gamma = Tensor::randn(1f32, 0.3, k, &dev)
+            .and_then(|t| t.to_dtype(DType::BF16))
+            .unwrap();
+        let norm = NormWeights {
+            scale: &gamma,
+            eps: eps as f32,
+        };
+        let cases = one_matrix_both_ways(2 * hidden, k, &dev);
         for rows in 1..=4 {
-            let gu = Tensor::randn(0f32, 2.0, (rows, 2 * k), &dev)
+            let x = Tensor::randn(0f32, 1.0, (rows, k), &dev)
                 .and_then(|t| t.to_dtype(DType::BF16))
                 .unwrap();
-            let residual = Tensor::randn(0f32, 1.0, (rows, n), &dev)
-                .and_then(|t| t.to_dtype(DType::BF16))
-                .unwrap();
-            let f32 = gu.to_dtype(DType::F32).unwrap();
-            let (gate, up) = (f32.narrow(1, 0, k).unwrap(), f32.narrow(1, k, k).unwrap());
-            let silu = (&gate / (gate.neg().unwrap().exp().unwrap() + 1.0).unwrap()).unwrap();
-            let swiglu = (silu * up).unwrap();
+            let normed = rms_norm_f32(&x, &gamma, eps);
             for (projection, values) in &cases {
+                let gu = reference(&normed, values, None);
+                let (gate, up) = (
+                    gu.narrow(1, 0, hidden).unwrap(),
+                    gu.narrow(1, hidden, hidden).unwrap(),
+                );
+                let silu = (&gate / (gate.neg().unwrap().exp().unwrap() + 1.0).unwrap()).unwrap();
+                let want = (silu * up).unwrap();
                 let got = kernels
-                    .project_swiglu(&gu, projection, Some(&residual), DType::BF16)
+                    .project_gate_up(&x, &norm, projection, DType::BF16)
                     .unwrap();
-                assert_eq!(got.dims(), &[rows, n]);
-                let want = reference(&swiglu, values, Some(&residual));
+                assert_eq!(got.dims(), &[rows, hidden]);
                 let err = relative_rms(&got, &want);
                 assert!(
                     err < tolerance(DType::BF16),
-                    "SwiGLU product {rows}×{k} · ({n}×{k})ᵀ: relative RMS error {err:e}"
+                    "SwiGLU of {rows}×{k} · ({}×{k})ᵀ: relative RMS error {err:e}",
+                    2 * hidden
                 );
             }
         }

@@ -10,7 +10,7 @@ use candle_core::cuda_backend::cudarc::driver::{
     CudaFunction, CudaStream, DevicePtr, LaunchConfig,
 };
 use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
-use candle_core::{bail, CudaDevice, DType, Device, Result, Shape, Storage, Tensor, D};
+use candle_core::{bail, CudaDevice, DType, Device, Result, Shape, Storage, Tensor};
 
 use crate::lm::kv_cache::KvBuffers;
 use crate::lm::kv_fp8::KV_GROUP;
@@ -253,6 +253,7 @@ pub struct Kernels {
     attention_counters: Tensor,
     /// Blocks of the one-pass attention kernels the GPU holds at once.
     attention_resident_blocks: usize,
+    multiprocessors: u32,
 }
 
 impl Kernels {
@@ -296,6 +297,7 @@ impl Kernels {
             dev: dev.clone(),
             stream: dev.cuda_stream(),
             attention_resident_blocks: resident_blocks(dev, &funcs)?,
+            multiprocessors: multiprocessors(dev)?,
             funcs,
             tensor_cores,
             max_staged_bytes,
@@ -379,7 +381,7 @@ impl Kernels {
         residual: Option<&Tensor>,
         out: DType,
     ) -> Result<Tensor> {
-        let kernel = self.kernel_for(x, Staging::AsIs, w, out)?;
+        let kernel = self.kernel_for(x, w, out)?;
         self.launch_gemv(kernel, x, Staging::AsIs, Weights::of(w), residual, out)
     }
 
@@ -393,7 +395,7 @@ impl Kernels {
         out: DType,
     ) -> Result<Tensor> {
         let staging = Staging::Normed(norm);
-        let kernel = self.kernel_for(x, staging, w, out)?;
+        let kernel = self.kernel_for(x, w, out)?;
         if kernel.tensor_cores {
             self.launch_gemv(kernel, x, staging, Weights::of(w), None, out)
         } else {
@@ -413,7 +415,7 @@ impl Kernels {
         rope: &RopeKv,
     ) -> Result<Tensor> {
         let staging = Staging::Normed(norm);
-        let kernel = self.kernel_for(x, staging, w, x.dtype())?;
+        let kernel = self.kernel_for(x, w, x.dtype())?;
         let Some(name) = kernel.rope else {
             let qkv = self.project_normed(x, norm, w, x.dtype())?;
             return self.rope_kv(&qkv, rope);
@@ -429,43 +431,40 @@ impl Kernels {
             );
         }
         let q = self.alloc(x.dtype(), (b, rope.heads, t, hd))?;
-        let (cfg, mut args, [m, n, k]) = self.gemv_launch(kernel, x, staging, Weights::of(w))?;
+        let (cfg, mut args, [m, n, k]) =
+            self.gemv_launch(kernel, name, x, staging, Weights::of(w))?;
         args.extend([m, n, k]);
         args.extend(rope.args(&q, t, hd, capacity)?);
         self.launch(name, cfg, &args)?;
         Ok(q)
     }
 
-    /// `(silu(gate)·up) · Wᵀ + residual` from the fused gate/up projection's output
-    /// `gu` (…, 2·hidden): the SwiGLU runs inside the product where its kernel can, else as
-    /// a kernel of its own.
-    pub fn project_swiglu(
+    /// `silu(gate)·up` (…, hidden) of `[gate | up] = rms_norm(x) · Wᵀ`, W the fused gate/up
+    /// projection (2·hidden, dim): the norm and the SwiGLU run inside the product where its
+    /// kernel can, else as kernels of their own.
+    pub fn project_gate_up(
         &self,
-        gu: &Tensor,
+        x: &Tensor,
+        norm: &NormWeights,
         w: &Projection,
-        residual: Option<&Tensor>,
         out: DType,
     ) -> Result<Tensor> {
-        let kernel = self.kernel_for(gu, Staging::SwiGlu, w, out)?;
-        if kernel.tensor_cores {
-            self.launch_gemv(kernel, gu, Staging::SwiGlu, Weights::of(w), residual, out)
+        let staging = Staging::NormedSwiGlu(norm);
+        let kernel = self.kernel_for(x, w, out)?;
+        let hidden = Weights::of(w).dims()?.0 / 2;
+        // A tile pairs 8 gate rows with 8 up rows (gemv_mma.cu).
+        if kernel.tensor_cores && hidden % 8 == 0 {
+            self.launch_gemv(kernel, x, staging, Weights::of(w), None, out)
         } else {
-            let m = self.silu_mul(gu, gu.dim(D::Minus1)? / 2)?;
-            self.launch_gemv(kernel, &m, Staging::AsIs, Weights::of(w), residual, out)
+            self.silu_mul(&self.project_normed(x, norm, w, out)?, hidden)
         }
     }
 
     /// The kernel a frame step uses for `x · wᵀ` into `out`: the first of the matching
     /// variant list this device runs.
-    fn kernel_for(
-        &self,
-        x: &Tensor,
-        staging: Staging,
-        w: &Projection,
-        out: DType,
-    ) -> Result<GemvKernel> {
+    fn kernel_for(&self, x: &Tensor, w: &Projection, out: DType) -> Result<GemvKernel> {
         let k = Weights::of(w).dims()?.1;
-        let rows = x.elem_count() / (k * staging.columns_per_input()).max(1);
+        let rows = x.elem_count() / k.max(1);
         let variants: &[GemvKernel] = match (w, x.dtype(), out) {
             (Projection::Dense(_), DType::F32, DType::F32) => &[GemvKernel::plain("gemv_f32", 1)],
             (Projection::Dense(_), DType::BF16, DType::BF16) => &GEMV_BF16_VARIANTS,
@@ -532,29 +531,30 @@ impl Kernels {
         residual: Option<&Tensor>,
         out: DType,
     ) -> Result<Tensor> {
-        let (cfg, mut args, [m, n, k]) = self.gemv_launch(kernel, x, staging, w)?;
+        let (cfg, mut args, [m, n, k]) = self.gemv_launch(kernel, kernel.name, x, staging, w)?;
         let mut dims = x.dims().to_vec();
-        *dims.last_mut().expect("rank ≥ 1") = w.dims()?.0;
+        *dims.last_mut().expect("rank ≥ 1") = staging.outputs(w.dims()?.0);
         let y = self.alloc(out, dims)?;
         args.extend([self.residual(residual, &y, out)?, ptr(&y)?, m, n, k]);
         self.launch(kernel.name, cfg, &args)?;
         Ok(y)
     }
 
-    /// A product's launch configuration, its arguments up to the weights' and (M, N, K),
-    /// after checking that `kernel` takes these shapes on this device.
+    /// A product's launch configuration for `name` (the kernel or its RoPE twin), its
+    /// arguments up to the weights' and (M, N, K), after checking that `kernel` takes these
+    /// shapes on this device.
     fn gemv_launch(
         &self,
         kernel: GemvKernel,
+        name: &str,
         x: &Tensor,
         staging: Staging,
         w: Weights,
     ) -> Result<(LaunchConfig, Vec<Arg>, [Arg; 3])> {
         let (n, k) = w.dims()?;
-        let width = k * staging.columns_per_input();
-        let rows = x.elem_count() / width.max(1);
+        let rows = x.elem_count() / k.max(1);
         let row_bytes = k * w.bytes_per_weight();
-        if row_bytes % 16 != 0 || rows == 0 || rows > 4 || rows * width != x.elem_count() {
+        if row_bytes % 16 != 0 || rows == 0 || rows > 4 || rows * k != x.elem_count() {
             bail!(
                 "a frame-step product takes 1..=4 rows of {k} inputs in 16-byte rows of weights, \
                  got x {:?}",
@@ -568,11 +568,15 @@ impl Kernels {
             bail!("{kernel:?} does not run on this device for {rows} rows of {k} inputs");
         }
         const WARPS: usize = 8;
-        let cfg = LaunchConfig {
+        let mut cfg = LaunchConfig {
             grid_dim: (n.div_ceil(WARPS * kernel.columns_per_warp) as u32, 1, 1),
             block_dim: ((WARPS * 32) as u32, 1, 1),
             shared_mem_bytes: kernel.shared_bytes(rows, k) as u32,
         };
+        if kernel.tensor_cores {
+            // Each block loops over tiles (gemv_mma.cu): no more blocks than fit at once.
+            cfg.grid_dim.0 = cfg.grid_dim.0.min(self.resident(name, &cfg)?);
+        }
         let mut args = vec![aligned_ptr(x)?];
         if kernel.tensor_cores {
             args.extend(staging.args(k, x.dtype())?);
@@ -582,6 +586,18 @@ impl Kernels {
         args.extend(w.args()?);
         let dims = [rows, n, k].map(|d| Arg::I32(d as i32));
         Ok((cfg, args, dims))
+    }
+
+    /// How many blocks of `name`, launched as `cfg`, the GPU holds at once.
+    fn resident(&self, name: &str, cfg: &LaunchConfig) -> Result<u32> {
+        let per_sm = self.funcs[name]
+            .occupancy_max_active_blocks_per_multiprocessor(
+                cfg.block_dim.0,
+                cfg.shared_mem_bytes as usize,
+                None,
+            )
+            .w()?;
+        Ok(self.multiprocessors * per_sm.max(1))
     }
 
     /// The residual argument of a product writing `y`: none, or a tensor shaped like it.
@@ -923,34 +939,37 @@ impl RopeKv<'_> {
     }
 }
 
-/// What a tensor-core product makes of x while staging it (`StagedInput` in gemv_mma.cu).
+/// What a tensor-core product makes of x while staging it (`StagedInput` in gemv_mma.cu),
+/// and of its outputs.
 #[derive(Clone, Copy)]
 enum Staging<'a> {
     AsIs,
     /// An RMSNorm of x.
     Normed(&'a NormWeights<'a>),
-    /// silu(gate)·up of x = [gate | up].
-    SwiGlu,
+    /// An RMSNorm of x; the outputs [gate | up] leave as silu(gate)·up.
+    NormedSwiGlu(&'a NormWeights<'a>),
 }
 
 impl Staging<'_> {
-    /// Values of x per input of the product.
-    fn columns_per_input(&self) -> usize {
+    /// Values a row of x gets from a product of `n` outputs.
+    fn outputs(&self, n: usize) -> usize {
         match self {
-            Self::SwiGlu => 2,
-            _ => 1,
+            Self::NormedSwiGlu(_) => n / 2,
+            _ => n,
         }
     }
 
     /// The kernel arguments (γ or null, eps, swiglu) for products of `k` inputs.
     fn args(&self, k: usize, dtype: DType) -> Result<[Arg; 3]> {
+        let swiglu = Arg::I32(matches!(self, Self::NormedSwiGlu(_)) as i32);
         Ok(match self {
-            Self::AsIs => [Arg::Ptr(0), Arg::F32(0.0), Arg::I32(0)],
-            Self::SwiGlu => [Arg::Ptr(0), Arg::F32(0.0), Arg::I32(1)],
-            Self::Normed(n) if n.scale.dims1()? == k && n.scale.dtype() == dtype => {
-                [aligned_ptr(n.scale)?, Arg::F32(n.eps), Arg::I32(0)]
+            Self::AsIs => [Arg::Ptr(0), Arg::F32(0.0), swiglu],
+            Self::Normed(n) | Self::NormedSwiGlu(n)
+                if n.scale.dims1()? == k && n.scale.dtype() == dtype =>
+            {
+                [aligned_ptr(n.scale)?, Arg::F32(n.eps), swiglu]
             }
-            Self::Normed(n) => bail!(
+            Self::Normed(n) | Self::NormedSwiGlu(n) => bail!(
                 "an RMSNorm of {:?} {:?} before a product of {k} {dtype:?} inputs",
                 n.scale.shape(),
                 n.scale.dtype()
@@ -1048,12 +1067,7 @@ fn aligned_ptr(t: &Tensor) -> Result<Arg> {
 /// How many blocks of the one-pass attention kernels the GPU holds at once (the fewest of
 /// any of them): its multiprocessors times the blocks each fits.
 fn resident_blocks(dev: &CudaDevice, funcs: &HashMap<&str, CudaFunction>) -> Result<usize> {
-    use candle_core::cuda_backend::cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT;
-    let sms = dev
-        .cuda_stream()
-        .context()
-        .attribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
-        .w()?;
+    let sms = multiprocessors(dev)?;
     let mut per_sm = u32::MAX;
     for &(.., name) in &ROWS_KERNELS {
         let blocks = funcs[name]
@@ -1061,7 +1075,18 @@ fn resident_blocks(dev: &CudaDevice, funcs: &HashMap<&str, CudaFunction>) -> Res
             .w()?;
         per_sm = per_sm.min(blocks);
     }
-    Ok(sms.max(1) as usize * per_sm.max(1) as usize)
+    Ok(sms as usize * per_sm.max(1) as usize)
+}
+
+/// The GPU's multiprocessor count.
+fn multiprocessors(dev: &CudaDevice) -> Result<u32> {
+    use candle_core::cuda_backend::cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT;
+    let sms = dev
+        .cuda_stream()
+        .context()
+        .attribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        .w()?;
+    Ok(sms.max(1) as u32)
 }
 
 /// The major compute capability in an `sm_XY` name.

@@ -176,11 +176,6 @@ impl GpuFrameStep {
         self.kernels.project(x, w, residual, x.dtype())
     }
 
-    /// `rms_norm(x) · Wᵀ` (the norm fused into the product where its kernel allows).
-    fn normed_linear(&self, x: &Tensor, norm: &NormWeights, w: &Projection) -> Result<Tensor> {
-        self.kernels.project_normed(x, norm, w, x.dtype())
-    }
-
     /// `x` (batch, seq, dim) at positions `pos[0]..` through every layer and the final norm.
     fn transformer(
         &self,
@@ -235,8 +230,9 @@ impl GpuFrameStep {
         let a = self.kernels.attention(&q, rope.cache, pos)?;
         // Residuals are added inside the products that feed them.
         let x = self.linear(&a, layer.output, Some(x))?;
-        let gu = self.normed_linear(&x, &layer.mlp_norm, layer.gate_up)?;
-        self.kernels
-            .project_swiglu(&gu, layer.down, Some(&x), x.dtype())
+        let m = self
+            .kernels
+            .project_gate_up(&x, &layer.mlp_norm, layer.gate_up, x.dtype())?;
+        self.linear(&m, layer.down, Some(&x))
     }
 }

@@ -1,11 +1,11 @@
 // The frame step's matrix products on tensor cores (sm_80 and later): y = x·Wᵀ (+ res) for
-// M ≤ 4 rows of bf16 x. A block owns 16 output rows; its warps split K and each multiplies
-// 16 weight rows (A of mma.m16n8k16) by x (B: 8 columns, the first M real, the rest zero),
-// accumulating in f32; the warps' partial sums meet in shared memory.
+// M ≤ 4 rows of bf16 x. A block owns tiles of 16 output rows; its warps split K and each
+// multiplies 16 weight rows (A of mma.m16n8k16) by x (B: 8 columns, the first M real, the rest
+// zero), accumulating in f32; the warps' partial sums meet in shared memory.
 //
 // x is first staged in shared memory by the whole block — as the tiles read it, and
-// normalised there when the product follows an RMSNorm, or made from gate and up when it
-// follows the SwiGLU (their own kernels are then skipped).
+// normalised there when the product follows an RMSNorm; the gate/up product leaves as the
+// SwiGLU of its two halves (the norm's and the SwiGLU's own kernels are then skipped).
 //
 // Why tensor cores for a product bound by reading W: the plain kernels spend ~40 (bf16) to
 // ~90 (FP8) instructions per 16 bytes of W on unpacking, decoding and scalar FMAs, which is
@@ -52,27 +52,15 @@ __device__ __forceinline__ u32 f16_pair(float lo, float hi) {
 }
 
 // x as the products read it: the first M rows of K values, each optionally normalised as
-// the step's RMSNorm does (x·γ / sqrt(mean(x²) + eps) in f32, rounded to bf16), or taken as
-// SwiGLU of a row of 2K values [gate | up] (silu(gate)·up in f32, rounded to bf16, as the
-// silu_mul kernel does) — so that the norm before q/k/v and gate/up, and the SwiGLU before
-// the down projection, cost no kernel of their own. `inv` holds each row's 1/rms.
+// the step's RMSNorm does (x·γ / sqrt(mean(x²) + eps) in f32, rounded to bf16), so that the
+// norm before q/k/v and gate/up costs no kernel of its own. `inv` holds each row's 1/rms.
 struct StagedInput {
     const bf16_t* x;
     const bf16_t* gamma;  // null: no norm
     const float* inv;
     int K;
-    bool swiglu;
     // Inputs k..k + 7 of row m (k a multiple of 8), read 16 bytes at a time.
     __device__ __forceinline__ void chunk(int m, int k, float (&v)[8]) const {
-        if (swiglu) {
-            const bf16_t* row = x + (size_t)m * 2 * K;
-            float u[8];
-            unpack(__ldg(reinterpret_cast<const uint4*>(row + k)), v, bf16_t());
-            unpack(__ldg(reinterpret_cast<const uint4*>(row + K + k)), u, bf16_t());
-#pragma unroll
-            for (int e = 0; e < 8; ++e) v[e] = rounded(v[e] / (1.f + __expf(-v[e])) * u[e]);
-            return;
-        }
         unpack(__ldg(reinterpret_cast<const uint4*>(x + (size_t)m * K + k)), v, bf16_t());
         if (gamma) {
             float g[8];
@@ -218,9 +206,9 @@ __device__ __forceinline__ void stage_x(StagedInput in, int M, unsigned char* xs
 // Where a q/k/v product's outputs go when RoPE and the KV-cache write are fused into it (as
 // rope_kv in rope_kv.cu does them, on the outputs rounded to Y): q rotated into q [B, H, T, D],
 // k rotated and v as it is into the caches at position pos[0] + t, for x row m = b·T + t.
-// Rotated pairs are adjacent outputs (2i, 2i + 1) of a head, so both lie in one block's 16
+// Rotated pairs are adjacent outputs (2i, 2i + 1) of a head, so both lie in one tile's 16
 // rows; they meet in shared memory. So do the 16 values of an FP8 cache's group (KV_GROUP):
-// the block's rows are one group of one head, as D is a multiple of 16.
+// a tile's rows are one group of one head, as D is a multiple of 16.
 template <typename Y>
 struct RopeOut {
     const float* cos;
@@ -229,9 +217,10 @@ struct RopeOut {
     Y* q;
     KvOut kv;
     int Tn, H, KV, D, CAP;
-    // Called by every thread of the block; `live` ones hold output n of x row m (block row r).
-    __device__ void put(int r, int m, int n, float value, bool live) const {
-        static_assert(MMA_ROWS == KV_GROUP, "a block's rows are one FP8 group");
+    // Called by every thread of the block for its tile of outputs n0..n0 + 15; `live` ones
+    // hold output n of x row m (tile row r).
+    __device__ void put(int n0, int r, int m, int n, float value, bool live) const {
+        static_assert(MMA_ROWS == KV_GROUP, "a tile's rows are one FP8 group");
         __shared__ float pair[MMA_ROWS][GEMV_MAX_M];
         bool slot = threadIdx.x < MMA_ROWS * GEMV_MAX_M;
         Y rounded;
@@ -250,8 +239,8 @@ struct RopeOut {
         }
         bool keys = head < H + KV;
         size_t row = ((size_t)b * KV + head - H - (keys ? 0 : KV)) * CAP + p;
-        // An FP8 cache's block holds one group of keys or values (D is a multiple of 16 then).
-        if (kv.fp8() && blockIdx.x * MMA_ROWS / D >= H) {
+        // An FP8 cache's tile holds one group of keys or values (D is a multiple of 16 then).
+        if (kv.fp8() && n0 / D >= H) {
             Y stored;
             store(&stored, rotated);
             float x = to_f32(stored);
@@ -278,26 +267,59 @@ struct RopeOut {
     }
 };
 
-// gamma: null, or the RMSNorm to apply to x first; swiglu: x is M rows of [gate | up], 2K
-// values each (see StagedInput). UNROLL: segments of each warp's loads in flight before the
-// first is used (the launcher picks it so that each warp's segments split into even rounds).
+// Output 8·tile + r of x row m, from a tile of 8 gate and 8 up rows: every thread of the block
+// calls it, the `live` ones with tile row r's value for x row m.
+template <typename Y>
+__device__ void put_swiglu(int tile, int r, int m, float value, bool live, Y* y, int half) {
+    __shared__ float gate_up[MMA_ROWS][GEMV_MAX_M];
+    Y rounded;
+    store(&rounded, value);
+    if (live) gate_up[r][m] = to_f32(rounded);
+    __syncthreads();
+    if (live && r < 8) {
+        float gate = gate_up[r][m], up = gate_up[r + 8][m];
+        store(y + (size_t)m * half + 8 * tile + r, gate / (1.f + __expf(-gate)) * up);
+    }
+}
+
+// gamma: null, or the RMSNorm to apply to x first. swiglu: W is [gate; up] (N/2 rows each,
+// N/2 a multiple of 8) and y gets silu(gate)·up, N/2 values a row of x (as the silu_mul
+// kernel computes it from the two rounded halves), with no residual: a tile then holds 8
+// gate rows and the 8 up rows they pair with, so the pairs meet in shared memory and the
+// down projection reads its input as it is, instead of each of its blocks making it.
+// UNROLL: segments of each warp's loads in flight before the first is used (the launcher
+// picks it so that each warp's segments split into even rounds).
 // ROPE: the outputs go through `rope` (y and res unused), else y = x·Wᵀ + res.
+//
+// The grid is at most what the GPU holds at once, and each block takes tiles of 16 output
+// rows blockIdx.x, blockIdx.x + gridDim.x, …: x is staged (and normalised) once per block
+// instead of once per tile, and each warp issues the next tile's first loads before its
+// block sums the current tile, so no wave of blocks starts from nothing behind another.
 template <int UNROLL, bool ROPE, typename Tiles, typename Y>
 __device__ void gemv_mma(const bf16_t* x, const bf16_t* gamma, float eps, int swiglu,
                          const unsigned char* W, Tiles tiles, const Y* res, Y* y, int M, int N,
                          int K, RopeOut<Y> rope) {
 #if __CUDA_ARCH__ >= 800
     extern __shared__ __align__(16) unsigned char xs[];
-    __shared__ float partial[MMA_WARPS][MMA_ROWS][GEMV_MAX_M];
+    // Two tiles' partial sums: a tile's are written while the previous one's are read.
+    __shared__ float partial[2][MMA_WARPS][MMA_ROWS][GEMV_MAX_M];
     __shared__ float inv[GEMV_MAX_M];
     allow_dependents();
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int g = lane >> 2, t = lane & 3;
-    int n0 = blockIdx.x * MMA_ROWS;
+    int tile_count = (N + MMA_ROWS - 1) / MMA_ROWS;
     size_t row_bytes = (size_t)K * Tiles::BYTES;
-    const uint4* lo_row = reinterpret_cast<const uint4*>(W + (size_t)min(n0 + g, N - 1) * row_bytes);
-    const uint4* hi_row =
-        reinterpret_cast<const uint4*>(W + (size_t)min(n0 + g + 8, N - 1) * row_bytes);
+    const uint4 *lo_row, *hi_row;
+    // Weight row of tile row i (0..15).
+    auto row_of = [&](int tile, int i) {
+        if (swiglu) return (i < 8 ? 0 : N / 2 - 8) + 8 * tile + i;
+        return tile * MMA_ROWS + i;
+    };
+    auto rows_of = [&](int tile) {
+        size_t lo = min(row_of(tile, g), N - 1), hi = min(row_of(tile, g + 8), N - 1);
+        lo_row = reinterpret_cast<const uint4*>(W + lo * row_bytes);
+        hi_row = reinterpret_cast<const uint4*>(W + hi * row_bytes);
+    };
     int chunks = K / Tiles::VALS;
     int segments = (chunks + 3) / 4;  // four chunks a segment, one per thread of a group
     uint4 lo[UNROLL], hi[UNROLL];
@@ -312,43 +334,55 @@ __device__ void gemv_mma(const bf16_t* x, const bf16_t* gamma, float eps, int sw
         }
     };
     // The first loads of W do not depend on the previous kernel: issue them before waiting.
+    rows_of(blockIdx.x);
     load(warp);
     wait_for_producers();
     row_inverse_rms(x, gamma, eps, M, K, inv);
-    stage_x<Tiles>(StagedInput{x, gamma, inv, K, swiglu != 0}, M, xs);
+    stage_x<Tiles>(StagedInput{x, gamma, inv, K}, M, xs);
     __syncthreads();
-    float d[4] = {0.f, 0.f, 0.f, 0.f};
-    for (int s = warp; s < segments; s += UNROLL * MMA_WARPS) {
+    for (int tile = blockIdx.x, parity = 0; tile < tile_count; tile += gridDim.x, parity ^= 1) {
+        float d[4] = {0.f, 0.f, 0.f, 0.f};
+        for (int s = warp; s < segments; s += UNROLL * MMA_WARPS) {
 #pragma unroll
-        for (int u = 0; u < UNROLL; ++u) {
-            int c = (s + u * MMA_WARPS) * 4 + t;
-            // A chunk past K holds zeros, but x must not be read there either.
-            tiles.multiply(lo[u], hi[u], xs, g, c < chunks ? M : 0, K, c, d);
+            for (int u = 0; u < UNROLL; ++u) {
+                int c = (s + u * MMA_WARPS) * 4 + t;
+                // A chunk past K holds zeros, but x must not be read there either.
+                tiles.multiply(lo[u], hi[u], xs, g, c < chunks ? M : 0, K, c, d);
+            }
+            int next = s + UNROLL * MMA_WARPS;
+            if (next < segments) {
+                load(next);
+            } else if (tile + gridDim.x < tile_count) {
+                rows_of(tile + gridDim.x);
+                load(warp);
+            }
         }
-        int next = s + UNROLL * MMA_WARPS;
-        if (next < segments) load(next);
-    }
-    // d: rows g and g + 8, columns 2t and 2t + 1 (columns are rows of x; only M ≤ 4 are real).
-    if (2 * t < GEMV_MAX_M) {
-        partial[warp][g][2 * t] = d[0];
-        partial[warp][g][2 * t + 1] = d[1];
-        partial[warp][g + 8][2 * t] = d[2];
-        partial[warp][g + 8][2 * t + 1] = d[3];
-    }
-    __syncthreads();
-    int r = threadIdx.x / GEMV_MAX_M, m = threadIdx.x % GEMV_MAX_M, n = n0 + r;
-    bool live = threadIdx.x < MMA_ROWS * GEMV_MAX_M && m < M && n < N;
-    float value = 0.f;
-    if (live) {
-        float acc = 0.f;
+        // d: rows g and g + 8, columns 2t and 2t + 1 (columns are rows of x; only M ≤ 4
+        // are real).
+        if (2 * t < GEMV_MAX_M) {
+            partial[parity][warp][g][2 * t] = d[0];
+            partial[parity][warp][g][2 * t + 1] = d[1];
+            partial[parity][warp][g + 8][2 * t] = d[2];
+            partial[parity][warp][g + 8][2 * t + 1] = d[3];
+        }
+        __syncthreads();
+        int n0 = tile * MMA_ROWS;
+        int r = threadIdx.x / GEMV_MAX_M, m = threadIdx.x % GEMV_MAX_M, n = row_of(tile, r);
+        bool live = threadIdx.x < MMA_ROWS * GEMV_MAX_M && m < M && n < N;
+        float value = 0.f;
+        if (live) {
+            float acc = 0.f;
 #pragma unroll
-        for (int w = 0; w < MMA_WARPS; ++w) acc += partial[w][r][m];
-        value = (res ? to_f32(res[(size_t)m * N + n]) : 0.f) + tiles.scaled(acc, n);
-    }
-    if constexpr (ROPE) {
-        rope.put(r, m, n, value, live);
-    } else if (live) {
-        store(y + (size_t)m * N + n, value);
+            for (int w = 0; w < MMA_WARPS; ++w) acc += partial[parity][w][r][m];
+            value = (res ? to_f32(res[(size_t)m * N + n]) : 0.f) + tiles.scaled(acc, n);
+        }
+        if constexpr (ROPE) {
+            rope.put(n0, r, m, n, value, live);
+        } else if (swiglu) {
+            put_swiglu(tile, r, m, value, live, y, N / 2);
+        } else if (live) {
+            store(y + (size_t)m * N + n, value);
+        }
     }
 #else
     __trap();  // the launcher picks these kernels only on sm_80 and later
