@@ -96,13 +96,15 @@ for part in $parts; do
       run gpu/lm_frame.xz --frames 3000 > "$out/frame3000.txt" 2>&1
       echo "frame 3000 exit $?" >> "$out/summary.txt" ;;
     frameprofile)
-      # GPU time of each kernel of one captured frame (Nsight Compute, clocks left alone), and
-      # of the frame's whole graph, bf16 then FP8.
+      # GPU time of each kernel of one captured frame (Nsight Compute, clocks left alone, caches
+      # not flushed between kernels, as in the graph), and of the frame's whole graph, bf16 then
+      # FP8.
       unpack_bin lm_frame
       for precision in bf16 fp8; do
         for mode in node graph; do
           HEARTSTREAM_PROFILE_FRAME=20 run "$(ncu_path)" --profile-from-start off \
-            --clock-control none --graph-profiling "$mode" --metrics gpu__time_duration.sum \
+            --clock-control none --cache-control none --graph-profiling "$mode" \
+            --metrics gpu__time_duration.sum \
             --csv --page raw /tmp/gpu-run-bin/lm_frame "$precision" --frames 24 \
             > "$out/frameprofile-$precision-$mode.csv" 2>&1
           echo "frameprofile $precision $mode exit $?" >> "$out/summary.txt"
