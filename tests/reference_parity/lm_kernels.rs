@@ -178,28 +178,38 @@ fn rms_norm_f32(x: &Tensor, gamma: &Tensor, eps: f64) -> Tensor {
         .unwrap()
 }
 
+/// A random RMSNorm scale of `k` values around 1, in bf16.
+fn norm_scale(k: usize, dev: &Device) -> Tensor {
+    Tensor::randn(1f32, 0.3, k, dev)
+        .and_then(|t| t.to_dtype(DType::BF16))
+        .unwrap()
+}
+
+/// `rows` random rows of `k` bf16 values, each of a different scale: a norm must take each
+/// row's own.
+fn rows_of_different_scales(rows: usize, k: usize, dev: &Device) -> Tensor {
+    Tensor::randn(0f32, 1.0, (rows, k), dev)
+        .and_then(|x| {
+            let scales: Vec<f32> = (0..rows).map(|r| 0.1 * 7f32.powi(r as i32)).collect();
+            x.broadcast_mul(&Tensor::from_vec(scales, (rows, 1), dev)?)
+        })
+        .and_then(|t| t.to_dtype(DType::BF16))
+        .unwrap()
+}
+
 #[test]
 fn an_rms_norm_fused_into_a_product_matches_f32() {
     let (dev, kernels) = cuda();
     let eps = 1e-5;
     for (n, k) in SHAPES {
-        let gamma = Tensor::randn(1f32, 0.3, k, &dev)
-            .and_then(|t| t.to_dtype(DType::BF16))
-            .unwrap();
+        let gamma = norm_scale(k, &dev);
         let norm = NormWeights {
             scale: &gamma,
             eps: eps as f32,
         };
         let cases = one_matrix_both_ways(n, k, &dev);
         for rows in 1..=4 {
-            // Rows of different scales: the norm must take each row's own.
-            let x = Tensor::randn(0f32, 1.0, (rows, k), &dev)
-                .and_then(|x| {
-                    let scales: Vec<f32> = (0..rows).map(|r| 0.1 * 7f32.powi(r as i32)).collect();
-                    x.broadcast_mul(&Tensor::from_vec(scales, (rows, 1), &dev)?)
-                })
-                .and_then(|t| t.to_dtype(DType::BF16))
-                .unwrap();
+            let x = rows_of_different_scales(rows, k, &dev);
             let normed = rms_norm_f32(&x, &gamma, eps);
             for (projection, values) in &cases {
                 let got = kernels
@@ -224,18 +234,16 @@ fn a_swiglu_fused_into_the_gate_up_projection_matches_f32() {
     // (the step falls back to a kernel of its own); 4104 gives blocks several tiles each;
     // the last is the real model's.
     for (hidden, k) in [(20, 208), (1000, 96), (4104, 208), (8192, 3072)] {
-        let gamma = Tensor::randn(1f32, 0.3, k, &dev)
-            .and_then(|t| t.to_dtype(DType::BF16))
-            .unwrap();
-        let norm = NormWeights {
-            scale: &gamma,
-            eps: eps as f32,
-        };
-        let cases = one_matrix_both_ways(2 * hidden, k, &dev);
+        let gamma = norm_scale(k, &dev);
+        let (norm, cases) = (
+            NormWeights {
+                scale: &gamma,
+                eps: eps as f32,
+            },
+            one_matrix_both_ways(2 * hidden, k, &dev),
+        );
         for rows in 1..=4 {
-            let x = Tensor::randn(0f32, 1.0, (rows, k), &dev)
-                .and_then(|t| t.to_dtype(DType::BF16))
-                .unwrap();
+            let x = rows_of_different_scales(rows, k, &dev);
             let normed = rms_norm_f32(&x, &gamma, eps);
             for (projection, values) in &cases {
                 let gu = reference(&normed, values, None);
@@ -269,9 +277,7 @@ fn rope_fused_into_the_qkv_product_matches_the_rope_kernel() {
             .and_then(|t| t.to_dtype(DType::BF16))
             .unwrap()
     };
-    let gamma = Tensor::randn(1f32, 0.3, k, &dev)
-        .and_then(|t| t.to_dtype(DType::BF16))
-        .unwrap();
+    let gamma = norm_scale(k, &dev);
     let norm = NormWeights {
         scale: &gamma,
         eps: 1e-5,
