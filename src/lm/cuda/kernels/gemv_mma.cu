@@ -217,9 +217,26 @@ struct RopeOut {
     Y* q;
     KvOut kv;
     int Tn, H, KV, D, CAP;
+    // Where output n of x row m goes: its position and RoPE angle. Read before the tile's
+    // product, so that these loads wait alongside the weights' instead of after the sums.
+    struct At {
+        u32 p;
+        float c, s;
+    };
+    __device__ At at(int n, int m, bool live) const {
+        At a{0, 1.f, 0.f};
+        if (!live) return a;
+        int head = n / D, d = n % D, half = D / 2;
+        a.p = pos[0] + m % Tn;
+        if (head < H + KV) {
+            a.c = cos[(size_t)a.p * half + d / 2];
+            a.s = sin[(size_t)a.p * half + d / 2];
+        }
+        return a;
+    }
     // Called by every thread of the block for its tile of outputs n0..n0 + 15; `live` ones
-    // hold output n of x row m (tile row r).
-    __device__ void put(int n0, int r, int m, int n, float value, bool live) const {
+    // hold output n of x row m (tile row r), which goes to `a`.
+    __device__ void put(int n0, int r, int m, int n, float value, bool live, At a) const {
         static_assert(MMA_ROWS == KV_GROUP, "a tile's rows are one FP8 group");
         __shared__ float pair[MMA_ROWS][GEMV_MAX_M];
         bool slot = threadIdx.x < MMA_ROWS * GEMV_MAX_M;
@@ -228,17 +245,16 @@ struct RopeOut {
         float v = to_f32(rounded);
         if (slot) pair[r][m] = v;
         __syncthreads();
-        int head = n / D, d = n % D, b = m / Tn, t = m % Tn, half = D / 2;
-        u32 p = live ? pos[0] + t : 0;
+        int head = n / D, d = n % D, b = m / Tn, t = m % Tn;
         float rotated = v;
         if (live && head < H + KV) {
-            float c = cos[(size_t)p * half + d / 2], s = sin[(size_t)p * half + d / 2];
             float other = pair[r ^ 1][m];
             // Even d holds x0 of its pair, odd d x1.
-            rotated = (d & 1) ? rotate_pair(other, v, c, s).y : rotate_pair(v, other, c, s).x;
+            rotated = (d & 1) ? rotate_pair(other, v, a.c, a.s).y
+                              : rotate_pair(v, other, a.c, a.s).x;
         }
         bool keys = head < H + KV;
-        size_t row = ((size_t)b * KV + head - H - (keys ? 0 : KV)) * CAP + p;
+        size_t row = ((size_t)b * KV + head - H - (keys ? 0 : KV)) * CAP + a.p;
         // An FP8 cache's tile holds one group of keys or values (D is a multiple of 16 then).
         if (kv.fp8() && n0 / D >= H) {
             Y stored;
@@ -341,6 +357,13 @@ __device__ void gemv_mma(const bf16_t* x, const bf16_t* gamma, float eps, int sw
     stage_x<Tiles>(StagedInput{x, gamma, inv, K}, M, xs);
     __syncthreads();
     for (int tile = blockIdx.x, parity = 0; tile < tile_count; tile += gridDim.x, parity ^= 1) {
+        // This thread's output in the tile's sums: tile row r for x row m.
+        int r = threadIdx.x / GEMV_MAX_M, m = threadIdx.x % GEMV_MAX_M;
+        typename RopeOut<Y>::At at{};
+        if constexpr (ROPE) {
+            int n = row_of(tile, r);
+            at = rope.at(n, m, threadIdx.x < MMA_ROWS * GEMV_MAX_M && m < M && n < N);
+        }
         float d[4] = {0.f, 0.f, 0.f, 0.f};
         for (int s = warp; s < segments; s += UNROLL * MMA_WARPS) {
 #pragma unroll
@@ -366,8 +389,7 @@ __device__ void gemv_mma(const bf16_t* x, const bf16_t* gamma, float eps, int sw
             partial[parity][warp][g + 8][2 * t + 1] = d[3];
         }
         __syncthreads();
-        int n0 = tile * MMA_ROWS;
-        int r = threadIdx.x / GEMV_MAX_M, m = threadIdx.x % GEMV_MAX_M, n = row_of(tile, r);
+        int n0 = tile * MMA_ROWS, n = row_of(tile, r);
         bool live = threadIdx.x < MMA_ROWS * GEMV_MAX_M && m < M && n < N;
         float value = 0.f;
         if (live) {
@@ -377,7 +399,7 @@ __device__ void gemv_mma(const bf16_t* x, const bf16_t* gamma, float eps, int sw
             value = (res ? to_f32(res[(size_t)m * N + n]) : 0.f) + tiles.scaled(acc, n);
         }
         if constexpr (ROPE) {
-            rope.put(n0, r, m, n, value, live);
+            rope.put(n0, r, m, n, value, live, at);
         } else if (swiglu) {
             put_swiglu(tile, r, m, value, live, y, N / 2);
         } else if (live) {
