@@ -253,6 +253,7 @@ pub struct Kernels {
     attention_counters: Tensor,
     /// Blocks of the one-pass attention kernels the GPU holds at once.
     attention_resident_blocks: usize,
+    /// The GPU's multiprocessors: the products' grids are at most what they hold at once.
     multiprocessors: u32,
 }
 
@@ -451,12 +452,12 @@ impl Kernels {
     ) -> Result<Tensor> {
         let staging = Staging::NormedSwiGlu(norm);
         let kernel = self.kernel_for(x, w, out)?;
-        let hidden = Weights::of(w).dims()?.0 / 2;
-        // A tile pairs 8 gate rows with 8 up rows (gemv_mma.cu).
-        if kernel.tensor_cores && hidden % 8 == 0 {
+        let n = Weights::of(w).dims()?.0;
+        // A tile pairs 8 gate rows with the 8 up rows n/2 further on (gemv_mma.cu).
+        if kernel.tensor_cores && n % 16 == 0 {
             self.launch_gemv(kernel, x, staging, Weights::of(w), None, out)
         } else {
-            self.silu_mul(&self.project_normed(x, norm, w, out)?, hidden)
+            self.silu_mul(&self.project_normed(x, norm, w, out)?, n / 2)
         }
     }
 
