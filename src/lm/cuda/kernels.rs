@@ -521,8 +521,8 @@ impl Kernels {
     }
 
     /// Launches a matrix-product kernel taking (x, [γ, eps, swiglu,] the weight's arguments,
-    /// residual, y, M, N, K) and returns y: x's shape with N last. What to make of x while
-    /// staging it goes to the tensor-core kernels only.
+    /// residual, y, M, N, K) and returns y: x's shape with N last (N/2 when the outputs leave
+    /// as a SwiGLU). What to make of x and of the outputs goes to the tensor-core kernels only.
     fn launch_gemv(
         &self,
         kernel: GemvKernel,
