@@ -294,11 +294,12 @@ impl Kernels {
         } else {
             0
         };
+        let multiprocessors = multiprocessors(dev)?;
         Ok(Self {
             dev: dev.clone(),
             stream: dev.cuda_stream(),
-            attention_resident_blocks: resident_blocks(dev, &funcs)?,
-            multiprocessors: multiprocessors(dev)?,
+            attention_resident_blocks: resident_blocks(multiprocessors, &funcs)?,
+            multiprocessors,
             funcs,
             tensor_cores,
             max_staged_bytes,
@@ -1067,8 +1068,7 @@ fn aligned_ptr(t: &Tensor) -> Result<Arg> {
 
 /// How many blocks of the one-pass attention kernels the GPU holds at once (the fewest of
 /// any of them): its multiprocessors times the blocks each fits.
-fn resident_blocks(dev: &CudaDevice, funcs: &HashMap<&str, CudaFunction>) -> Result<usize> {
-    let sms = multiprocessors(dev)?;
+fn resident_blocks(sms: u32, funcs: &HashMap<&str, CudaFunction>) -> Result<usize> {
     let mut per_sm = u32::MAX;
     for &(.., name) in &ROWS_KERNELS {
         let blocks = funcs[name]
